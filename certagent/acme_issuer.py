@@ -1,0 +1,416 @@
+"""The ACME adapter: the only module that imports `acme` and `josepy`.
+
+It turns a CSR into a certificate chain against one CA (RFC 8555): account
+(created once, key 0600, reused), order, http-01 challenges for the
+authorizations that are not already valid, our own polling (honouring
+Retry-After), finalize and download. Foreign exceptions are translated into
+`OrderFailed` at this border; josepy types never leave this module.
+
+Side effects: network (the CA), filesystem (the account under the state dir).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+from acme import challenges, client, errors, messages
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.errors import DeserializationError
+from josepy.jwa import ES256, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC, JWKRSA
+
+from . import crypto
+from .challenges import Solver
+from .errors import OrderFailed
+from .model import CASpec, Policy, RenewalWindow
+from .store import atomic_write
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "certagent/0.1 acme-python"
+BAD_NONCE_RETRIES = 10  # pebble rejects 5 % of nonces by default; the library retries once
+BUSY_RETRIES = 3  # 429 and 503 with a Retry-After we are willing to wait for
+POLL_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class _Network(client.ClientNetwork):
+    """ClientNetwork that retries bad nonces in a loop and honours Retry-After on 429/503."""
+
+    def __init__(
+        self,
+        key: JWK,
+        ca_bundle: str | None,
+        timeout: float,
+        sleep: Callable[[float], None],
+        max_wait: float,
+    ) -> None:
+        super().__init__(key, alg=_alg(key), user_agent=USER_AGENT, timeout=math.ceil(timeout))
+        if ca_bundle is not None:
+            # requests accepts a CA bundle path wherever it accepts verify=True;
+            # verification stays on, with the configured roots added.
+            self.verify_ssl = ca_bundle  # type: ignore[assignment]
+        self.last_response: requests.Response | None = None
+        self._sleep = sleep
+        self._max_wait = max_wait
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        self.last_response = super()._send_request(method, url, *args, **kwargs)
+        return self.last_response
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        nonce_failures = busy = 0
+        while True:
+            try:
+                return self._post_once(*args, **kwargs)
+            except messages.Error as error:
+                if error.code == "badNonce" and nonce_failures < BAD_NONCE_RETRIES:
+                    nonce_failures += 1
+                    continue
+                wait = self._busy_wait()
+                if wait is None or busy >= BUSY_RETRIES:
+                    raise
+                busy += 1
+                self._sleep(wait)
+
+    def get(
+        self, url: str, content_type: str = client.ClientNetwork.JSON_CONTENT_TYPE, **kwargs: Any
+    ) -> requests.Response:
+        for _ in range(BUSY_RETRIES):
+            try:
+                return super().get(url, content_type, **kwargs)
+            except (messages.Error, errors.ClientError):
+                wait = self._busy_wait()
+                if wait is None:
+                    raise
+                self._sleep(wait)
+        return super().get(url, content_type, **kwargs)
+
+    def _busy_wait(self) -> float | None:
+        """Seconds to wait when the CA said 429/503 with an acceptable Retry-After."""
+        resp = self.last_response
+        if resp is None or resp.status_code not in (429, 503):
+            return None
+        wait = _retry_after_seconds(resp, default=1.0)
+        return wait if wait <= self._max_wait else None
+
+
+class AcmeIssuer:
+    """Issues certificates from one CA; satisfies pipeline.Issuer."""
+
+    def __init__(
+        self,
+        ca: CASpec,
+        policy: Policy,
+        account_dir: Path,
+        ca_bundle: Path | None,
+        sleep: Callable[[float], None],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.ca = ca
+        self._policy = policy
+        self._account_dir = account_dir
+        self._bundle = str(ca_bundle) if ca_bundle else None
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._client: client.ClientV2 | None = None
+        self._key: JWK | None = None
+
+    @property
+    def label(self) -> str:
+        return self.ca.directory
+
+    # -- public --------------------------------------------------------------------
+
+    def issue(self, csr_pem: bytes, solver: Solver) -> bytes:
+        """Order, validate and download; returns the full chain in PEM, leaf first."""
+        with self._translated("order"):
+            acme = self._account()
+            try:
+                orderr = acme.new_order(csr_pem)
+            except messages.Error as exc:
+                if exc.code != "accountDoesNotExist":
+                    raise
+                # The CA forgot us (a test CA restarted, an account purged): register the key again.
+                acme = self._account(register=True)
+                orderr = acme.new_order(csr_pem)
+            deadline = self._monotonic() + self._policy.order_timeout
+            self._authorize(acme, orderr, solver, deadline)
+            return self._finalize(acme, orderr, deadline)
+
+    def renewal_window(self, cert_pem: bytes) -> RenewalWindow | None:
+        """The CA's suggested window from ARI (RFC 9773), or None if it offers none."""
+        with self._translated("renewal info"):
+            acme = self._directory_client()
+            try:
+                base = acme.directory["renewalInfo"]
+            except KeyError:
+                return None
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            resp = acme.net.get(f"{base.rstrip('/')}/{_ari_cert_id(cert)}")
+            info = messages.RenewalInfo.from_json(resp.json())
+            window = info.suggested_window
+            return RenewalWindow(_aware(window.start), _aware(window.end))
+
+    # -- account -------------------------------------------------------------------
+
+    def _directory_client(self) -> client.ClientV2:
+        if self._client is None:
+            key = self._account_key()
+            net = _Network(
+                key, self._bundle, self.ca.timeout, self._sleep, self._policy.max_retry_after
+            )
+            directory = client.ClientV2.get_directory(self.ca.directory, net)
+            self._client = client.ClientV2(directory, net)
+        return self._client
+
+    def _account(self, register: bool = False) -> client.ClientV2:
+        acme = self._directory_client()
+        regr_file = self._account_dir / "account.json"
+        if acme.net.account is not None and not register:
+            return acme
+        if regr_file.exists() and not register:
+            stored = json.loads(regr_file.read_text(encoding="utf-8"))
+            if stored.get("directory") == self.ca.directory:
+                acme.net.account = messages.RegistrationResource.from_json(stored["registration"])
+                return acme
+        acme.net.account = None
+        regr = self._register(acme)
+        record = {"directory": self.ca.directory, "registration": regr.to_json()}
+        atomic_write(regr_file, json.dumps(record, indent=2).encode(), 0o600)
+        log.info("registered ACME account %s", regr.uri)
+        return acme
+
+    def _register(self, acme: client.ClientV2) -> messages.RegistrationResource:
+        key = self._account_key()
+        eab = None
+        if self.ca.eab is not None:
+            eab = messages.ExternalAccountBinding.from_data(
+                key.public_key(), self.ca.eab.kid, self.ca.eab.hmac_key, acme.directory
+            )
+        new = messages.NewRegistration.from_data(
+            contact=self.ca.contact, terms_of_service_agreed=True, external_account_binding=eab
+        )
+        try:
+            return acme.new_account(new)
+        except errors.ConflictError as exc:
+            # The key already has an account (RFC 8555 section 7.3.1): reuse it.
+            regr = messages.RegistrationResource(body=messages.Registration(), uri=str(exc))
+            acme.net.account = regr
+            return regr
+
+    def _account_key(self) -> JWK:
+        if self._key is None:
+            path = self._account_dir / "key.pem"
+            if path.exists():
+                key = crypto.load_key(path.read_bytes())
+            else:
+                key = ec.generate_private_key(ec.SECP256R1())
+                atomic_write(path, crypto.key_pem(key), 0o600)
+            self._key = (
+                JWKEC(key=key) if isinstance(key, ec.EllipticCurvePrivateKey) else JWKRSA(key=key)
+            )
+        return self._key
+
+    # -- order ---------------------------------------------------------------------
+
+    def _authorize(
+        self, acme: client.ClientV2, orderr: messages.OrderResource, solver: Solver, deadline: float
+    ) -> None:
+        presented: list[tuple[str, str]] = []
+        try:
+            pending = []
+            for authzr in orderr.authorizations:
+                domain = authzr.body.identifier.value
+                if authzr.body.status == messages.STATUS_VALID:
+                    continue  # reused authorization: nothing to answer
+                if authzr.body.status != messages.STATUS_PENDING:
+                    raise OrderFailed(
+                        self.label, f"authorization for {domain} is {authzr.body.status}"
+                    )
+                challb = _http01(authzr)
+                if challb is None:
+                    raise OrderFailed(
+                        self.label, f"the CA offers no http-01 challenge for {domain}"
+                    )
+                response, validation = challb.response_and_validation(self._account_key())
+                token = challb.chall.encode("token")
+                presented.append((domain, token))
+                solver.present(domain, token, validation)
+                acme.answer_challenge(challb, response)
+                pending.append(authzr)
+            for authzr in pending:
+                self._await_authorization(acme, authzr, deadline)
+        finally:
+            for domain, token in presented:
+                try:
+                    solver.cleanup(domain, token)
+                except Exception as exc:  # cleanup must not hide the order's own outcome
+                    log.warning("challenge cleanup for %s failed: %s", domain, exc)
+
+    def _await_authorization(
+        self, acme: client.ClientV2, authzr: messages.AuthorizationResource, deadline: float
+    ) -> None:
+        domain = authzr.body.identifier.value
+        for delay in self._delays(deadline, f"validation of {domain}"):
+            resp = self._post_as_get(acme, authzr.uri)
+            body = messages.Authorization.from_json(resp.json())
+            if body.status == messages.STATUS_VALID:
+                return
+            problems = [c.error for c in body.challenges if c.error is not None]
+            if body.status != messages.STATUS_PENDING or problems:
+                # step-ca leaves a failed authorization pending with an error on the challenge.
+                detail = "; ".join(_problem_text(p) for p in problems) or str(body.status)
+                ptype = problems[0].typ if problems else None
+                raise OrderFailed(
+                    self.label,
+                    f"validation of {domain} failed: {detail}",
+                    ptype,
+                    problems[0].detail if problems else None,
+                )
+            self._sleep(max(delay, _retry_after_seconds(resp, 0.0)))
+
+    def _finalize(
+        self, acme: client.ClientV2, orderr: messages.OrderResource, deadline: float
+    ) -> bytes:
+        try:
+            body = acme.begin_finalization(orderr).body
+        except messages.Error as exc:
+            if exc.code != "orderNotReady":
+                raise
+            body = orderr.body
+        resp: requests.Response | None = None
+        for delay in self._delays(deadline, "issuance"):
+            if body.status == messages.STATUS_VALID and body.certificate:
+                return self._post_as_get(acme, body.certificate).text.encode()
+            if body.status == messages.STATUS_INVALID:
+                raise OrderFailed(
+                    self.label,
+                    f"the order became invalid: "
+                    f"{_problem_text(body.error) if body.error else 'no reason given'}",
+                )
+            if body.status == messages.STATUS_READY:
+                body = acme.begin_finalization(orderr).body
+                continue
+            wait = _retry_after_seconds(resp, 0.0) if resp is not None else 0.0
+            self._sleep(max(delay, wait))
+            resp = self._post_as_get(acme, orderr.uri)
+            body = messages.Order.from_json(resp.json())
+        raise AssertionError("unreachable: _delays raises at the deadline")
+
+    def _delays(self, deadline: float, what: str) -> Iterator[float]:
+        """Short delays first (a local CA answers in milliseconds), then at most 2 s."""
+        i = 0
+        while self._monotonic() < deadline:
+            yield POLL_DELAYS[min(i, len(POLL_DELAYS) - 1)]
+            i += 1
+        raise OrderFailed(
+            self.label,
+            f"{what} did not finish within {self._policy.order_timeout:g} s (policy.order_timeout)",
+        )
+
+    def _post_as_get(self, acme: client.ClientV2, url: str) -> requests.Response:
+        # RFC 8555 section 6.3: an empty payload; the library's helper is private.
+        return acme.net.post(url, None, new_nonce_url=acme.directory["newNonce"])
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """Translate foreign exceptions into OrderFailed with the CA's own words."""
+        try:
+            yield
+        except OrderFailed:
+            raise
+        except messages.Error as exc:
+            raise OrderFailed(
+                self.label, f"{what} refused: {_problem_text(exc)}", exc.typ, exc.detail
+            ) from exc
+        except requests.exceptions.SSLError as exc:
+            raise OrderFailed(
+                self.label,
+                f"TLS verification of the CA failed ({_root_cause(exc)}); "
+                "add its root under ca.trust_roots",
+            ) from exc
+        except requests.exceptions.Timeout as exc:
+            raise OrderFailed(
+                self.label, f"{what}: the CA did not answer within {self.ca.timeout:g} s"
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise OrderFailed(self.label, f"cannot reach the CA: {_root_cause(exc)}") from exc
+        except errors.Error as exc:
+            raise OrderFailed(self.label, f"{what} failed: {_client_error_text(exc)}") from exc
+        except (ValueError, DeserializationError) as exc:
+            raise OrderFailed(self.label, f"{what}: unexpected answer from the CA: {exc}") from exc
+
+
+def _http01(authzr: messages.AuthorizationResource) -> messages.ChallengeBody | None:
+    return next((c for c in authzr.body.challenges if isinstance(c.chall, challenges.HTTP01)), None)
+
+
+def _alg(key: JWK) -> JWASignature:
+    if isinstance(key, JWKEC):
+        return ES256
+    return RS256
+
+
+def _problem_text(problem: messages.Error) -> str:
+    text = f"{problem.typ}: {problem.detail or problem.title or 'no detail'}"
+    for sub in problem.subproblems or ():
+        ident = sub.identifier.value if sub.identifier else "?"
+        text += f"; {ident}: {sub.typ}: {sub.detail}"
+    return text
+
+
+def _client_error_text(exc: errors.Error) -> str:
+    arg = exc.args[0] if exc.args else None
+    if isinstance(arg, requests.Response):
+        return f"HTTP {arg.status_code} from {arg.url}"
+    return str(exc) or type(exc).__name__
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS-level reason (e.g. 'Connection refused'), not urllib3's wrapper prose."""
+    reason, todo, seen = str(exc), [exc], set()
+    while todo:
+        err = todo.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.strerror:
+            reason = err.strerror
+        links = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
+        todo.extend(x for x in links if isinstance(x, BaseException))
+    return reason
+
+
+def _retry_after_seconds(resp: requests.Response | None, default: float) -> float:
+    """Retry-After as seconds (RFC 9110 section 10.2.3): delta-seconds or an HTTP date."""
+    if resp is None or "Retry-After" not in resp.headers:
+        return default
+    when = client.ClientV2.retry_after(resp, int(default))
+    return max(0.0, (when - dt.datetime.now()).total_seconds())
+
+
+def _ari_cert_id(cert: x509.Certificate) -> str:
+    """The ARI certificate identifier (RFC 9773 section 4.1): AKI '.' serial, base64url."""
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    if aki.key_identifier is None:
+        raise ValueError("the certificate has no authority key identifier")
+    serial = cert.serial_number
+    serial_bytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big", signed=True)
+    b64 = base64.urlsafe_b64encode
+    return (
+        f"{b64(aki.key_identifier).decode().rstrip('=')}.{b64(serial_bytes).decode().rstrip('=')}"
+    )
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -1,0 +1,212 @@
+"""The command-line shell: argparse in, report out, one place that maps errors to exit codes.
+
+Side effects: writes to stdout/stderr. Everything else happens in `api`.
+Imports nothing heavy at start-up (no acme, josepy, requests or jinja2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+from . import api
+from .errors import CertagentError, ExitStatus, UsageError
+from .model import Outcome, Report
+
+log = logging.getLogger("certagent")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="configuration file (default: $CERTAGENT_CONFIG, then /etc/certagent/certagent.yaml)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the report as JSON (schema in the README)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="say more (repeat for debug output)",
+    )
+
+    parser = _Parser(
+        prog="certagent",
+        parents=[common],
+        description="Renew ACME certificates safely; see README for the exit codes.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("renew", parents=[common], help="renew what is due (for cron, Salt, people)")
+    p.add_argument("--force", action="store_true", help="renew even if not due")
+    p.add_argument("names", nargs="*", metavar="NAME", help="certificates (default: all)")
+
+    p = sub.add_parser("plan", parents=[common], help="what renew would do now, and why")
+    p.add_argument("--force", action="store_true", help="plan as if --force were given")
+    p.add_argument("names", nargs="*", metavar="NAME")
+
+    p = sub.add_parser("status", parents=[common], help="certificates, expiry, next renewal")
+    p.add_argument("names", nargs="*", metavar="NAME")
+
+    p = sub.add_parser("config", parents=[common], help="configuration commands")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    csub.required = True
+    csub.add_parser("validate", parents=[common], help="parse and check the configuration only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    verbose = 0
+    try:
+        args = build_parser().parse_args(argv)
+        verbose = getattr(args, "verbose", 0) or 0
+        _setup_logging(verbose)
+        return int(_dispatch(args))
+    except CertagentError as exc:
+        print(f"certagent: {exc}", file=sys.stderr)
+        return int(exc.exit_status)
+    except KeyboardInterrupt:
+        print("certagent: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so plainly, traceback only on request
+        log.debug("internal error", exc_info=True)
+        print(
+            f"certagent: internal error: {type(exc).__name__}: {exc} (run with -vv for details)",
+            file=sys.stderr,
+        )
+        return int(ExitStatus.FAILED)
+
+
+def _dispatch(args: argparse.Namespace) -> ExitStatus:
+    as_json = getattr(args, "json", False)
+    config = api.load_config(getattr(args, "config", None))
+    verbose = getattr(args, "verbose", 0) or 0
+    if args.command == "config":
+        _out(
+            as_json,
+            {
+                "valid": True,
+                "source": str(config.source),
+                "certificates": [c.name for c in config.certificates],
+            },
+            f"{config.source}: valid, {len(config.certificates)} certificate(s)",
+        )
+        return ExitStatus.OK
+    if args.command == "status":
+        rows = api.status(config, args.names)
+        if as_json:
+            _out(True, {"schema": 1, "certificates": [r.to_json() for r in rows]}, "")
+        else:
+            _print_status(rows)
+        return ExitStatus.OK
+    if args.command == "plan":
+        report = api.plan_run(config, args.names, args.force)
+    else:
+        progress = _TerminalProgress(sys.stderr) if sys.stderr.isatty() and not as_json else None
+        try:
+            report = api.renew(
+                config, args.names, args.force, progress=progress.update if progress else None
+            )
+        finally:
+            if progress:
+                progress.clear()
+    status = api.exit_status(report)
+    if as_json:
+        _out(True, {**report.to_json(), "exit_status": int(status)}, "")
+    else:
+        _print_report(report, verbose)
+    return status
+
+
+def _out(as_json: bool, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data, indent=2) if as_json else text)
+
+
+def _print_report(report: Report, verbose: int) -> None:
+    planning = report.command == "plan"
+    for r in report.results:
+        if r.outcome is Outcome.SKIPPED and not (verbose or planning):
+            continue  # silent when nothing is due: cron mails only what matters
+        if planning:
+            print(f"{r.name}: {'due' if r.decision.due else 'not due'}: {r.decision.reason}")
+        elif r.outcome is Outcome.SKIPPED:
+            print(f"{r.name}: nothing to do: {r.decision.reason}")
+        elif r.outcome is Outcome.RENEWED:
+            print(
+                f"{r.name}: renewed ({r.decision.reason}); release {r.release}, "
+                f"valid until {r.not_after:%Y-%m-%d %H:%M UTC}"
+            )
+        else:
+            print(f"{r.name}: {r.outcome.value.upper()}: {r.error}", file=sys.stderr)
+        if verbose:
+            for s in r.steps:
+                mark = "ok" if s.ok else "FAILED"
+                print(f"  {s.step:<8} {mark:<6} {s.seconds:7.3f}s  {s.detail}")
+
+
+def _print_status(rows: list[api.StatusRow]) -> None:
+    header = ("NAME", "NOT AFTER", "DAYS", "NEXT RENEWAL", "LAST", "NAMES")
+    table = [header]
+    for r in rows:
+        table.append(
+            (
+                r.name,
+                f"{r.not_after:%Y-%m-%d %H:%M}" if r.not_after else "-",
+                f"{r.days_left:.1f}" if r.days_left is not None else "-",
+                "due now"
+                if r.due
+                else (f"{r.next_renewal:%Y-%m-%d %H:%M}" if r.next_renewal else "-"),
+                r.last_outcome or "-",
+                ",".join(r.names),
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+class _TerminalProgress:
+    """One self-overwriting status line on an interactive terminal; nothing in cron."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def update(self, label: str, what: str) -> None:
+        self.stream.write(f"\r\033[K{label}: {what}")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        self.stream.write("\r\033[K")
+        self.stream.flush()
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("certagent: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if verbose < 3:
+        # acme logs whole JWS payloads at DEBUG; keep them out unless asked for (-vvv).
+        logging.getLogger("acme").setLevel(max(level, logging.INFO))
+        logging.getLogger("urllib3").setLevel(max(level, logging.INFO))

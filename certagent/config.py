@@ -1,0 +1,400 @@
+"""YAML configuration -> validated, frozen `model.Config`.
+
+The only module that imports `yaml`. Parsing is strict: unknown keys, wrong
+types, duplicate keys and impossible combinations are collected and reported
+together, each with its key path and line, as one `ConfigError` (exit 78).
+
+Side effects: reads the configuration file (and EAB key files it names).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Set
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ConfigError, ConfigProblem
+from .model import (
+    CASpec,
+    CertSpec,
+    ChallengeSpec,
+    Config,
+    Eab,
+    Http01Standalone,
+    Http01Webroot,
+    KeyType,
+    Policy,
+)
+
+DEFAULT_PATH = Path("/etc/certagent/certagent.yaml")
+ENV_VAR = "CERTAGENT_CONFIG"
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_CERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+T = TypeVar("T")
+
+
+def default_path(explicit: str | None, environ: dict[str, str]) -> Path:
+    """`-c` wins, then $CERTAGENT_CONFIG, then the system default."""
+    if explicit:
+        return Path(explicit)
+    if environ.get(ENV_VAR):
+        return Path(environ[ENV_VAR])
+    return DEFAULT_PATH
+
+
+def load(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [ConfigProblem("", f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [ConfigProblem("", "not UTF-8 text")]) from exc
+    return parse(text, path)
+
+
+def parse(text: str, source: Path) -> Config:
+    ctx = _Ctx(source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            str(source), [ConfigProblem("", f"invalid YAML: {problem}", line)]
+        ) from exc
+    if node is None:
+        raise ConfigError(str(source), [ConfigProblem("", "the file is empty")])
+    root = ctx.value(node, "")
+    config = _config(ctx, root)
+    if ctx.problems or config is None:
+        raise ConfigError(str(source), ctx.problems)
+    return config
+
+
+# -- the YAML tree with positions -------------------------------------------------
+
+
+@dataclass
+class _V:
+    """A YAML value with its key path and line, for error messages."""
+
+    value: Any
+    path: str
+    line: int
+
+
+@dataclass
+class _Ctx:
+    source: Path
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    def error(self, at: _V | str, message: str, line: int | None = None) -> None:
+        if isinstance(at, _V):
+            self.problems.append(ConfigProblem(at.path, message, at.line))
+        else:
+            self.problems.append(ConfigProblem(at, message, line))
+
+    def value(self, node: yaml.Node, path: str) -> _V:
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, _V] = {}
+            for knode, vnode in node.value:
+                key = str(knode.value)
+                sub = f"{path}.{key}" if path else key
+                if key in out:
+                    self.error(sub, "duplicate key", knode.start_mark.line + 1)
+                out[key] = self.value(vnode, sub)
+            return _V(out, path, line)
+        if isinstance(node, yaml.SequenceNode):
+            items = [self.value(n, f"{path}[{i}]") for i, n in enumerate(node.value)]
+            return _V(items, path, line)
+        loader = yaml.SafeLoader("")
+        return _V(loader.construct_object(node, deep=True), path, line)
+
+    def mapping(self, v: _V, allowed: Set[str], required: Set[str] = frozenset()) -> dict[str, _V]:
+        if not isinstance(v.value, dict):
+            self.error(v, f"expected a mapping, got {_kind(v.value)}")
+            return {}
+        for key, sub in v.value.items():
+            if key not in allowed:
+                self.error(sub, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        for key in sorted(required - v.value.keys()):
+            self.error(v, f"missing required key '{key}'")
+        return {k: s for k, s in v.value.items() if k in allowed}
+
+    def get(
+        self, m: dict[str, _V], key: str, conv: Callable[[_Ctx, _V], T | None], default: T
+    ) -> T:
+        if key not in m:
+            return default
+        result = conv(self, m[key])
+        return default if result is None else result
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+# -- scalar converters: return None after reporting a problem ------------------------
+
+
+def _str(ctx: _Ctx, v: _V) -> str | None:
+    if isinstance(v.value, str) and v.value.strip():
+        return v.value
+    ctx.error(v, f"expected a non-empty string, got {_kind(v.value)}")
+    return None
+
+
+def _abs_path(ctx: _Ctx, v: _V) -> Path | None:
+    s = _str(ctx, v)
+    if s is None:
+        return None
+    if not s.startswith("/"):
+        ctx.error(v, f"expected an absolute path, got {s!r}")
+        return None
+    return Path(s)
+
+
+def _url(ctx: _Ctx, v: _V) -> str | None:
+    s = _str(ctx, v)
+    if s is not None and not re.match(r"^https?://[^/\s]+", s):
+        ctx.error(v, f"expected an http(s) URL, got {s!r}")
+        return None
+    return s
+
+
+def _duration(ctx: _Ctx, v: _V) -> float | None:
+    raw = v.value
+    if isinstance(raw, bool):
+        raw = None
+    if isinstance(raw, int | float) and raw >= 0:
+        return float(raw)
+    m = _DURATION.match(raw.strip()) if isinstance(raw, str) else None
+    if m:
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    ctx.error(v, f"expected a duration like 30, '90s', '5m', '2h' or '1d', got {v.value!r}")
+    return None
+
+
+def _port(ctx: _Ctx, v: _V) -> int | None:
+    if isinstance(v.value, int) and not isinstance(v.value, bool) and 0 < v.value < 65536:
+        return v.value
+    ctx.error(v, f"expected a port number 1-65535, got {v.value!r}")
+    return None
+
+
+def _fraction(ctx: _Ctx, v: _V) -> float | None:
+    if isinstance(v.value, int | float) and not isinstance(v.value, bool) and 0 <= v.value < 1:
+        return float(v.value)
+    ctx.error(v, f"expected a number from 0 up to (not including) 1, got {v.value!r}")
+    return None
+
+
+def _count(ctx: _Ctx, v: _V) -> int | None:
+    if isinstance(v.value, int) and not isinstance(v.value, bool) and v.value >= 1:
+        return v.value
+    ctx.error(v, f"expected a whole number >= 1, got {v.value!r}")
+    return None
+
+
+def _list(ctx: _Ctx, v: _V, conv: Callable[[_Ctx, _V], T | None]) -> list[T] | None:
+    if not isinstance(v.value, list):
+        ctx.error(v, f"expected a list, got {_kind(v.value)}")
+        return None
+    out = [conv(ctx, item) for item in v.value]
+    return [x for x in out if x is not None]
+
+
+# -- sections ------------------------------------------------------------------------
+
+
+def _config(ctx: _Ctx, root: _V) -> Config | None:
+    m = ctx.mapping(root, {"state_dir", "ca", "policy", "certificates"}, {"ca", "certificates"})
+    state_dir = ctx.get(m, "state_dir", _abs_path, Path("/var/lib/certagent"))
+    ca = _ca(ctx, m["ca"]) if "ca" in m else None
+    policy = _policy(ctx, m["policy"]) if "policy" in m else Policy()
+    certs = _certificates(ctx, m["certificates"]) if "certificates" in m else ()
+    if ca is None:
+        return None
+    return Config(ctx.source, state_dir, ca, policy, certs)
+
+
+def _ca(ctx: _Ctx, v: _V) -> CASpec | None:
+    m = ctx.mapping(v, {"directory", "contact", "trust_roots", "eab", "timeout"}, {"directory"})
+    directory = _url(ctx, m["directory"]) if "directory" in m else None
+    contact: list[str] = ctx.get(m, "contact", _contacts, [])
+    roots: list[Path] = ctx.get(m, "trust_roots", _paths, [])
+    for i, root in enumerate(roots):
+        if not root.is_file():
+            ctx.error(f"{v.path}.trust_roots[{i}]", f"no such file: {root}", m["trust_roots"].line)
+    eab = _eab(ctx, m["eab"]) if "eab" in m else None
+    timeout = ctx.get(m, "timeout", _duration, 30.0)
+    if directory is None:
+        return None
+    return CASpec(directory, tuple(contact), tuple(roots), eab, timeout)
+
+
+def _contacts(ctx: _Ctx, v: _V) -> list[str] | None:
+    return _list(ctx, v, _contact)
+
+
+def _paths(ctx: _Ctx, v: _V) -> list[Path] | None:
+    return _list(ctx, v, _abs_path)
+
+
+def _contact(ctx: _Ctx, v: _V) -> str | None:
+    s = _str(ctx, v)
+    if s is None:
+        return None
+    if "@" in s and ":" not in s:
+        s = f"mailto:{s}"
+    if not re.match(r"^mailto:[^@\s]+@[^@\s]+$", s):
+        ctx.error(v, f"expected an e-mail address or mailto: URI, got {s!r}")
+        return None
+    return s
+
+
+def _eab(ctx: _Ctx, v: _V) -> Eab | None:
+    m = ctx.mapping(v, {"kid", "hmac_key", "hmac_key_file"}, {"kid"})
+    kid = _str(ctx, m["kid"]) if "kid" in m else None
+    key: str | None = None
+    if ("hmac_key" in m) == ("hmac_key_file" in m):
+        ctx.error(v, "give exactly one of 'hmac_key' and 'hmac_key_file'")
+    elif "hmac_key" in m:
+        key = _str(ctx, m["hmac_key"])
+    else:
+        path = _abs_path(ctx, m["hmac_key_file"])
+        if path is not None:
+            try:
+                key = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                ctx.error(m["hmac_key_file"], f"cannot read {path}: {exc.strerror}")
+    if kid is None or key is None:
+        return None
+    return Eab(kid, key)
+
+
+def _policy(ctx: _Ctx, v: _V) -> Policy:
+    m = ctx.mapping(
+        v, {"keep_releases", "order_timeout", "max_retry_after", "failure_backoff", "jitter"}
+    )
+    d = Policy()
+    return Policy(
+        keep_releases=ctx.get(m, "keep_releases", _count, d.keep_releases),
+        order_timeout=ctx.get(m, "order_timeout", _duration, d.order_timeout),
+        max_retry_after=ctx.get(m, "max_retry_after", _duration, d.max_retry_after),
+        failure_backoff=ctx.get(m, "failure_backoff", _duration, d.failure_backoff),
+        jitter=ctx.get(m, "jitter", _fraction, d.jitter),
+    )
+
+
+def _certificates(ctx: _Ctx, v: _V) -> tuple[CertSpec, ...]:
+    if not isinstance(v.value, dict) or not v.value:
+        ctx.error(v, "expected a mapping of certificate names to certificates, with at least one")
+        return ()
+    specs: list[CertSpec] = []
+    owner: dict[str, str] = {}
+    for name, sub in v.value.items():
+        if not _CERT_NAME.match(name):
+            ctx.error(sub, "certificate name must be letters, digits, '.', '_' or '-' (max 64)")
+            continue
+        spec = _certificate(ctx, name, sub)
+        if spec is None:
+            continue
+        for dns in spec.names:
+            if dns in owner:
+                ctx.error(
+                    f"{sub.path}.names", f"{dns} is also in certificate '{owner[dns]}'", sub.line
+                )
+            owner.setdefault(dns, name)
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _certificate(ctx: _Ctx, name: str, v: _V) -> CertSpec | None:
+    m = ctx.mapping(v, {"names", "key_type", "challenge"}, {"names", "challenge"})
+    names = _names(ctx, m["names"]) if "names" in m else None
+    key_type = ctx.get(m, "key_type", _key_type, KeyType.EC_P256)
+    challenge = _challenge(ctx, m["challenge"]) if "challenge" in m else None
+    if names is None or challenge is None:
+        return None
+    if isinstance(challenge, Http01Webroot | Http01Standalone):
+        for dns in names:
+            if dns.startswith("*."):
+                ctx.error(m["names"], f"wildcard {dns} needs dns-01; http-01 cannot validate it")
+                return None
+    return CertSpec(name, names, key_type, challenge)
+
+
+def _names(ctx: _Ctx, v: _V) -> tuple[str, ...] | None:
+    raw = _list(ctx, v, _str)
+    if raw is None:
+        return None
+    if not raw:
+        ctx.error(v, "the list of names is empty")
+        return None
+    seen: list[str] = []
+    for i, name in enumerate(raw):
+        dns = name.lower().rstrip(".")
+        if not _is_dns_name(dns):
+            ctx.error(f"{v.path}[{i}]", f"not a valid DNS name: {name!r}", v.line)
+        elif dns in seen:
+            ctx.error(f"{v.path}[{i}]", f"duplicate name {dns}", v.line)
+        else:
+            seen.append(dns)
+    return tuple(seen) if len(seen) == len(raw) else None
+
+
+def _is_dns_name(name: str) -> bool:
+    labels = name.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+    return len(name) <= 253 and len(labels) >= 1 and all(_LABEL.match(x) for x in labels)
+
+
+def _key_type(ctx: _Ctx, v: _V) -> KeyType | None:
+    try:
+        return KeyType(v.value)
+    except ValueError:
+        allowed = ", ".join(k.value for k in KeyType)
+        ctx.error(v, f"unknown key type {v.value!r} (allowed: {allowed})")
+        return None
+
+
+def _challenge(ctx: _Ctx, v: _V) -> ChallengeSpec | None:
+    m = ctx.mapping(v, {"type", "webroot", "standalone"}, {"type"})
+    kind = _str(ctx, m["type"]) if "type" in m else None
+    if kind is None:
+        return None
+    if kind != "http-01":
+        ctx.error(m["type"], f"unknown challenge type {kind!r} (allowed: http-01)")
+        return None
+    if ("webroot" in m) == ("standalone" in m):
+        ctx.error(v, "http-01 needs exactly one of 'webroot' and 'standalone'")
+        return None
+    if "webroot" in m:
+        root = _abs_path(ctx, m["webroot"])
+        return None if root is None else Http01Webroot(root)
+    sm = ctx.mapping(m["standalone"], {"address", "port"}, {"port"})
+    address = ctx.get(sm, "address", _str, "0.0.0.0")  # noqa: S104 - ACME validators come from anywhere
+    port = _port(ctx, sm["port"]) if "port" in sm else None
+    return None if port is None else Http01Standalone(address, port)
+
+
+def from_environment(explicit: str | None) -> Config:
+    """Load the configuration that the command line and environment point at."""
+    return load(default_path(explicit, dict(os.environ)))

@@ -1,0 +1,103 @@
+"""Keys, CSRs and certificate facts, through `cryptography`.
+
+Side effects: none (pure functions over bytes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from .model import KeyType
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def generate_key(key_type: KeyType) -> PrivateKey:
+    if key_type is KeyType.EC_P256:
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type is KeyType.EC_P384:
+        return ec.generate_private_key(ec.SECP384R1())
+    bits = int(key_type.value.split("-")[1])
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_key(pem: bytes) -> PrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError(f"unsupported key type {type(key).__name__}")
+    return key
+
+
+def make_csr(key: PrivateKey, names: tuple[str, ...]) -> bytes:
+    """A CSR with every name as a SAN; the first is also the CN (RFC 8555 section 7.4)."""
+    builder = x509.CertificateSigningRequestBuilder()
+    if len(names[0]) <= 64:
+        builder = builder.subject_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+        )
+    builder = builder.add_extension(
+        x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+    )
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class CertFacts:
+    names: tuple[str, ...]
+    not_before: dt.datetime
+    not_after: dt.datetime
+    fingerprint_sha256: str
+    issuer: str
+    serial: int
+
+
+def facts(cert_pem: bytes) -> CertFacts:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return facts_of(cert)
+
+
+def facts_of(cert: x509.Certificate) -> CertFacts:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = tuple(san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = ()
+    return CertFacts(
+        names=names,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        fingerprint_sha256=fingerprint(cert),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=cert.serial_number,
+    )
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def split_pem_chain(fullchain: bytes) -> list[bytes]:
+    """Split a PEM bundle into its certificates, leaf first (RFC 8555 section 9.1)."""
+    certs = x509.load_pem_x509_certificates(fullchain)
+    return [c.public_bytes(serialization.Encoding.PEM) for c in certs]
+
+
+def key_matches(key: PrivateKey, cert_pem: bytes) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    return key.public_key().public_bytes(enc, spki) == cert.public_key().public_bytes(enc, spki)

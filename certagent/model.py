@@ -1,0 +1,199 @@
+"""Plain values shared by every module: specs, releases, decisions, outcomes, reports.
+
+Side effects: none. Everything here is a frozen dataclass or an enum so that the
+pure parts (planning, rendering the report) can be tested with literals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class KeyType(StrEnum):
+    EC_P256 = "ec-p256"
+    EC_P384 = "ec-p384"
+    RSA_2048 = "rsa-2048"
+    RSA_3072 = "rsa-3072"
+    RSA_4096 = "rsa-4096"
+
+
+@dataclass(frozen=True)
+class Http01Webroot:
+    """Write the key authorization under <webroot>/.well-known/acme-challenge/."""
+
+    webroot: Path
+
+
+@dataclass(frozen=True)
+class Http01Standalone:
+    """Answer http-01 from a small built-in HTTP server on address:port."""
+
+    address: str
+    port: int
+
+
+ChallengeSpec = Http01Webroot | Http01Standalone
+
+
+@dataclass(frozen=True)
+class Eab:
+    """External account binding (RFC 8555 section 7.3.4)."""
+
+    kid: str
+    hmac_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CASpec:
+    directory: str
+    contact: tuple[str, ...] = ()
+    trust_roots: tuple[Path, ...] = ()
+    eab: Eab | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    keep_releases: int = 5
+    order_timeout: float = 120.0
+    max_retry_after: float = 120.0
+    failure_backoff: float = 3600.0
+    jitter: float = 0.05  # share of the lifetime over which renewals are spread
+
+
+@dataclass(frozen=True)
+class CertSpec:
+    name: str
+    names: tuple[str, ...]
+    key_type: KeyType
+    challenge: ChallengeSpec
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    state_dir: Path
+    ca: CASpec
+    policy: Policy
+    certificates: tuple[CertSpec, ...]
+
+    def certificate(self, name: str) -> CertSpec | None:
+        return next((c for c in self.certificates if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class Release:
+    """One immutable issuance on disk, as described by its metadata."""
+
+    cert_name: str
+    release_id: str
+    path: Path
+    names: tuple[str, ...]
+    key_type: KeyType
+    not_before: dt.datetime
+    not_after: dt.datetime
+    fingerprint_sha256: str
+    issuer: str
+
+
+@dataclass(frozen=True)
+class RenewalWindow:
+    """A window suggested by the CA through ACME Renewal Information (RFC 9773)."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+
+@dataclass(frozen=True)
+class CertState:
+    """What earlier runs left for the planner: outcome and failure streak."""
+
+    last_outcome: str | None = None
+    last_attempt: dt.datetime | None = None
+    consecutive_failures: int = 0
+    window: RenewalWindow | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    due: bool
+    reason: str
+    renew_at: dt.datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "due": self.due,
+            "reason": self.reason,
+            "renew_at": iso(self.renew_at),
+        }
+
+
+class Outcome(StrEnum):
+    SKIPPED = "skipped"
+    RENEWED = "renewed"
+    FAILED_BEFORE_SWAP = "failed_before_swap"
+    ROLLED_BACK = "rolled_back"
+    BROKEN = "broken"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 4),
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class CertResult:
+    name: str
+    outcome: Outcome
+    decision: Decision
+    steps: tuple[StepResult, ...] = ()
+    release: str | None = None
+    not_after: dt.datetime | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "outcome": self.outcome.value,
+            "decision": self.decision.to_json(),
+            "release": self.release,
+            "not_after": iso(self.not_after),
+            "error": self.error,
+            "steps": [s.to_json() for s in self.steps],
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    command: str
+    started: dt.datetime
+    finished: dt.datetime
+    results: tuple[CertResult, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "command": self.command,
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+            "certificates": [r.to_json() for r in self.results],
+        }
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,102 @@
+"""Pure renewal decisions: is this certificate due now, and why.
+
+Side effects: none. `now` is an argument; nothing here reads a clock, a file or
+the network, so a table of cases tests every branch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from .model import CertSpec, CertState, Decision, Policy, Release
+
+SHORT_LIFETIME = dt.timedelta(days=10)
+MAX_BACKOFF = dt.timedelta(days=1)
+
+
+def decide(
+    spec: CertSpec,
+    current: Release | None,
+    state: CertState,
+    policy: Policy,
+    now: dt.datetime,
+    force: bool = False,
+) -> Decision:
+    """Decide for one certificate; the first rule that applies wins."""
+    if force:
+        return Decision(True, "forced (--force)", now)
+    if current is None:
+        return Decision(True, "no certificate issued yet", now)
+    changed = _changed(spec, current)
+    if changed:
+        return Decision(True, changed, now)
+    if current.not_after <= now:
+        return Decision(True, f"expired at {_fmt(current.not_after)}", now)
+    renew_at = renewal_time(spec.name, current, state, policy)
+    backoff_until = _backoff_until(state, policy)
+    if backoff_until is not None and now < backoff_until:
+        return Decision(
+            False,
+            f"{state.consecutive_failures} failed attempt(s); backing off until "
+            f"{_fmt(backoff_until)} (--force overrides)",
+            backoff_until,
+        )
+    if now >= renew_at:
+        return Decision(True, f"{_why_time(state)} since {_fmt(renew_at)}", renew_at)
+    return Decision(
+        False,
+        f"valid until {_fmt(current.not_after)}; {_why_time(state)} at {_fmt(renew_at)}",
+        renew_at,
+    )
+
+
+def renewal_time(name: str, current: Release, state: CertState, policy: Policy) -> dt.datetime:
+    """When this certificate should renew, before any failure backoff.
+
+    The CA's ARI window wins when it has one (RFC 9773 section 4.2); a stable
+    point inside it is chosen so that repeated runs agree. Otherwise renew when
+    1/3 of the lifetime is left (1/2 for short-lived certificates), moved earlier
+    by a stable share of `policy.jitter` so that a fleet does not renew at once.
+    """
+    share = _stable_share(name, current.fingerprint_sha256)
+    if state.window is not None:
+        span = state.window.end - state.window.start
+        return state.window.start + span * share
+    lifetime = current.not_after - current.not_before
+    left = lifetime / 2 if lifetime < SHORT_LIFETIME else lifetime / 3
+    return current.not_after - left - lifetime * policy.jitter * share
+
+
+def _changed(spec: CertSpec, current: Release) -> str | None:
+    if set(spec.names) != set(current.names):
+        added = sorted(set(spec.names) - set(current.names))
+        removed = sorted(set(current.names) - set(spec.names))
+        parts = [f"+{n}" for n in added] + [f"-{n}" for n in removed]
+        return f"names changed ({', '.join(parts)})"
+    if spec.key_type != current.key_type:
+        return f"key type changed ({current.key_type.value} -> {spec.key_type.value})"
+    return None
+
+
+def _backoff_until(state: CertState, policy: Policy) -> dt.datetime | None:
+    """Exponential backoff after failed runs, so a broken setup does not hammer the CA."""
+    if state.consecutive_failures == 0 or state.last_attempt is None or policy.failure_backoff == 0:
+        return None
+    base = dt.timedelta(seconds=policy.failure_backoff)
+    delay = min(base * 2 ** (state.consecutive_failures - 1), max(MAX_BACKOFF, base))
+    until: dt.datetime = state.last_attempt + delay
+    return until
+
+
+def _stable_share(name: str, fingerprint: str) -> float:
+    digest = hashlib.sha256(f"{name}\0{fingerprint}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _why_time(state: CertState) -> str:
+    return "inside the CA's renewal window" if state.window is not None else "renewal time"
+
+
+def _fmt(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

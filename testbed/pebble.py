@@ -1,0 +1,91 @@
+"""pebble + pebble-challtestsrv from the Debian package, on loopback ports."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import pki
+from .proc import Server, free_port, port_open
+
+
+@dataclass
+class Pebble:
+    workdir: Path
+    validity_seconds: int | None = None
+    nonce_reject: int = 0
+    authz_reuse: int | None = None
+    http_port: int = field(default_factory=free_port)
+    port: int = field(default_factory=free_port)
+    management_port: int = field(default_factory=free_port)
+    dns_port: int = field(default_factory=free_port)
+    challtest_port: int = field(default_factory=free_port)
+    servers: list[Server] = field(default_factory=list)
+
+    @property
+    def directory_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/dir"
+
+    @property
+    def tls_root(self) -> Path:
+        """The root that signs pebble's own HTTPS listener (for ca.trust_roots)."""
+        return self.workdir / "listener-root.pem"
+
+    def start(self) -> Pebble:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        ca = pki.make_ca("pebble listener root")
+        cert, key = pki.issue(ca, ["127.0.0.1", "localhost"])
+        pki.write(self.tls_root, ca.pem())
+        pki.write(self.workdir / "listener.pem", cert)
+        pki.write(self.workdir / "listener.key", key, 0o600)
+        cfg = {
+            "pebble": {
+                "listenAddress": f"127.0.0.1:{self.port}",
+                "managementListenAddress": f"127.0.0.1:{self.management_port}",
+                "certificate": str(self.workdir / "listener.pem"),
+                "privateKey": str(self.workdir / "listener.key"),
+                "httpPort": self.http_port,
+                "tlsPort": free_port(),
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+            }
+        }
+        if self.validity_seconds is not None:
+            cfg["pebble"]["certificateValidityPeriod"] = self.validity_seconds
+        (self.workdir / "pebble.json").write_text(json.dumps(cfg, indent=2))
+        chall = Server(
+            ["pebble-challtestsrv",
+             "-management", f"127.0.0.1:{self.challtest_port}",
+             "-dns01", f"127.0.0.1:{self.dns_port}",
+             "-http01", "", "-https01", "", "-tlsalpn01", "",
+             "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""],
+            self.workdir / "challtestsrv.log",
+        )
+        self.servers.append(chall)
+        chall.wait_until(port_open("127.0.0.1", self.challtest_port), what="management port")
+        env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject)}
+        if self.authz_reuse is not None:
+            env["PEBBLE_AUTHZREUSE"] = str(self.authz_reuse)
+        peb = Server(
+            ["pebble", "-config", str(self.workdir / "pebble.json"),
+             "-dnsserver", f"127.0.0.1:{self.dns_port}"],
+            self.workdir / "pebble.log", env=env,
+        )
+        self.servers.append(peb)
+        peb.wait_until(port_open("127.0.0.1", self.port), what="ACME port")
+        return self
+
+    def issuing_roots(self) -> bytes:
+        """pebble makes a new issuing root at every start: fetch it from /roots/0."""
+        ctx = ssl.create_default_context(cafile=str(self.tls_root))
+        url = f"https://127.0.0.1:{self.management_port}/roots/0"
+        with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:  # noqa: S310 - loopback
+            return bytes(resp.read())
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+        self.servers.clear()
