@@ -77,7 +77,7 @@ def parse(text: str, source: Path) -> Config:
     root = ctx.value(node, "")
     config = _config(ctx, root)
     if ctx.problems or config is None:
-        raise ConfigError(str(source), ctx.problems)
+        raise ConfigError(str(source), sorted(ctx.problems, key=lambda p: p.line or 0))
     return config
 
 
@@ -336,11 +336,11 @@ def _certificate(ctx: _Ctx, name: str, v: _V) -> CertSpec | None:
         for dns in names:
             if dns.startswith("*."):
                 ctx.error(m["names"], f"wildcard {dns} needs dns-01; http-01 cannot validate it")
-                return None
     return CertSpec(name, names, key_type, challenge)
 
 
 def _names(ctx: _Ctx, v: _V) -> tuple[str, ...] | None:
+    """The valid, lower-cased names; bad ones are reported and left out so checks go on."""
     raw = _list(ctx, v, _str)
     if raw is None:
         return None
@@ -356,7 +356,7 @@ def _names(ctx: _Ctx, v: _V) -> tuple[str, ...] | None:
             ctx.error(f"{v.path}[{i}]", f"duplicate name {dns}", v.line)
         else:
             seen.append(dns)
-    return tuple(seen) if len(seen) == len(raw) else None
+    return tuple(seen) or None
 
 
 def _is_dns_name(name: str) -> bool:

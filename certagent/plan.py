@@ -26,22 +26,22 @@ def decide(
     """Decide for one certificate; the first rule that applies wins."""
     if force:
         return Decision(True, "forced (--force)", now)
-    if current is None:
-        return Decision(True, "no certificate issued yet", now)
-    changed = _changed(spec, current)
+    changed = _changed(spec, current) if current is not None else None
     if changed:
-        return Decision(True, changed, now)
-    if current.not_after <= now:
-        return Decision(True, f"expired at {_fmt(current.not_after)}", now)
-    renew_at = renewal_time(spec.name, current, state, policy)
+        return Decision(True, changed, now)  # a new input: do not wait out old failures
     backoff_until = _backoff_until(state, policy)
     if backoff_until is not None and now < backoff_until:
         return Decision(
             False,
-            f"{state.consecutive_failures} failed attempt(s); backing off until "
-            f"{_fmt(backoff_until)} (--force overrides)",
+            f"{state.consecutive_failures} failed attempt(s), last: {state.last_outcome}; "
+            f"backing off until {_fmt(backoff_until)} (--force overrides)",
             backoff_until,
         )
+    if current is None:
+        return Decision(True, "no certificate issued yet", now)
+    if current.not_after <= now:
+        return Decision(True, f"expired at {_fmt(current.not_after)}", now)
+    renew_at = renewal_time(spec.name, current, state, policy)
     if now >= renew_at:
         return Decision(True, f"{_why_time(state)} since {_fmt(renew_at)}", renew_at)
     return Decision(

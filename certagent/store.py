@@ -59,8 +59,15 @@ def fsync_dir(path: Path) -> None:
 
 
 def make_private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
+    """Create path and any missing parents 0700 (mkdir's parents=True would use the umask)."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
 
 
 class Store:
@@ -90,6 +97,7 @@ class Store:
     def _ensure_root(self) -> None:
         try:
             make_private_dir(self.root)
+            self.root.chmod(0o700)
         except OSError as exc:
             raise StoreError(f"cannot create state directory {self.root}: {exc.strerror}") from exc
 

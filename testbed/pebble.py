@@ -18,6 +18,7 @@ class Pebble:
     validity_seconds: int | None = None
     nonce_reject: int = 0
     authz_reuse: int | None = None
+    blocklist: tuple[str, ...] = ()
     http_port: int = field(default_factory=free_port)
     port: int = field(default_factory=free_port)
     management_port: int = field(default_factory=free_port)
@@ -51,6 +52,7 @@ class Pebble:
                 "tlsPort": free_port(),
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": False,
+                "domainBlocklist": list(self.blocklist),
             }
         }
         if self.validity_seconds is not None:

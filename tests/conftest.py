@@ -1,0 +1,130 @@
+"""Shared fixtures: a real pebble per session, config files, running the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from certagent import cli
+from testbed.pebble import Pebble
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _need(binary: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.fail(f"{binary} is not installed: run `make deps` (the Makefile installs it)")
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    """A real pebble with its default 5 % bad-nonce rejection and 50 % authz reuse."""
+    _need("pebble")
+    server = Pebble(tmp_path_factory.mktemp("pebble"), nonce_reject=5, blocklist=("blocked.test",))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_pebble(tmp_path: Path) -> Iterator[type[Pebble]]:
+    """Start extra pebbles with their own settings; all are stopped after the test."""
+    _need("pebble")
+    started: list[Pebble] = []
+
+    class _Started(Pebble):
+        def start(self) -> Pebble:
+            started.append(self)
+            return super().start()
+
+    yield _Started
+    for server in started:
+        server.stop()
+
+
+def certs_yaml(pebble: Pebble, certs: dict[str, list[str]], *, port: int | None = None,
+               key_type: str = "ec-p256") -> str:
+    lines = ["certificates:"]
+    for name, names in certs.items():
+        lines += [
+            f"  {name}:",
+            f"    names: [{', '.join(names)}]",
+            f"    key_type: {key_type}",
+            "    challenge:",
+            "      type: http-01",
+            f"      standalone: {{address: 127.0.0.1, port: {port or pebble.http_port}}}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(tmp_path: Path, pebble: Pebble, certs: dict[str, list[str]] | None = None, *,
+                 directory: str | None = None, port: int | None = None, extra: str = "",
+                 key_type: str = "ec-p256") -> Path:
+    certs = certs or {"www": ["www.example.test", "example.test"]}
+    path = tmp_path / "certagent.yaml"
+    path.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "ca:\n"
+        f"  directory: {directory or pebble.directory_url}\n"
+        "  contact: [ops@example.test]\n"
+        f"  trust_roots: [{pebble.tls_root}]\n"
+        "  timeout: 5\n"
+        "policy:\n"
+        "  order_timeout: 20\n"
+        f"{extra}"
+        + certs_yaml(pebble, certs, port=port, key_type=key_type)
+    )
+    return path
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run the CLI in-process, as `certagent ARGS`, and capture what it prints."""
+
+    def _run(*args: str) -> Result:
+        code = cli.main(list(args))
+        cap = capsys.readouterr()
+        return Result(code, cap.out, cap.err)
+
+    return _run
+
+
+def run_subprocess(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "certagent", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, check=False)
+
+
+@dataclass
+class OffsetClock:
+    """The system clock moved by an offset: renewal dates arrive without waiting."""
+
+    offset: dt.timedelta
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
+
+    def monotonic(self) -> float:
+        import time
+
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        import time
+
+        time.sleep(seconds)
