@@ -59,11 +59,23 @@ class Pebble:
             cfg["pebble"]["certificateValidityPeriod"] = self.validity_seconds
         (self.workdir / "pebble.json").write_text(json.dumps(cfg, indent=2))
         chall = Server(
-            ["pebble-challtestsrv",
-             "-management", f"127.0.0.1:{self.challtest_port}",
-             "-dns01", f"127.0.0.1:{self.dns_port}",
-             "-http01", "", "-https01", "", "-tlsalpn01", "",
-             "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""],
+            [
+                "pebble-challtestsrv",
+                "-management",
+                f"127.0.0.1:{self.challtest_port}",
+                "-dns01",
+                f"127.0.0.1:{self.dns_port}",
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ],
             self.workdir / "challtestsrv.log",
         )
         self.servers.append(chall)
@@ -72,9 +84,15 @@ class Pebble:
         if self.authz_reuse is not None:
             env["PEBBLE_AUTHZREUSE"] = str(self.authz_reuse)
         peb = Server(
-            ["pebble", "-config", str(self.workdir / "pebble.json"),
-             "-dnsserver", f"127.0.0.1:{self.dns_port}"],
-            self.workdir / "pebble.log", env=env,
+            [
+                "pebble",
+                "-config",
+                str(self.workdir / "pebble.json"),
+                "-dnsserver",
+                f"127.0.0.1:{self.dns_port}",
+            ],
+            self.workdir / "pebble.log",
+            env=env,
         )
         self.servers.append(peb)
         peb.wait_until(port_open("127.0.0.1", self.port), what="ACME port")
@@ -84,7 +102,7 @@ class Pebble:
         """pebble makes a new issuing root at every start: fetch it from /roots/0."""
         ctx = ssl.create_default_context(cafile=str(self.tls_root))
         url = f"https://127.0.0.1:{self.management_port}/roots/0"
-        with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
             return bytes(resp.read())
 
     def stop(self) -> None:

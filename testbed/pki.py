@@ -36,7 +36,8 @@ def make_ca(name: str = "certagent test root") -> Authority:
         .not_valid_after(now + dt.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
@@ -44,8 +45,12 @@ def make_ca(name: str = "certagent test root") -> Authority:
     return Authority(key, cert)
 
 
-def issue(ca: Authority, names: list[str], not_before: dt.datetime | None = None,
-          not_after: dt.datetime | None = None) -> tuple[bytes, bytes]:
+def issue(
+    ca: Authority,
+    names: list[str],
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> tuple[bytes, bytes]:
     """A leaf for names (DNS names or IP addresses); returns (cert PEM, key PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)

@@ -13,15 +13,24 @@ from pathlib import Path
 
 
 class Server:
-    def __init__(self, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
         child_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
         child_env.update(env or {})
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=child_env, cwd=cwd,
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            cwd=cwd,
             start_new_session=True,
         )
 
@@ -35,7 +44,9 @@ class Server:
         delay = 0.005
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.argv[0]} exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"{self.argv[0]} exited with {self.proc.returncode}:\n{self.log()}"
+                )
             if ready():
                 return
             time.sleep(delay)

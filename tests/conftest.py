@@ -50,8 +50,13 @@ def make_pebble(tmp_path: Path) -> Iterator[type[Pebble]]:
         server.stop()
 
 
-def certs_yaml(pebble: Pebble, certs: dict[str, list[str]], *, port: int | None = None,
-               key_type: str = "ec-p256") -> str:
+def certs_yaml(
+    pebble: Pebble,
+    certs: dict[str, list[str]],
+    *,
+    port: int | None = None,
+    key_type: str = "ec-p256",
+) -> str:
     lines = ["certificates:"]
     for name, names in certs.items():
         lines += [
@@ -65,9 +70,16 @@ def certs_yaml(pebble: Pebble, certs: dict[str, list[str]], *, port: int | None 
     return "\n".join(lines) + "\n"
 
 
-def write_config(tmp_path: Path, pebble: Pebble, certs: dict[str, list[str]] | None = None, *,
-                 directory: str | None = None, port: int | None = None, extra: str = "",
-                 key_type: str = "ec-p256") -> Path:
+def write_config(
+    tmp_path: Path,
+    pebble: Pebble,
+    certs: dict[str, list[str]] | None = None,
+    *,
+    directory: str | None = None,
+    port: int | None = None,
+    extra: str = "",
+    key_type: str = "ec-p256",
+) -> Path:
     certs = certs or {"www": ["www.example.test", "example.test"]}
     path = tmp_path / "certagent.yaml"
     path.write_text(
@@ -79,8 +91,7 @@ def write_config(tmp_path: Path, pebble: Pebble, certs: dict[str, list[str]] | N
         "  timeout: 5\n"
         "policy:\n"
         "  order_timeout: 20\n"
-        f"{extra}"
-        + certs_yaml(pebble, certs, port=port, key_type=key_type)
+        f"{extra}" + certs_yaml(pebble, certs, port=port, key_type=key_type)
     )
     return path
 
@@ -106,8 +117,14 @@ def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
 
 def run_subprocess(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "certagent", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "certagent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
 @dataclass

@@ -66,7 +66,10 @@ def test_first_issuance_then_nothing_then_force(tmp_path: Path, pebble: Pebble, 
     assert list((tmp_path / "state" / "accounts").glob("*/key.pem")) == account_keys
     history = (tmp_path / "state" / "history.jsonl").read_text().splitlines()
     assert [json.loads(h)["certificates"][0]["outcome"] for h in history] == [
-        "renewed", "skipped", "renewed"]
+        "renewed",
+        "skipped",
+        "renewed",
+    ]
 
 
 def test_short_lifetime_falls_due(tmp_path: Path, make_pebble) -> None:
@@ -122,8 +125,9 @@ def test_ca_error_reaches_the_user_with_problem_type(tmp_path: Path, pebble: Peb
     assert not (tmp_path / "state" / "certs" / "bad" / "current").exists()
 
 
-def test_failed_validation_names_the_problem_and_cleans_up(tmp_path: Path, pebble: Pebble,
-                                                            run) -> None:
+def test_failed_validation_names_the_problem_and_cleans_up(
+    tmp_path: Path, pebble: Pebble, run
+) -> None:
     # The solver listens where pebble does not look: pebble's validation fails.
     from testbed.proc import free_port
 
@@ -173,8 +177,14 @@ def test_two_concurrent_runs_one_exits_75(tmp_path: Path, pebble: Pebble) -> Non
     config = api.load_config(str(cfg))
     store = Store(config.state_dir)
     clock = SystemClock()
-    real = AcmeIssuer(config.ca, config.policy, store.account_dir(config.ca.directory),
-                      api._trust_bundle(config, store.root), clock.sleep, clock.monotonic)
+    real = AcmeIssuer(
+        config.ca,
+        config.policy,
+        store.account_dir(config.ca.directory),
+        api._trust_bundle(config, store.root),
+        clock.sleep,
+        clock.monotonic,
+    )
     racing = _RacingIssuer(real, cfg)
     report = api.renew(config, issuer=racing)
     assert report.results[0].outcome.value == "renewed"
@@ -184,8 +194,7 @@ def test_two_concurrent_runs_one_exits_75(tmp_path: Path, pebble: Pebble) -> Non
     assert "another certagent run holds" in err
 
 
-def test_state_dir_permissions_and_no_secret_in_output(tmp_path: Path, pebble: Pebble,
-                                                        run) -> None:
+def test_state_dir_permissions_and_no_secret_in_output(tmp_path: Path, pebble: Pebble, run) -> None:
     cfg = write_config(tmp_path, pebble)
     result = run("-c", str(cfg), "-vv", "renew")
     assert result.code == 0

@@ -1,0 +1,37 @@
+# certagent: `make demo` runs the whole job against a local CA; `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+APT_PACKAGES := pebble ca-certificates openssl iproute2
+
+.PHONY: deps venv test lint unit demo bench clean
+
+deps:
+	@sh scripts/install-deps $(APT_PACKAGES)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(BIN)/ruff check certagent tests testbed bench
+	$(BIN)/mypy certagent
+
+test: deps venv lint
+	$(BIN)/python -m pytest -q
+
+unit: venv
+	$(BIN)/python -m pytest -q -m "not integration"
+
+demo: deps venv
+	$(BIN)/python -m testbed.demo
+
+bench: deps venv
+	$(BIN)/python bench/renew_many.py
+
+clean:
+	rm -rf $(VENV) build

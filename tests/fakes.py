@@ -1,0 +1,45 @@
+"""Small fakes behind certagent's own ports, for socket-free unit tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from certagent.challenges import Solver
+from certagent.model import RenewalWindow
+from testbed import pki
+
+
+class LocalIssuer:
+    """Signs CSRs with a throw-away CA; satisfies pipeline.Issuer."""
+
+    label = "local-test-ca"
+
+    def __init__(self, lifetime: dt.timedelta = dt.timedelta(days=90)) -> None:
+        self.ca = pki.make_ca("fake issuing CA")
+        self.lifetime = lifetime
+        self.orders = 0
+        self.window: RenewalWindow | None = None
+
+    def issue(self, csr_pem: bytes, solver: Solver) -> bytes:
+        self.orders += 1
+        csr = x509.load_pem_x509_csr(csr_pem)
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .issuer_name(self.ca.cert.subject)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + self.lifetime)
+            .add_extension(san, critical=False)
+            .sign(self.ca.key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM) + self.ca.pem()
+
+    def renewal_window(self, cert_pem: bytes) -> RenewalWindow | None:
+        return self.window

@@ -1,0 +1,64 @@
+"""Architecture lines the project holds: who may import what, and what start-up costs."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "certagent"
+
+OWNERS = {
+    "acme": {"acme_issuer.py"},
+    "josepy": {"acme_issuer.py"},
+    "requests": {"acme_issuer.py"},
+    "yaml": {"config.py"},
+    "jinja2": {"render.py"},
+    "subprocess": {"system.py"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_each_foreign_library_has_one_owner() -> None:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PACKAGE))
+        for module in imported_modules(path) & OWNERS.keys():
+            assert rel in OWNERS[module], f"{rel} imports {module}; only {OWNERS[module]} may"
+
+
+def test_help_and_status_do_not_import_acme(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"state_dir: {tmp_path / 'state'}\nca: {{directory: https://ca.invalid/dir}}\n"
+        "certificates:\n  www:\n    names: [www.example.test]\n"
+        "    challenge: {type: http-01, webroot: /srv}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for args in (["--help"], ["-c", str(cfg), "status"], ["-c", str(cfg), "plan"]):
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "certagent", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        loaded = {
+            line.split("|")[-1].strip().split(".")[0]
+            for line in proc.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert not loaded & {"acme", "josepy", "requests", "jinja2"}, (args, loaded)

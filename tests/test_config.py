@@ -1,0 +1,138 @@
+"""Unit: strict configuration parsing; every problem with its key path and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from certagent import config
+from certagent.errors import ConfigError, ExitStatus
+from certagent.model import Http01Standalone, Http01Webroot, KeyType
+
+GOOD = """\
+state_dir: /var/lib/certagent
+ca:
+  directory: https://acme.example.test/directory
+  contact: [ops@example.test]
+policy:
+  keep_releases: 3
+  order_timeout: 2m
+certificates:
+  www:
+    names: [www.example.test, Example.Test.]
+    key_type: rsa-3072
+    challenge: {type: http-01, webroot: /var/www/acme}
+  api:
+    names: [api.example.test]
+    challenge: {type: http-01, standalone: {address: 127.0.0.1, port: 8080}}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config.parse(text, Path("/etc/certagent/certagent.yaml"))
+    assert info.value.exit_status is ExitStatus.CONFIG
+    return [str(p) for p in info.value.problems]
+
+
+def test_good_config() -> None:
+    cfg = config.parse(GOOD, Path("x.yaml"))
+    assert cfg.ca.contact == ("mailto:ops@example.test",)
+    assert cfg.policy.keep_releases == 3
+    assert cfg.policy.order_timeout == 120
+    www, api = cfg.certificates
+    assert www.names == ("www.example.test", "example.test")
+    assert www.key_type is KeyType.RSA_3072
+    assert www.challenge == Http01Webroot(Path("/var/www/acme"))
+    assert api.key_type is KeyType.EC_P256
+    assert api.challenge == Http01Standalone("127.0.0.1", 8080)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            ("  keep_releases: 3", "  keep_releases: 3\n  colour: blue"),
+            "policy.colour (line 7): unknown key",
+        ),
+        (
+            ("  order_timeout: 2m", "  order_timeout: [2]"),
+            "policy.order_timeout (line 7): expected a duration",
+        ),
+        (
+            ("[api.example.test]", "[]"),
+            "certificates.api.names (line 14): the list of names is empty",
+        ),
+        (
+            ("[api.example.test]", "['*.example.test']"),
+            "certificates.api.names (line 14): wildcard *.example.test needs dns-01",
+        ),
+        (
+            ("[api.example.test]", "[www.example.test]"),
+            "certificates.api.names (line 14): www.example.test is also in certificate 'www'",
+        ),
+        (("[api.example.test]", "[a.test, A.test]"), "duplicate name a.test"),
+        (("[api.example.test]", "[bad_name.test]"), "not a valid DNS name: 'bad_name.test'"),
+        (
+            ("key_type: rsa-3072", "key_type: dsa"),
+            "certificates.www.key_type (line 11): unknown key type 'dsa'",
+        ),
+        (("port: 8080", "port: 99999"), "expected a port number 1-65535, got 99999"),
+        (("webroot: /var/www/acme", "webroot: www"), "expected an absolute path, got 'www'"),
+        (("type: http-01, webroot", "type: dns-01, webroot"), "unknown challenge type 'dns-01'"),
+        (
+            ("  contact: [ops@example.test]", "  contact: ops@example.test"),
+            "ca.contact (line 4): expected a list, got a string",
+        ),
+        (
+            ("directory: https://acme.example.test/directory", "directory: acme.example.test"),
+            "ca.directory (line 3): expected an http(s) URL",
+        ),
+        (("  api:", "  www:"), "certificates.www (line 13): duplicate key"),
+        (("ca:\n", "ca:\n  timeout: x\n"), "ca.timeout (line 3): expected a duration"),
+    ],
+)
+def test_each_error_is_located(edit: tuple[str, str], expected: str) -> None:
+    old, new = edit
+    assert old in GOOD
+    found = problems(GOOD.replace(old, new, 1))
+    assert any(expected in p for p in found), found
+
+
+def test_all_problems_at_once() -> None:
+    text = GOOD.replace("keep_releases: 3", "keep_releases: 0").replace("rsa-3072", "x")
+    text = text.replace("port: 8080", "port: 0")
+    found = problems(text)
+    assert len(found) == 3, found
+
+
+def test_missing_sections_and_bad_yaml() -> None:
+    assert problems("state_dir: /x\n") == [
+        "(top level) (line 1): missing required key 'ca'",
+        "(top level) (line 1): missing required key 'certificates'",
+    ]
+    assert "invalid YAML" in problems("ca: [\n")[0]
+    assert problems("") == ["(top level): the file is empty"]
+
+
+def test_unreadable_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(tmp_path / "missing.yaml")
+    assert str(tmp_path / "missing.yaml") in str(info.value)
+    assert "No such file" in str(info.value)
+
+
+def test_eab_from_file(tmp_path: Path) -> None:
+    key = tmp_path / "hmac"
+    key.write_text("c2VjcmV0\n")
+    text = GOOD.replace("  contact:", f"  eab: {{kid: k1, hmac_key_file: {key}}}\n  contact:")
+    cfg = config.parse(text, Path("x.yaml"))
+    assert cfg.ca.eab is not None and cfg.ca.eab.hmac_key == "c2VjcmV0"
+    assert "c2VjcmV0" not in repr(cfg)  # the secret stays out of reprs and logs
+
+
+def test_path_precedence() -> None:
+    assert config.default_path("/a.yaml", {"CERTAGENT_CONFIG": "/b.yaml"}) == Path("/a.yaml")
+    assert config.default_path(None, {"CERTAGENT_CONFIG": "/b.yaml"}) == Path("/b.yaml")
+    assert config.default_path(None, {}) == config.DEFAULT_PATH
