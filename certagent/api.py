@@ -13,17 +13,19 @@ import datetime as dt
 import getpass
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import config as config_mod
-from . import pipeline, plan
+from . import pipeline, plan, system
 from .challenges import Solvers
-from .errors import ExitStatus, UsageError
-from .model import CertResult, CertSpec, Config, Outcome, Report, iso
+from .deploy import Deployer, Steps
+from .errors import CertagentError, ExitStatus, UsageError
+from .model import CertResult, CertSpec, Config, Decision, DeploySpec, Outcome, Report, iso
 from .pipeline import Context, Issuer, Progress
 from .store import Store, atomic_write, make_private_dir
 from .system import Clock, SystemClock
+from .verify import TlsProber
 
 _SEVERITY = {
     Outcome.SKIPPED: ExitStatus.OK,
@@ -55,7 +57,7 @@ def renew(
     started = clock.now()
     with store.lock():
         solvers = Solvers()
-        ctx = Context(config, store, issuer or _acme_issuer(config, store, clock), solvers, clock)
+        ctx = _context(config, store, issuer or _acme_issuer(config, store, clock), solvers, clock)
         try:
             results = []
             for i, spec in enumerate(specs, 1):
@@ -66,6 +68,90 @@ def renew(
         finally:
             solvers.close()
         report = Report("renew", started, clock.now(), tuple(results))
+        store.append_history(_history_record(report))
+    return report
+
+
+def deploy(config: Config, name: str, *, clock: Clock | None = None) -> Report:
+    """Deploy the current release again (fresh render, test, hook, verify) without ordering."""
+    spec = select(config, [name])[0]
+    if spec.deploy is None:
+        raise UsageError(f"certificate {name} has no deploy section in {config.source}")
+    clock = clock or SystemClock()
+    store = Store(config.state_dir)
+    started = clock.now()
+    with store.lock():
+        current = store.current(name)
+        if current is None:
+            raise UsageError(f"certificate {name} has no release yet; run `certagent renew {name}`")
+        ctx = _context(config, store, None, Solvers(), clock)
+        steps = Steps(clock)
+        decision = Decision(True, f"deploy of release {current.release_id} requested")
+        try:
+            release = pipeline.restage(ctx, spec, current, steps)
+        except CertagentError as exc:
+            result = CertResult(
+                name,
+                Outcome.FAILED_BEFORE_SWAP,
+                decision,
+                tuple(steps.results),
+                current.release_id,
+                current.not_after,
+                str(exc),
+            )
+        else:
+            state = store.read_state(name)
+            result = pipeline.apply(ctx, spec, release, current, state, decision, steps, started)
+        report = Report("deploy", started, clock.now(), (result,))
+        store.append_history(_history_record(report))
+    return report
+
+
+def rollback(config: Config, name: str, *, clock: Clock | None = None) -> Report:
+    """Re-activate the release that was current before this one, reload and verify it."""
+    spec = select(config, [name])[0]
+    clock = clock or SystemClock()
+    store = Store(config.state_dir)
+    started = clock.now()
+    with store.lock():
+        current = store.current(name)
+        state = store.read_state(name)
+        target = store.find(name, state.previous_release)
+        if current is None or target is None:
+            raise UsageError(f"certificate {name} has no previous release to roll back to")
+        steps = Steps(clock)
+        decision = Decision(
+            True, f"rollback from {current.release_id} to {target.release_id} requested"
+        )
+        if spec.deploy is None:
+            with steps.step("rollback", f"current -> {target.release_id}"):
+                store.activate(name, target.release_id)
+            outcome = Outcome.ROLLED_BACK
+        else:
+            ctx = _context(config, store, None, Solvers(), clock)
+            outcome, state = ctx.deployer.rollback(spec, current, target, state, steps)
+        # A rollback by hand is a decision: do not redeploy the release automatically.
+        state = replace(
+            state,
+            failed_release=None,
+            previous_release=None,
+            pending=None,
+            last_outcome=outcome.value,
+            last_attempt=started,
+        )
+        store.write_state(name, state)
+        live = store.current(name)
+        error = next((s.detail for s in steps.results if not s.ok), None)
+        result = CertResult(
+            name,
+            outcome,
+            decision,
+            tuple(steps.results),
+            live.release_id if live else None,
+            live.not_after if live else None,
+            error,
+        )
+        report = Report("rollback", started, clock.now(), (result,))
         store.append_history(_history_record(report))
     return report
 
@@ -169,6 +255,18 @@ def select(config: Config, names: Sequence[str]) -> tuple[CertSpec, ...]:
             f"unknown certificate(s) {', '.join(unknown)} in {config.source} (configured: {known})"
         )
     return tuple(c for c in config.certificates if c.name in names)
+
+
+def _context(
+    config: Config, store: Store, issuer: Issuer | None, solvers: Solvers, clock: Clock
+) -> Context:
+    """The composition root: the real runner, TLS prober and clock."""
+
+    def prober(deploy: DeploySpec) -> TlsProber:
+        return TlsProber(clock, deploy.trust_roots)
+
+    deployer = Deployer(store, system.run, prober, clock)
+    return Context(config, store, issuer, solvers, clock, deployer)
 
 
 def _acme_issuer(config: Config, store: Store, clock: Clock) -> Issuer:

@@ -64,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="plan as if --force were given")
     p.add_argument("names", nargs="*", metavar="NAME")
 
+    p = sub.add_parser(
+        "deploy",
+        parents=[common],
+        help="deploy the current release again (render, test, hook, verify)",
+    )
+    p.add_argument("name", metavar="NAME")
+
+    p = sub.add_parser(
+        "rollback", parents=[common], help="re-activate the previous release, reload and verify it"
+    )
+    p.add_argument("name", metavar="NAME")
+
     p = sub.add_parser("status", parents=[common], help="certificates, expiry, next renewal")
     p.add_argument("names", nargs="*", metavar="NAME")
 
@@ -120,6 +132,10 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
         return ExitStatus.OK
     if args.command == "plan":
         report = api.plan_run(config, args.names, args.force)
+    elif args.command == "deploy":
+        report = api.deploy(config, args.name)
+    elif args.command == "rollback":
+        report = api.rollback(config, args.name)
     else:
         progress = _TerminalProgress(sys.stderr) if sys.stderr.isatty() and not as_json else None
         try:
@@ -130,6 +146,8 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
             if progress:
                 progress.clear()
     status = api.exit_status(report)
+    if args.command == "rollback" and status is ExitStatus.ROLLED_BACK:
+        status = ExitStatus.OK  # asked for and done: the old certificate is serving
     if as_json:
         _out(True, {**report.to_json(), "exit_status": int(status)}, "")
     else:
@@ -157,7 +175,12 @@ def _print_report(report: Report, verbose: int) -> None:
             )
         else:
             print(f"{r.name}: {r.outcome.value.upper()}: {r.error}", file=sys.stderr)
-        if verbose:
+            if r.outcome is Outcome.BROKEN:
+                print(
+                    f"{r.name}: BROKEN: the rollback failed too; check the web server NOW",
+                    file=sys.stderr,
+                )
+        if verbose or r.outcome not in (Outcome.SKIPPED, Outcome.RENEWED):
             for s in r.steps:
                 mark = "ok" if s.ok else "FAILED"
                 print(f"  {s.step:<8} {mark:<6} {s.seconds:7.3f}s  {s.detail}")

@@ -23,12 +23,16 @@ from .model import (
     CASpec,
     CertSpec,
     ChallengeSpec,
+    Command,
     Config,
+    DeploySpec,
     Eab,
+    Endpoint,
     Http01Standalone,
     Http01Webroot,
     KeyType,
     Policy,
+    TemplateSpec,
 )
 
 DEFAULT_PATH = Path("/etc/certagent/certagent.yaml")
@@ -223,14 +227,17 @@ def _list(ctx: _Ctx, v: _V, conv: Callable[[_Ctx, _V], T | None]) -> list[T] | N
 
 
 def _config(ctx: _Ctx, root: _V) -> Config | None:
-    m = ctx.mapping(root, {"state_dir", "ca", "policy", "certificates"}, {"ca", "certificates"})
+    m = ctx.mapping(
+        root, {"state_dir", "ca", "policy", "certificates", "template_dirs"}, {"ca", "certificates"}
+    )
     state_dir = ctx.get(m, "state_dir", _abs_path, Path("/var/lib/certagent"))
+    template_dirs: list[Path] = ctx.get(m, "template_dirs", _paths, [])
     ca = _ca(ctx, m["ca"]) if "ca" in m else None
     policy = _policy(ctx, m["policy"]) if "policy" in m else Policy()
     certs = _certificates(ctx, m["certificates"]) if "certificates" in m else ()
     if ca is None:
         return None
-    return Config(ctx.source, state_dir, ca, policy, certs)
+    return Config(ctx.source, state_dir, ca, policy, certs, tuple(template_dirs))
 
 
 def _ca(ctx: _Ctx, v: _V) -> CASpec | None:
@@ -326,17 +333,150 @@ def _certificates(ctx: _Ctx, v: _V) -> tuple[CertSpec, ...]:
 
 
 def _certificate(ctx: _Ctx, name: str, v: _V) -> CertSpec | None:
-    m = ctx.mapping(v, {"names", "key_type", "challenge"}, {"names", "challenge"})
+    m = ctx.mapping(v, {"names", "key_type", "challenge", "deploy"}, {"names", "challenge"})
     names = _names(ctx, m["names"]) if "names" in m else None
     key_type = ctx.get(m, "key_type", _key_type, KeyType.EC_P256)
     challenge = _challenge(ctx, m["challenge"]) if "challenge" in m else None
     if names is None or challenge is None:
         return None
+    deploy = _deploy(ctx, m["deploy"], names) if "deploy" in m else None
     if isinstance(challenge, Http01Webroot | Http01Standalone):
         for dns in names:
             if dns.startswith("*."):
                 ctx.error(m["names"], f"wildcard {dns} needs dns-01; http-01 cannot validate it")
-    return CertSpec(name, names, key_type, challenge)
+    return CertSpec(name, names, key_type, challenge, deploy)
+
+
+def _deploy(ctx: _Ctx, v: _V, names: tuple[str, ...]) -> DeploySpec:
+    keys = {
+        "templates",
+        "vars",
+        "test",
+        "hook",
+        "user",
+        "endpoints",
+        "verify_timeout",
+        "trust_roots",
+        "min_free_mb",
+    }
+    m = ctx.mapping(v, keys)
+    templates = _templates(ctx, m["templates"]) if "templates" in m else ()
+    variables: dict[str, Any] = {}
+    if "vars" in m:
+        if isinstance(m["vars"].value, dict):
+            variables = {k: _plain(x) for k, x in m["vars"].value.items()}
+        else:
+            ctx.error(m["vars"], f"expected a mapping, got {_kind(m['vars'].value)}")
+    endpoints = _endpoints(ctx, m["endpoints"], names[0]) if "endpoints" in m else None
+    roots: list[Path] = ctx.get(m, "trust_roots", _paths, [])
+    for i, root in enumerate(roots):
+        if not root.is_file():
+            ctx.error(f"{v.path}.trust_roots[{i}]", f"no such file: {root}", m["trust_roots"].line)
+    user = ctx.get(m, "user", _str, "")
+    if user:
+        import pwd
+
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            ctx.error(m["user"], f"no such user {user!r} on this machine")
+    default_endpoints = tuple(Endpoint(n, 443, n) for n in names if not n.startswith("*."))
+    return DeploySpec(
+        templates=templates,
+        vars=variables,
+        test=_command(ctx, m["test"]) if "test" in m else None,
+        hook=_command(ctx, m["hook"]) if "hook" in m else None,
+        user=user or None,
+        endpoints=endpoints if endpoints is not None else default_endpoints,
+        verify_timeout=ctx.get(m, "verify_timeout", _duration, 10.0),
+        trust_roots=tuple(roots),
+        min_free_bytes=ctx.get(m, "min_free_mb", _count, 16) * 1024 * 1024,
+    )
+
+
+def _plain(v: _V) -> Any:
+    """A YAML value without positions, for template variables."""
+    if isinstance(v.value, dict):
+        return {k: _plain(x) for k, x in v.value.items()}
+    if isinstance(v.value, list):
+        return [_plain(x) for x in v.value]
+    return v.value
+
+
+def _templates(ctx: _Ctx, v: _V) -> tuple[TemplateSpec, ...]:
+    if not isinstance(v.value, list):
+        ctx.error(v, f"expected a list of {{template, dest}}, got {_kind(v.value)}")
+        return ()
+    out, seen = [], set()
+    for item in v.value:
+        m = ctx.mapping(item, {"template", "dest"}, {"template", "dest"})
+        template = _str(ctx, m["template"]) if "template" in m else None
+        dest = _abs_path(ctx, m["dest"]) if "dest" in m else None
+        if template is None or dest is None:
+            continue
+        if template.startswith("/") or ".." in Path(template).parts:
+            ctx.error(m["template"], "must be relative to the template directories")
+            continue
+        if dest.name in seen:
+            ctx.error(m["dest"], f"another template already renders a file named {dest.name}")
+            continue
+        seen.add(dest.name)
+        out.append(TemplateSpec(template, dest))
+    return tuple(out)
+
+
+def _command(ctx: _Ctx, v: _V) -> Command | None:
+    """A list is argv; a mapping gives argv or (explicitly) a shell string, and a timeout."""
+    if isinstance(v.value, list):
+        argv = _list(ctx, v, _str)
+        if not argv:
+            ctx.error(v, "expected a non-empty list of arguments")
+            return None
+        return Command(tuple(argv))
+    if not isinstance(v.value, dict):
+        ctx.error(
+            v,
+            f"expected a list of arguments, or a mapping with 'argv' or 'shell', "
+            f"got {_kind(v.value)}",
+        )
+        return None
+    m = ctx.mapping(v, {"argv", "shell", "timeout"})
+    timeout = ctx.get(m, "timeout", _duration, 60.0)
+    if ("argv" in m) == ("shell" in m):
+        ctx.error(v, "give exactly one of 'argv' (a list) and 'shell' (a string run by /bin/sh)")
+        return None
+    if "shell" in m:
+        script = _str(ctx, m["shell"])
+        return None if script is None else Command(("/bin/sh", "-c", script), timeout, True)
+    argv = _list(ctx, m["argv"], _str)
+    if not argv:
+        ctx.error(m["argv"], "expected a non-empty list of arguments")
+        return None
+    return Command(tuple(argv), timeout)
+
+
+def _endpoints(ctx: _Ctx, v: _V, default_sni: str) -> tuple[Endpoint, ...] | None:
+    if not isinstance(v.value, list):
+        ctx.error(v, f"expected a list of host:port or {{address, sni}}, got {_kind(v.value)}")
+        return None
+    out = []
+    for item in v.value:
+        sni = default_sni
+        target = item
+        if isinstance(item.value, dict):
+            m = ctx.mapping(item, {"address", "sni"}, {"address"})
+            sni = ctx.get(m, "sni", _str, default_sni)
+            if "address" not in m:
+                continue
+            target = m["address"]
+        text = _str(ctx, target)
+        match = re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$", text or "")
+        if not match or not 0 < int(match.group(2)) < 65536:
+            if text is not None:
+                ctx.error(target, f"expected host:port (IPv6 as [addr]:port), got {text!r}")
+            continue
+        out.append(Endpoint(match.group(1).strip("[]"), int(match.group(2)), sni))
+    return tuple(out)
 
 
 def _names(ctx: _Ctx, v: _V) -> tuple[str, ...] | None:

@@ -7,6 +7,7 @@ pure parts (planning, rendering the report) can be tested with literals.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -66,11 +67,50 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Command:
+    """An external command: argv without a shell unless `shell` was asked for explicitly."""
+
+    argv: tuple[str, ...]
+    timeout: float = 60.0
+    shell: bool = False
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    template: str  # relative to the template directories
+    dest: Path  # becomes a symlink through the certificate's `current` link
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    sni: str
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port} (SNI {self.sni})"
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    templates: tuple[TemplateSpec, ...] = ()
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    test: Command | None = None
+    hook: Command | None = None
+    user: str | None = None
+    endpoints: tuple[Endpoint, ...] = ()
+    verify_timeout: float = 10.0
+    trust_roots: tuple[Path, ...] = ()
+    min_free_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class CertSpec:
     name: str
     names: tuple[str, ...]
     key_type: KeyType
     challenge: ChallengeSpec
+    deploy: DeploySpec | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +120,7 @@ class Config:
     ca: CASpec
     policy: Policy
     certificates: tuple[CertSpec, ...]
+    template_dirs: tuple[Path, ...] = ()
 
     def certificate(self, name: str) -> CertSpec | None:
         return next((c for c in self.certificates if c.name == name), None)
@@ -116,6 +157,12 @@ class CertState:
     last_attempt: dt.datetime | None = None
     consecutive_failures: int = 0
     window: RenewalWindow | None = None
+    # A swap whose verification has not finished: (new release, release it replaced).
+    pending: tuple[str, str | None] | None = None
+    # A staged release whose deploy failed and was rolled back; retried on the next run.
+    failed_release: str | None = None
+    # The release that was current before the current one: what a rollback returns to.
+    previous_release: str | None = None
 
 
 @dataclass(frozen=True)

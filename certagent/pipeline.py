@@ -1,21 +1,23 @@
-"""One certificate through plan -> order -> stage -> commit.
+"""One certificate through plan -> order -> stage -> deploy (or commit) | rollback.
 
 Outcomes are data (`CertResult`), never exceptions escaping the pipeline. The
-ports it consumes (an issuer, solvers, a clock) are declared here and injected.
+ports it consumes (an issuer, solvers, a clock, the deployer's runner and prober)
+are declared next to their consumer and injected by `api`.
 
 Side effects: through the injected issuer (network) and the store (filesystem).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from . import crypto, plan
 from .challenges import Solver
+from .deploy import Deployer, Steps, render_configs
 from .errors import CertagentError
 from .model import (
     CertResult,
@@ -27,9 +29,8 @@ from .model import (
     Outcome,
     Release,
     RenewalWindow,
-    StepResult,
 )
-from .store import KEY_FILE, Store
+from .store import BUNDLE_FILE, KEY_FILE, Store
 from .system import Clock
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,10 @@ Progress = Callable[[str, str], None]  # (certificate name, what is happening)
 class Context:
     config: Config
     store: Store
-    issuer: Issuer
+    issuer: Issuer | None  # None for deploy and rollback, which never order
     solvers: SolverSource
     clock: Clock
+    deployer: Deployer
     progress: Progress = field(default=lambda name, what: None)
 
 
@@ -65,106 +67,189 @@ class StageError(CertagentError):
     """The CA's answer cannot become a release (wrong key, missing names)."""
 
 
-class _Steps:
-    """Times each step and records its result, also when it raises."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.results: list[StepResult] = []
-
-    @contextmanager
-    def step(self, name: str, detail: str = "") -> Iterator[list[str]]:
-        notes = [detail] if detail else []
-        start = self.clock.monotonic()
-        try:
-            yield notes
-        except CertagentError as exc:
-            self.results.append(StepResult(name, False, self.clock.monotonic() - start, str(exc)))
-            raise
-        self.results.append(
-            StepResult(name, True, self.clock.monotonic() - start, "; ".join(notes))
-        )
-
-
 def decide(ctx: Context, spec: CertSpec, force: bool) -> tuple[Decision, Release | None, CertState]:
     """The pure plan over what the store holds now (call it again inside the lock)."""
     current = ctx.store.current(spec.name)
     state = ctx.store.read_state(spec.name)
-    return (
-        plan.decide(spec, current, state, ctx.config.policy, ctx.clock.now(), force),
-        current,
-        state,
-    )
+    now = ctx.clock.now()
+    return plan.decide(spec, current, state, ctx.config.policy, now, force), current, state
 
 
 def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
-    """Plan again (we hold the lock), then order, stage and commit if due."""
+    """Plan again (we hold the lock), then order or retry, stage and deploy if due."""
     for leftover in ctx.store.cleanup_partial(spec.name):
         log.warning(
-            "%s: removed a half-written release left by an interrupted run: %s", spec.name, leftover
+            "%s: removed a half-written release left by a run that died: %s", spec.name, leftover
         )
+    state = ctx.store.read_state(spec.name)
+    if state.pending is not None:
+        resumed = resume(ctx, spec, state)
+        if resumed is not None:
+            return resumed
     current = ctx.store.current(spec.name)
-    if current is not None:
-        _refresh_window(ctx, spec, current)
+    if current is not None and ctx.issuer is not None:
+        _refresh_window(ctx, spec, current, ctx.issuer)
     decision, current, state = decide(ctx, spec, force)
     if not decision.due:
-        return CertResult(
-            spec.name,
-            Outcome.SKIPPED,
-            decision,
-            release=current.release_id if current else None,
-            not_after=current.not_after if current else None,
-        )
-    steps = _Steps(ctx.clock)
+        return _result(spec, Outcome.SKIPPED, decision, Steps(ctx.clock), current)
+    steps = Steps(ctx.clock)
     started = ctx.clock.now()
+    retry = None if force else _retryable(ctx, spec, state.failed_release)
     try:
-        release = _order_and_stage(ctx, spec, steps)
-        with steps.step("commit", f"current -> {release.release_id}") as notes:
-            ctx.store.activate(spec.name, release.release_id)
-            pruned = ctx.store.prune(spec.name, ctx.config.policy.keep_releases)
-            if pruned:
-                notes.append(f"pruned {len(pruned)} old release(s)")
+        release = restage(ctx, spec, retry, steps) if retry else _order_and_stage(ctx, spec, steps)
     except CertagentError as exc:
-        ctx.store.write_state(
-            spec.name,
-            replace(
-                state,
-                last_outcome=Outcome.FAILED_BEFORE_SWAP.value,
-                last_attempt=started,
-                consecutive_failures=state.consecutive_failures + 1,
-            ),
-        )
-        return CertResult(
-            spec.name,
+        return _record(
+            ctx,
+            spec,
             Outcome.FAILED_BEFORE_SWAP,
+            state,
             decision,
-            tuple(steps.results),
-            release=current.release_id if current else None,
-            not_after=current.not_after if current else None,
-            error=str(exc),
+            steps,
+            started,
+            current,
+            str(exc),
         )
-    ctx.store.write_state(spec.name, CertState(Outcome.RENEWED.value, started, 0, None))
+    return apply(ctx, spec, release, current, state, decision, steps, started)
+
+
+def apply(
+    ctx: Context,
+    spec: CertSpec,
+    release: Release,
+    current: Release | None,
+    state: CertState,
+    decision: Decision,
+    steps: Steps,
+    started: dt.datetime,
+) -> CertResult:
+    """Make a staged release live: deploy it, or only flip `current` when nothing is deployed."""
+    prev_id = current.release_id if current else None
+    if spec.deploy is None:
+        with steps.step("commit", f"current -> {release.release_id}"):
+            ctx.store.activate(spec.name, release.release_id)
+        state = replace(state, failed_release=None, previous_release=prev_id)
+        return _record(ctx, spec, Outcome.RENEWED, state, decision, steps, started, release)
+    ctx.progress(spec.name, "deploying")
+    try:
+        outcome, state = ctx.deployer.deploy(spec, release, current, state, steps)
+    except CertagentError as exc:  # refused before the swap: nothing live changed
+        state = replace(state, failed_release=release.release_id)
+        return _record(
+            ctx,
+            spec,
+            Outcome.FAILED_BEFORE_SWAP,
+            state,
+            decision,
+            steps,
+            started,
+            current,
+            str(exc),
+        )
+    live = release if outcome is Outcome.RENEWED else ctx.store.current(spec.name)
+    return _record(ctx, spec, outcome, state, decision, steps, started, live)
+
+
+def resume(ctx: Context, spec: CertSpec, state: CertState) -> CertResult | None:
+    """A run died between swap and verify: finish it, or roll back. None: nothing was swapped."""
+    if state.pending is None:
+        return None
+    new_id, prev_id = state.pending
+    new = ctx.store.find(spec.name, new_id)
+    current = ctx.store.current(spec.name)
+    if new is None or current is None or current.release_id != new_id or spec.deploy is None:
+        # Died before the flip: nothing live changed; retry that release in the normal way.
+        ctx.store.write_state(spec.name, replace(state, pending=None, failed_release=new_id))
+        return None
+    decision = Decision(True, f"an interrupted run swapped to {new_id} without verifying it")
+    steps = Steps(ctx.clock)
+    started = ctx.clock.now()
+    outcome, state = ctx.deployer.finish(
+        spec, new, ctx.store.find(spec.name, prev_id), state, steps
+    )
+    live = ctx.store.current(spec.name)
+    return _record(ctx, spec, outcome, state, decision, steps, started, live)
+
+
+def _record(
+    ctx: Context,
+    spec: CertSpec,
+    outcome: Outcome,
+    state: CertState,
+    decision: Decision,
+    steps: Steps,
+    started: dt.datetime,
+    live: Release | None,
+    error: str | None = None,
+) -> CertResult:
+    """Remember the outcome for the planner, prune, and build the result."""
+    if outcome is Outcome.RENEWED:
+        state = replace(
+            state,
+            last_outcome=outcome.value,
+            last_attempt=started,
+            consecutive_failures=0,
+            window=None,
+            pending=None,
+        )
+        keep = {x for x in (state.previous_release,) if x}
+        pruned = ctx.store.prune(spec.name, ctx.config.policy.keep_releases, frozenset(keep))
+        if pruned:
+            log.info("%s: pruned %d old release(s)", spec.name, len(pruned))
+    else:
+        state = replace(
+            state,
+            last_outcome=outcome.value,
+            last_attempt=started,
+            consecutive_failures=state.consecutive_failures + 1,
+        )
+        if error is None:
+            error = next((s.detail for s in steps.results if not s.ok), outcome.value)
+    ctx.store.write_state(spec.name, state)
+    return _result(spec, outcome, decision, steps, live, error)
+
+
+def _result(
+    spec: CertSpec,
+    outcome: Outcome,
+    decision: Decision,
+    steps: Steps,
+    live: Release | None,
+    error: str | None = None,
+) -> CertResult:
     return CertResult(
         spec.name,
-        Outcome.RENEWED,
+        outcome,
         decision,
         tuple(steps.results),
-        release=release.release_id,
-        not_after=release.not_after,
+        release=live.release_id if live else None,
+        not_after=live.not_after if live else None,
+        error=error,
     )
 
 
-def _order_and_stage(ctx: Context, spec: CertSpec, steps: _Steps) -> Release:
-    with steps.step("order", ctx.issuer.label):
+def _order_and_stage(ctx: Context, spec: CertSpec, steps: Steps) -> Release:
+    issuer = ctx.issuer
+    if issuer is None:
+        raise StageError("no CA is configured for this run")
+    with steps.step("order", issuer.label):
         ctx.progress(spec.name, "ordering")
         key = crypto.generate_key(spec.key_type)
         csr = crypto.make_csr(key, spec.names)
-        fullchain = ctx.issuer.issue(csr, ctx.solvers.for_spec(spec.challenge))
+        fullchain = issuer.issue(csr, ctx.solvers.for_spec(spec.challenge))
     with steps.step("stage") as notes:
         release = stage(ctx, spec, key, fullchain)
         notes.append(
             f"release {release.release_id}, valid until {release.not_after:%Y-%m-%d %H:%M}"
         )
+    return release
+
+
+def restage(ctx: Context, spec: CertSpec, old: Release, steps: Steps) -> Release:
+    """The same key and certificate as a new release, with configs rendered afresh."""
+    with steps.step("stage", f"re-staged from {old.release_id}, no new order") as notes:
+        key = crypto.load_key((old.path / KEY_FILE).read_bytes())
+        release = stage(ctx, spec, key, (old.path / "fullchain.pem").read_bytes())
+        notes.append(f"release {release.release_id}")
     return release
 
 
@@ -192,22 +277,38 @@ def stage(ctx: Context, spec: CertSpec, key: crypto.PrivateKey, fullchain: bytes
         "fingerprint_sha256": facts.fingerprint_sha256,
         "issuer": facts.issuer,
         "serial": format(facts.serial, "x"),
-        "ca": ctx.issuer.label,
+        "ca": ctx.issuer.label if ctx.issuer else "",
     }
+    key_pem = crypto.key_pem(key)
     files = {
-        KEY_FILE: crypto.key_pem(key),
+        KEY_FILE: key_pem,
         "cert.pem": leaf,
         "chain.pem": b"".join(chain[1:]),
         "fullchain.pem": b"".join(chain),
+        BUNDLE_FILE: b"".join(chain) + key_pem,
     }
+    release_dir = ctx.store.cert_dir(spec.name) / "releases" / release_id
+    files.update(
+        render_configs(
+            spec, release_dir, ctx.store.current_link(spec.name), ctx.config.template_dirs
+        )
+    )
     ctx.store.write_release(spec.name, files, meta, release_id)
     return ctx.store.release(spec.name, release_id)
 
 
-def _refresh_window(ctx: Context, spec: CertSpec, current: Release) -> None:
+def _retryable(ctx: Context, spec: CertSpec, release_id: str | None) -> Release | None:
+    """A release whose deploy failed is deployed again if it still fits and is valid."""
+    old = ctx.store.find(spec.name, release_id)
+    if old is None or set(old.names) != set(spec.names) or old.key_type != spec.key_type:
+        return None
+    return old if old.not_after > ctx.clock.now() else None
+
+
+def _refresh_window(ctx: Context, spec: CertSpec, current: Release, issuer: Issuer) -> None:
     """Ask the CA for its renewal window; a failure only means we plan without it."""
     try:
-        window = ctx.issuer.renewal_window((current.path / "cert.pem").read_bytes())
+        window = issuer.renewal_window((current.path / "cert.pem").read_bytes())
     except (CertagentError, OSError) as exc:
         log.warning("%s: no renewal information this run: %s", spec.name, exc)
         return

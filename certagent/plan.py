@@ -37,6 +37,10 @@ def decide(
             f"backing off until {_fmt(backoff_until)} (--force overrides)",
             backoff_until,
         )
+    if state.failed_release is not None:
+        return Decision(
+            True, f"the deploy of release {state.failed_release} failed; trying again", now
+        )
     if current is None:
         return Decision(True, "no certificate issued yet", now)
     if current.not_after <= now:

@@ -33,7 +33,8 @@ from .errors import LockHeld, StoreError
 from .model import CertState, KeyType, Release, RenewalWindow
 
 KEY_FILE = "privkey.pem"
-RELEASE_FILES = (KEY_FILE, "cert.pem", "chain.pem", "fullchain.pem")
+BUNDLE_FILE = "bundle.pem"  # fullchain + key in one file, for haproxy and the like
+SECRET_FILES = frozenset({KEY_FILE, BUNDLE_FILE})
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -122,7 +123,12 @@ class Store:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(mode=0o700)
         for fname, data in files.items():
-            _write_new(tmp / fname, data, 0o600 if fname == KEY_FILE else 0o644)
+            target = tmp / fname
+            if target.parent != tmp:
+                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_new(target, data, 0o600 if target.name in SECRET_FILES else 0o644)
+            if target.parent != tmp:
+                fsync_dir(target.parent)
         _write_new(tmp / "meta.json", _dumps(meta), 0o644)
         fsync_dir(tmp)
         os.rename(tmp, final)
@@ -169,15 +175,21 @@ class Store:
         dirs = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
         return [r for r in (self._read_release(name, d) for d in dirs) if r is not None]
 
-    def prune(self, name: str, keep: int) -> list[str]:
-        """Delete the oldest releases beyond `keep`; never the current one."""
+    def prune(self, name: str, keep: int, protect: frozenset[str] = frozenset()) -> list[str]:
+        """Delete the oldest releases beyond `keep`; never the current one or `protect`
+        (the rollback target, a release waiting for a retried deploy)."""
         current = self.current(name)
-        keep_id = current.release_id if current else None
-        olds = [r for r in self.releases(name) if r.release_id != keep_id]
-        doomed = olds[: max(0, len(olds) - (keep - 1))]
+        protected = set(protect) | ({current.release_id} if current else set())
+        candidates = [r for r in self.releases(name) if r.release_id not in protected]
+        doomed = candidates[: max(0, len(candidates) - max(0, keep - len(protected)))]
         for rel in doomed:
             shutil.rmtree(rel.path)
         return [r.release_id for r in doomed]
+
+    def find(self, name: str, release_id: str | None) -> Release | None:
+        if release_id is None:
+            return None
+        return self._read_release(name, self.cert_dir(name) / "releases" / release_id)
 
     def _read_release(self, name: str, path: Path) -> Release | None:
         try:
@@ -214,6 +226,9 @@ class Store:
             last_attempt=_dt(raw.get("last_attempt")),
             consecutive_failures=int(raw.get("consecutive_failures", 0)),
             window=_window(window),
+            pending=(raw["pending"][0], raw["pending"][1]) if raw.get("pending") else None,
+            failed_release=raw.get("failed_release"),
+            previous_release=raw.get("previous_release"),
         )
 
     def write_state(self, name: str, state: CertState) -> None:
@@ -225,6 +240,9 @@ class Store:
             "window": {"start": state.window.start.isoformat(), "end": state.window.end.isoformat()}
             if state.window
             else None,
+            "pending": list(state.pending) if state.pending else None,
+            "failed_release": state.failed_release,
+            "previous_release": state.previous_release,
         }
         atomic_write(self.cert_dir(name) / "state.json", _dumps(raw), 0o600)
 

@@ -1,0 +1,331 @@
+"""Deploy a staged release: preflight -> swap -> reload (hook) -> verify -> commit | rollback.
+
+A release carries its rendered configs (`rendered/<file>`), which point at the
+release's own key and chain; each configured destination is a symlink through
+the certificate's `current` link. So one `os.replace` of `current` swaps the
+certificate and every config at once, the config test sees exactly what will go
+live, and rollback is the same flip back.
+
+Side effects: filesystem (links, state), subprocesses (config test, hook) and
+network (the TLS probe), all through injected ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import grp
+import os
+import pwd
+import shutil
+import stat
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import render
+from .errors import CertagentError
+from .model import CertSpec, CertState, Command, DeploySpec, Endpoint, Outcome, Release, StepResult
+from .store import Store
+from .system import Clock, RunResult
+
+RENDERED = "rendered"
+BACKUP_SUFFIX = ".certagent-orig"
+
+
+class Runner(Protocol):
+    def __call__(
+        self, argv: Sequence[str], timeout: float, env: Mapping[str, str]
+    ) -> RunResult: ...
+
+
+class Prober(Protocol):
+    def wait_for(
+        self, endpoints: Sequence[Endpoint], fingerprint: str, timeout: float
+    ) -> list[str]: ...
+
+
+class DeployFailed(CertagentError):
+    """A deploy step failed; carries every reason."""
+
+
+class Steps:
+    """Times each step and records its result, also when it raises."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.results: list[StepResult] = []
+
+    @contextmanager
+    def step(self, name: str, detail: str = "") -> Iterator[list[str]]:
+        notes = [detail] if detail else []
+        start = self.clock.monotonic()
+        try:
+            yield notes
+        except CertagentError as exc:
+            self.add(name, False, self.clock.monotonic() - start, str(exc))
+            raise
+        self.add(name, True, self.clock.monotonic() - start, "; ".join(notes))
+
+    def add(self, name: str, ok: bool, seconds: float, detail: str) -> None:
+        self.results.append(StepResult(name, ok, seconds, detail))
+
+
+def render_configs(
+    spec: CertSpec,
+    release_dir: Path,
+    current_dir: Path,
+    template_dirs: Sequence[Path],
+    stage: str = "production",
+) -> dict[str, bytes]:
+    """The release's rendered files, keyed by their path inside the release."""
+    if spec.deploy is None:
+        return {}
+    context: dict[str, Any] = {
+        "name": spec.name,
+        "names": list(spec.names),
+        "release_id": release_dir.name,
+        "release_dir": str(release_dir),
+        "current_dir": str(current_dir),
+        "cert": str(release_dir / "cert.pem"),
+        "chain": str(release_dir / "chain.pem"),
+        "fullchain": str(release_dir / "fullchain.pem"),
+        "key": str(release_dir / "privkey.pem"),
+        "bundle": str(release_dir / "bundle.pem"),
+        "stage": stage,
+        "vars": dict(spec.deploy.vars),
+    }
+    return {
+        f"{RENDERED}/{t.dest.name}": render.render(t.template, context, template_dirs).encode()
+        for t in spec.deploy.templates
+    }
+
+
+class Deployer:
+    def __init__(
+        self, store: Store, runner: Runner, prober: Callable[[DeploySpec], Prober], clock: Clock
+    ) -> None:
+        self.store = store
+        self.run = runner
+        self.prober = prober
+        self.clock = clock
+
+    # -- the whole path ---------------------------------------------------------------
+
+    def deploy(
+        self,
+        spec: CertSpec,
+        release: Release,
+        previous: Release | None,
+        state: CertState,
+        steps: Steps,
+    ) -> tuple[Outcome, CertState]:
+        """Preflight, swap, hook, verify; on a failure after the swap, roll back."""
+        with steps.step("preflight") as notes:
+            problems = self.preflight(spec, release)
+            if problems:
+                raise DeployFailed("; ".join(problems))
+            notes.append("config test, permissions and disk space ok")
+        prev_id = previous.release_id if previous else None
+        state = replace(state, pending=(release.release_id, prev_id))
+        self.store.write_state(spec.name, state)  # a kill from here on is resumed next run
+        with steps.step("swap", f"current -> {release.release_id}") as notes:
+            notes += self.swap(spec, release.release_id)
+        return self.finish(spec, release, previous, state, steps)
+
+    def finish(
+        self,
+        spec: CertSpec,
+        release: Release,
+        previous: Release | None,
+        state: CertState,
+        steps: Steps,
+    ) -> tuple[Outcome, CertState]:
+        """After the swap: hook and verify; commit, or roll back to `previous`."""
+        try:
+            self.reload(spec, release, "deploy", steps)
+            self.verify(spec, release, steps)
+        except DeployFailed:
+            return self.rollback(spec, release, previous, state, steps)
+        return Outcome.RENEWED, replace(
+            state,
+            pending=None,
+            failed_release=None,
+            previous_release=previous.release_id if previous else None,
+        )
+
+    def rollback(
+        self,
+        spec: CertSpec,
+        failed: Release,
+        previous: Release | None,
+        state: CertState,
+        steps: Steps,
+    ) -> tuple[Outcome, CertState]:
+        state = replace(state, pending=None, failed_release=failed.release_id)
+        try:
+            with steps.step("rollback") as notes:
+                if previous is not None:
+                    notes += self.swap(spec, previous.release_id)
+                else:
+                    notes += self.unswap(spec)
+            self.reload(spec, previous or failed, "rollback", steps)
+            if previous is not None:
+                self.verify(spec, previous, steps, "verify-old")
+        except (DeployFailed, OSError) as exc:
+            if isinstance(exc, OSError):
+                steps.add("rollback", False, 0.0, f"cannot restore the previous release: {exc}")
+            return Outcome.BROKEN, state
+        return Outcome.ROLLED_BACK, state
+
+    # -- steps ------------------------------------------------------------------------
+
+    def preflight(self, spec: CertSpec, release: Release) -> list[str]:
+        """Every reason not to swap, all at once."""
+        deploy = _need(spec)
+        problems = []
+        if deploy.test is not None:
+            result = self.run_command(deploy.test, spec, release, "test")
+            if not result.ok:
+                problems.append(f"config test failed: {result.describe()}")
+        if deploy.user:
+            files = [release.path / "privkey.pem", release.path / "fullchain.pem"]
+            files += [release.path / RENDERED / t.dest.name for t in deploy.templates]
+            problems += [p for p in (unreadable_by(f, deploy.user) for f in files) if p]
+        free = shutil.disk_usage(self.store.root).free
+        if free < deploy.min_free_bytes:
+            problems.append(
+                f"only {free // 2**20} MiB free under {self.store.root} "
+                f"(deploy.min_free_mb: {deploy.min_free_bytes // 2**20})"
+            )
+        return problems
+
+    def swap(self, spec: CertSpec, release_id: str) -> list[str]:
+        """One atomic flip of `current`; destinations are (made) links through it."""
+        self.store.activate(spec.name, release_id)
+        current = self.store.current_link(spec.name)
+        return [
+            n
+            for t in _need(spec).templates
+            if (n := link_dest(t.dest, current / RENDERED / t.dest.name))
+        ]
+
+    def unswap(self, spec: CertSpec) -> list[str]:
+        """No previous release: remove our links and put back what they replaced."""
+        notes = []
+        for t in _need(spec).templates:
+            backup = t.dest.with_name(t.dest.name + BACKUP_SUFFIX)
+            if t.dest.is_symlink():
+                if backup.exists():
+                    os.replace(backup, t.dest)
+                    notes.append(f"restored {t.dest} from {backup.name}")
+                else:
+                    t.dest.unlink()
+                    notes.append(f"removed {t.dest}")
+        with contextlib.suppress(FileNotFoundError):
+            self.store.current_link(spec.name).unlink()
+        return notes
+
+    def reload(self, spec: CertSpec, release: Release, action: str, steps: Steps) -> None:
+        hook = _need(spec).hook
+        if hook is None:
+            return
+        name = "reload" if action == "deploy" else "reload-old"
+        with steps.step(name) as notes:
+            result = self.run_command(hook, spec, release, action)
+            if not result.ok:
+                raise DeployFailed(f"post-run hook {result.describe()}")
+            notes.append(result.output.strip()[-500:])
+
+    def verify(self, spec: CertSpec, release: Release, steps: Steps, name: str = "verify") -> None:
+        deploy = _need(spec)
+        if not deploy.endpoints:
+            return
+        with steps.step(name) as notes:
+            failures = self.prober(deploy).wait_for(
+                deploy.endpoints, release.fingerprint_sha256, deploy.verify_timeout
+            )
+            if failures:
+                raise DeployFailed("; ".join(failures))
+            notes.append(
+                f"{len(deploy.endpoints)} endpoint(s) serve {release.fingerprint_sha256[:16]}…"
+            )
+
+    def run_command(
+        self, command: Command, spec: CertSpec, release: Release, action: str
+    ) -> RunResult:
+        deploy = _need(spec)
+        config = (
+            str(release.path / RENDERED / deploy.templates[0].dest.name) if deploy.templates else ""
+        )
+        argv = [
+            a.replace("{config}", config)
+            .replace("{release}", str(release.path))
+            .replace("{name}", spec.name)
+            for a in command.argv
+        ]
+        env = {
+            "CERTAGENT_CERT_NAME": spec.name,
+            "CERTAGENT_NAMES": " ".join(spec.names),
+            "CERTAGENT_RELEASE_DIR": str(release.path),
+            "CERTAGENT_FULLCHAIN": str(release.path / "fullchain.pem"),
+            "CERTAGENT_KEY": str(release.path / "privkey.pem"),
+            "CERTAGENT_ACTION": action,
+            "CERTAGENT_STAGE": "production",
+        }
+        return self.run(argv, command.timeout, env)
+
+
+def link_dest(dest: Path, target: Path) -> str | None:
+    """Make dest a symlink to target (atomically); keep what was there as dest.certagent-orig."""
+    if dest.is_symlink() and os.readlink(dest) == str(target):
+        return None
+    note = f"linked {dest}"
+    if dest.exists() and not dest.is_symlink():
+        backup = dest.with_name(dest.name + BACKUP_SUFFIX)
+        if backup.exists():
+            backup = dest.with_name(
+                f"{dest.name}{BACKUP_SUFFIX}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+            )
+        os.link(dest, backup)  # a hard link: the original survives the replace below
+        note += f" (kept the original as {backup.name})"
+    tmp = dest.with_name(f".{dest.name}.certagent-tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, dest)
+    return note
+
+
+def unreadable_by(path: Path, user: str) -> str | None:
+    """Why `user` cannot read `path` (each directory needs x, the file r), or None."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return f"user {user} does not exist"
+    if entry.pw_uid == 0:
+        return None
+    groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    chain = [*reversed(path.parents), path]
+    for i, part in enumerate(chain):
+        try:
+            st = part.stat()
+        except OSError as exc:
+            return f"{part}: {exc.strerror}"
+        need = stat.S_IXOTH if i < len(chain) - 1 else stat.S_IROTH
+        if st.st_uid == entry.pw_uid:
+            need <<= 6
+        elif st.st_gid in groups:
+            need <<= 3
+        if not st.st_mode & need:
+            what = "enter" if i < len(chain) - 1 else "read"
+            return f"user {user} cannot {what} {part} (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _need(spec: CertSpec) -> DeploySpec:
+    if spec.deploy is None:
+        raise DeployFailed(f"certificate {spec.name} has no deploy section")
+    return spec.deploy

@@ -1,0 +1,62 @@
+"""Jinja2 rendering of web-server configs: the only module that imports `jinja2`.
+
+StrictUndefined: a missing variable is an error naming the template and line,
+never an empty string in a live config. Side effects: reads template files. jinja2 is imported on first use.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import CertagentError
+
+
+class RenderError(CertagentError):
+    """A template is missing, malformed, or uses an undefined variable."""
+
+
+def shipped_template_dir() -> Path:
+    """templates/ of a source checkout, else where the wheel installs it."""
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "certagent" / "templates"
+
+
+def render(template: str, context: Mapping[str, Any], user_dirs: Sequence[Path] = ()) -> str:
+    """Render one template; user directories are searched before the shipped ones."""
+    import jinja2  # deferred: only staging renders; status and --help stay light
+
+    env = jinja2.Environment(  # noqa: S701 - configs, not HTML: escaping would corrupt them
+        loader=jinja2.FileSystemLoader([*map(str, user_dirs), str(shipped_template_dir())]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    try:
+        return env.get_template(template).render(**context)
+    except jinja2.TemplateNotFound as exc:
+        searched = ", ".join([*map(str, user_dirs), str(shipped_template_dir())])
+        raise RenderError(f"template {template} not found (searched {searched})") from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(
+            f"template {exc.filename or template} line {exc.lineno}: {exc.message}"
+        ) from exc
+    except jinja2.UndefinedError as exc:
+        line = _template_line(exc, template)
+        raise RenderError(f"template {template}{line}: {exc.message}") from exc
+
+
+def _template_line(exc: BaseException, template: str) -> str:
+    """The template line where rendering failed, from the traceback jinja2 rewrites."""
+    tb = exc.__traceback__
+    line = ""
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(template):
+            line = f" line {tb.tb_lineno}"
+        tb = tb.tb_next
+    return line

@@ -1,0 +1,85 @@
+"""What an endpoint actually serves: a TLS handshake with SNI, chain and hostname checked.
+
+Verification is never disabled: a private CA is trusted by adding its roots to
+the system store. Side effects: network (TCP + TLS to the given endpoints).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .model import Endpoint
+from .system import Clock
+
+DELAYS = (0.02, 0.05, 0.1, 0.2, 0.3)
+
+
+@dataclass(frozen=True)
+class Served:
+    endpoint: Endpoint
+    fingerprint: str | None  # SHA-256 of the leaf's DER, when the handshake verified
+    error: str | None = None
+
+
+def trust_context(extra_roots: Sequence[Path] = ()) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    for root in extra_roots:
+        ctx.load_verify_locations(cafile=str(root))
+    return ctx  # CERT_REQUIRED and check_hostname, as created
+
+
+def probe(endpoint: Endpoint, ctx: ssl.SSLContext, timeout: float) -> Served:
+    """One handshake; any failure (refused, timeout, untrusted, wrong name) is data."""
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            with ctx.wrap_socket(sock, server_hostname=endpoint.sni) as tls:
+                der = tls.getpeercert(binary_form=True)
+    except ssl.SSLCertVerificationError as exc:
+        return Served(endpoint, None, f"certificate not accepted: {exc.verify_message}")
+    except ssl.SSLError as exc:
+        return Served(endpoint, None, f"TLS handshake failed: {exc.reason or exc}")
+    except TimeoutError:
+        return Served(endpoint, None, f"no answer within {timeout:g} s")
+    except OSError as exc:
+        return Served(endpoint, None, exc.strerror or str(exc))
+    if der is None:
+        return Served(endpoint, None, "no certificate presented")
+    return Served(endpoint, hashlib.sha256(der).hexdigest())
+
+
+class TlsProber:
+    """Waits until every endpoint serves the expected certificate, or a deadline passes."""
+
+    def __init__(self, clock: Clock, extra_roots: Sequence[Path] = ()) -> None:
+        self.clock = clock
+        self.ctx = trust_context(extra_roots)
+
+    def wait_for(
+        self, endpoints: Sequence[Endpoint], fingerprint: str, timeout: float
+    ) -> list[str]:
+        """Failures, one per endpoint that never served `fingerprint`; empty when all did."""
+        deadline = self.clock.monotonic() + timeout
+        failures = []
+        for endpoint in endpoints:
+            last = self._await_one(endpoint, fingerprint, deadline)
+            if last.fingerprint != fingerprint:
+                served = (last.fingerprint or "?")[:16]
+                why = last.error or f"serves {served}… instead of {fingerprint[:16]}…"
+                failures.append(f"{endpoint}: {why}")
+        return failures
+
+    def _await_one(self, endpoint: Endpoint, fingerprint: str, deadline: float) -> Served:
+        attempt = 0
+        while True:
+            left = deadline - self.clock.monotonic()
+            served = probe(endpoint, self.ctx, max(0.2, min(3.0, left)))
+            if served.fingerprint == fingerprint or self.clock.monotonic() >= deadline:
+                return served
+            self.clock.sleep(DELAYS[min(attempt, len(DELAYS) - 1)])
+            attempt += 1
