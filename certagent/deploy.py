@@ -164,6 +164,9 @@ class Deployer:
         state: CertState,
         steps: Steps,
     ) -> tuple[Outcome, CertState]:
+        """Flip back, run the hook, and judge by what is served: BROKEN only if the old
+        certificate is not verified (a failing hook is recorded, but nginx, for one, keeps
+        serving its old configuration when a reload is refused)."""
         state = replace(state, pending=None, failed_release=failed.release_id)
         try:
             with steps.step("rollback") as notes:
@@ -171,12 +174,19 @@ class Deployer:
                     notes += self.swap(spec, previous.release_id)
                 else:
                     notes += self.unswap(spec)
+        except OSError as exc:
+            steps.add("rollback", False, 0.0, f"cannot restore the previous release: {exc}")
+            return Outcome.BROKEN, state
+        try:
             self.reload(spec, previous or failed, "rollback", steps)
-            if previous is not None:
-                self.verify(spec, previous, steps, "verify-old")
-        except (DeployFailed, OSError) as exc:
-            if isinstance(exc, OSError):
-                steps.add("rollback", False, 0.0, f"cannot restore the previous release: {exc}")
+        except DeployFailed:
+            if previous is None:
+                return Outcome.BROKEN, state  # nothing to verify: the hook's word is all we have
+        if previous is None:
+            return Outcome.ROLLED_BACK, state
+        try:
+            self.verify(spec, previous, steps, "verify-old")
+        except DeployFailed:
             return Outcome.BROKEN, state
         return Outcome.ROLLED_BACK, state
 

@@ -17,6 +17,8 @@ from .model import Endpoint
 from .system import Clock
 
 DELAYS = (0.02, 0.05, 0.1, 0.2, 0.3)
+CONFIRMATIONS = 3
+CONFIRM_DELAY = 0.05
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,27 @@ class TlsProber:
         return failures
 
     def _await_one(self, endpoint: Endpoint, fingerprint: str, deadline: float) -> Served:
-        attempt = 0
+        """Probe until CONFIRMATIONS handshakes in a row serve `fingerprint`.
+
+        One match is not proof: after a graceful reload, old workers keep accepting
+        connections for a moment, so a lucky first handshake can hide a stale one.
+        """
+        attempt = matches = 0
         while True:
             left = deadline - self.clock.monotonic()
             served = probe(endpoint, self.ctx, max(0.2, min(3.0, left)))
-            if served.fingerprint == fingerprint or self.clock.monotonic() >= deadline:
+            matches = matches + 1 if served.fingerprint == fingerprint else 0
+            if matches >= CONFIRMATIONS:
                 return served
-            self.clock.sleep(DELAYS[min(attempt, len(DELAYS) - 1)])
+            if self.clock.monotonic() >= deadline:
+                return (
+                    served
+                    if matches == 0
+                    else Served(
+                        endpoint,
+                        None,
+                        f"served {fingerprint[:16]}… only {matches} time(s) in a row",
+                    )
+                )
+            self.clock.sleep(CONFIRM_DELAY if matches else DELAYS[min(attempt, len(DELAYS) - 1)])
             attempt += 1
