@@ -1,7 +1,9 @@
 """Jinja2 rendering of web-server configs: the only module that imports `jinja2`.
 
 StrictUndefined: a missing variable is an error naming the template and line,
-never an empty string in a live config. Side effects: reads template files. jinja2 is imported on first use.
+never an empty string in a live config.
+
+Side effects: reads template files. jinja2 is imported on first use.
 """
 
 from __future__ import annotations
