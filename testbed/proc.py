@@ -60,6 +60,11 @@ class Server:
             return ""
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the server, then wait until its whole process group is gone.
+
+        The group is the one this helper created (start_new_session), so its id is
+        the server's PID: worker processes still shutting down are waited for too.
+        """
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)
@@ -68,7 +73,28 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        deadline = time.monotonic() + timeout
+        killed = False
+        while _group_alive(self.proc.pid):
+            now = time.monotonic()
+            if now > deadline + timeout:
+                break  # only unreaped zombies can be left (an init that does not reap)
+            if now > deadline and not killed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                killed = True
+            time.sleep(0.01)
         self._log.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
