@@ -85,23 +85,15 @@ def deploy(config: Config, name: str, *, clock: Clock | None = None) -> Report:
         if current is None:
             raise UsageError(f"certificate {name} has no release yet; run `certagent renew {name}`")
         ctx = _context(config, store, None, Solvers(), clock)
-        steps = Steps(clock)
         decision = Decision(True, f"deploy of release {current.release_id} requested")
+        attempt = pipeline.Attempt.begin(ctx, spec, decision)
+        state = store.read_state(name)
         try:
-            release = pipeline.restage(ctx, spec, current, steps)
+            release = pipeline.restage(ctx, spec, current, attempt.steps)
         except CertagentError as exc:
-            result = CertResult(
-                name,
-                Outcome.FAILED_BEFORE_SWAP,
-                decision,
-                tuple(steps.results),
-                current.release_id,
-                current.not_after,
-                str(exc),
-            )
+            result = attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, str(exc))
         else:
-            state = store.read_state(name)
-            result = pipeline.apply(ctx, spec, release, current, state, decision, steps, started)
+            result = pipeline.apply(attempt, release, current, state)
         report = Report("deploy", started, clock.now(), (result,))
         store.append_history(_history_record(report))
     return report

@@ -75,6 +75,40 @@ def decide(ctx: Context, spec: CertSpec, force: bool) -> tuple[Decision, Release
     return plan.decide(spec, current, state, ctx.config.policy, now, force), current, state
 
 
+@dataclass
+class Attempt:
+    """One attempt at one certificate: what every step result and the record need."""
+
+    ctx: Context
+    spec: CertSpec
+    decision: Decision
+    steps: Steps
+    started: dt.datetime
+
+    @classmethod
+    def begin(cls, ctx: Context, spec: CertSpec, decision: Decision) -> Attempt:
+        return cls(ctx, spec, decision, Steps(ctx.clock), ctx.clock.now())
+
+    def record(
+        self, outcome: Outcome, state: CertState, live: Release | None, error: str | None = None
+    ) -> CertResult:
+        """Remember the outcome for the planner, prune, and build the result."""
+        store, name = self.ctx.store, self.spec.name
+        state = replace(state, last_outcome=outcome.value, last_attempt=self.started)
+        if outcome is Outcome.RENEWED:
+            state = replace(state, consecutive_failures=0, window=None, pending=None)
+            keep = frozenset(x for x in (state.previous_release,) if x)
+            pruned = store.prune(name, self.ctx.config.policy.keep_releases, keep)
+            if pruned:
+                log.info("%s: pruned %d old release(s)", name, len(pruned))
+        else:
+            state = replace(state, consecutive_failures=state.consecutive_failures + 1)
+            if error is None:
+                error = next((s.detail for s in self.steps.results if not s.ok), outcome.value)
+        store.write_state(name, state)
+        return _result(self.spec, outcome, self.decision, self.steps, live, error)
+
+
 def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
     """Plan again (we hold the lock), then order or retry, stage and deploy if due."""
     for leftover in ctx.store.cleanup_partial(spec.name):
@@ -92,61 +126,37 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
     decision, current, state = decide(ctx, spec, force)
     if not decision.due:
         return _result(spec, Outcome.SKIPPED, decision, Steps(ctx.clock), current)
-    steps = Steps(ctx.clock)
-    started = ctx.clock.now()
+    attempt = Attempt.begin(ctx, spec, decision)
     retry = None if force else _retryable(ctx, spec, state.failed_release)
     try:
-        release = restage(ctx, spec, retry, steps) if retry else _order_and_stage(ctx, spec, steps)
+        if retry is not None:
+            release = restage(ctx, spec, retry, attempt.steps)
+        else:
+            release = _order_and_stage(ctx, spec, attempt.steps)
     except CertagentError as exc:
-        return _record(
-            ctx,
-            spec,
-            Outcome.FAILED_BEFORE_SWAP,
-            state,
-            decision,
-            steps,
-            started,
-            current,
-            str(exc),
-        )
-    return apply(ctx, spec, release, current, state, decision, steps, started)
+        return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, str(exc))
+    return apply(attempt, release, current, state)
 
 
 def apply(
-    ctx: Context,
-    spec: CertSpec,
-    release: Release,
-    current: Release | None,
-    state: CertState,
-    decision: Decision,
-    steps: Steps,
-    started: dt.datetime,
+    attempt: Attempt, release: Release, current: Release | None, state: CertState
 ) -> CertResult:
     """Make a staged release live: deploy it, or only flip `current` when nothing is deployed."""
-    prev_id = current.release_id if current else None
+    ctx, spec = attempt.ctx, attempt.spec
     if spec.deploy is None:
-        with steps.step("commit", f"current -> {release.release_id}"):
+        with attempt.steps.step("commit", f"current -> {release.release_id}"):
             ctx.store.activate(spec.name, release.release_id)
+        prev_id = current.release_id if current else None
         state = replace(state, failed_release=None, previous_release=prev_id)
-        return _record(ctx, spec, Outcome.RENEWED, state, decision, steps, started, release)
+        return attempt.record(Outcome.RENEWED, state, release)
     ctx.progress(spec.name, "deploying")
     try:
-        outcome, state = ctx.deployer.deploy(spec, release, current, state, steps)
+        outcome, state = ctx.deployer.deploy(spec, release, current, state, attempt.steps)
     except CertagentError as exc:  # refused before the swap: nothing live changed
         state = replace(state, failed_release=release.release_id)
-        return _record(
-            ctx,
-            spec,
-            Outcome.FAILED_BEFORE_SWAP,
-            state,
-            decision,
-            steps,
-            started,
-            current,
-            str(exc),
-        )
+        return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, str(exc))
     live = release if outcome is Outcome.RENEWED else ctx.store.current(spec.name)
-    return _record(ctx, spec, outcome, state, decision, steps, started, live)
+    return attempt.record(outcome, state, live)
 
 
 def resume(ctx: Context, spec: CertSpec, state: CertState) -> CertResult | None:
@@ -161,51 +171,10 @@ def resume(ctx: Context, spec: CertSpec, state: CertState) -> CertResult | None:
         ctx.store.write_state(spec.name, replace(state, pending=None, failed_release=new_id))
         return None
     decision = Decision(True, f"an interrupted run swapped to {new_id} without verifying it")
-    steps = Steps(ctx.clock)
-    started = ctx.clock.now()
-    outcome, state = ctx.deployer.finish(
-        spec, new, ctx.store.find(spec.name, prev_id), state, steps
-    )
-    live = ctx.store.current(spec.name)
-    return _record(ctx, spec, outcome, state, decision, steps, started, live)
-
-
-def _record(
-    ctx: Context,
-    spec: CertSpec,
-    outcome: Outcome,
-    state: CertState,
-    decision: Decision,
-    steps: Steps,
-    started: dt.datetime,
-    live: Release | None,
-    error: str | None = None,
-) -> CertResult:
-    """Remember the outcome for the planner, prune, and build the result."""
-    if outcome is Outcome.RENEWED:
-        state = replace(
-            state,
-            last_outcome=outcome.value,
-            last_attempt=started,
-            consecutive_failures=0,
-            window=None,
-            pending=None,
-        )
-        keep = {x for x in (state.previous_release,) if x}
-        pruned = ctx.store.prune(spec.name, ctx.config.policy.keep_releases, frozenset(keep))
-        if pruned:
-            log.info("%s: pruned %d old release(s)", spec.name, len(pruned))
-    else:
-        state = replace(
-            state,
-            last_outcome=outcome.value,
-            last_attempt=started,
-            consecutive_failures=state.consecutive_failures + 1,
-        )
-        if error is None:
-            error = next((s.detail for s in steps.results if not s.ok), outcome.value)
-    ctx.store.write_state(spec.name, state)
-    return _result(spec, outcome, decision, steps, live, error)
+    attempt = Attempt.begin(ctx, spec, decision)
+    previous = ctx.store.find(spec.name, prev_id)
+    outcome, state = ctx.deployer.finish(spec, new, previous, state, attempt.steps)
+    return attempt.record(outcome, state, ctx.store.current(spec.name))
 
 
 def _result(

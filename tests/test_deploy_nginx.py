@@ -125,8 +125,9 @@ def first_deploy(setup: Setup, run) -> str:
 
 
 def test_renewal_is_served_by_nginx(setup: Setup, run) -> None:
-    assert served(setup.nginx.port, None) != ""  # the bootstrap certificate
+    bootstrap = served(setup.nginx.port, None)  # self-signed, before certagent deploys
     fp = first_deploy(setup, run)
+    assert fp != bootstrap
     assert setup.nginx.conf.is_symlink()
     assert (setup.nginx.conf.parent / "nginx.conf.certagent-orig").is_file()  # nothing lost
     report = json.loads(run("-c", str(setup.path), "renew", "--force", "--json").out)

@@ -96,6 +96,8 @@ def test_bad_nonces_twenty_percent(tmp_path: Path, make_pebble, run) -> None:
     result = run("-c", str(cfg), "renew")
     assert result.code == 0, result.err
     assert result.out.count(": renewed") == 5
+    log = (tmp_path / "pebble" / "pebble.log").read_text()
+    assert "Configured to reject 20% of good nonces" in log
 
 
 def test_ca_unreachable_leaves_current_untouched(tmp_path: Path, pebble: Pebble, run) -> None:
