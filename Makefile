@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := pebble nginx-light ca-certificates openssl iproute2
+APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iproute2
 
 .PHONY: deps venv test lint unit demo bench clean
 

@@ -203,7 +203,7 @@ class Deployer:
         if deploy.user:
             files = [release.path / "privkey.pem", release.path / "fullchain.pem"]
             files += [release.path / RENDERED / t.dest.name for t in deploy.templates]
-            problems += [p for p in (unreadable_by(f, deploy.user) for f in files) if p]
+            problems += [p for p in (self.unreadable(f, deploy.user) for f in files) if p]
         free = shutil.disk_usage(self.store.root).free
         if free < deploy.min_free_bytes:
             problems.append(
@@ -211,6 +211,20 @@ class Deployer:
                 f"(deploy.min_free_mb: {deploy.min_free_bytes // 2**20})"
             )
         return problems
+
+    def unreadable(self, path: Path, user: str) -> str | None:
+        """Ask the kernel, as `user`, whether it can read `path`: mode bits, POSIX ACLs and
+        security modules all count. The mode-bit walk only explains a refusal."""
+        if os.geteuid() != 0:
+            return unreadable_by(path, user)  # cannot switch users: judge by mode bits
+        result = self.run(["runuser", "-u", user, "--", "test", "-r", str(path)], 10, {})
+        if result.ok:
+            return None
+        if result.returncode is None:
+            return f"cannot check whether {user} can read {path}: {result.describe()}"
+        return (
+            unreadable_by(path, user) or f"user {user} cannot read {path} (ACL or security module)"
+        )
 
     def swap(self, spec: CertSpec, release_id: str) -> list[str]:
         """One atomic flip of `current`; destinations are (made) links through it."""

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from certagent import config, render
-from certagent.deploy import link_dest, render_configs, unreadable_by
+from certagent import config, render, system
+from certagent.deploy import Deployer, Prober, link_dest, render_configs, unreadable_by
 from certagent.errors import ConfigError
 from certagent.model import CertSpec, DeploySpec, Http01Webroot, KeyType, TemplateSpec
+from certagent.store import Store
+from certagent.system import SystemClock
 
 BASE = """\
 ca: {directory: https://ca.example.test/dir}
@@ -148,3 +151,28 @@ def test_unreadable_by() -> None:
         )
     finally:
         shutil.rmtree(base)
+
+
+def test_preflight_asks_the_kernel_so_acls_count(tmp_path: Path) -> None:
+    """Mode bits allow it, a POSIX ACL forbids it: only asking as the user sees that."""
+    if os.geteuid() != 0 or shutil.which("setfacl") is None:
+        pytest.fail("needs root and setfacl (make deps installs acl)")
+    base = Path(tempfile.mkdtemp(prefix="certagent-acl-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        chain = base / "fullchain.pem"
+        chain.write_text("chain")
+        chain.chmod(0o644)
+        deployer = Deployer(Store(tmp_path), system.run, _no_prober, SystemClock())
+        assert deployer.unreadable(chain, "nobody") is None
+        subprocess.run(["setfacl", "-m", "u:nobody:---", str(chain)], check=True)
+        assert unreadable_by(chain, "nobody") is None  # the mode bits alone would say yes
+        assert deployer.unreadable(chain, "nobody") == (
+            f"user nobody cannot read {chain} (ACL or security module)"
+        )
+    finally:
+        shutil.rmtree(base)
+
+
+def _no_prober(deploy: DeploySpec) -> Prober:
+    raise AssertionError("not used")
