@@ -281,7 +281,9 @@ def _trust_bundle(config: Config, state_dir: Path) -> Path:
     folder = state_dir / "trust"
     make_private_dir(folder)
     path = folder / "ca-bundle.pem"
-    atomic_write(path, b"\n".join(parts), 0o644)
+    bundle = b"\n".join(parts)
+    if not path.is_file() or path.read_bytes() != bundle:  # most runs: unchanged, no write
+        atomic_write(path, bundle, 0o644)
     return path
 
 

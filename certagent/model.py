@@ -139,6 +139,7 @@ class Release:
     not_after: dt.datetime
     fingerprint_sha256: str
     issuer: str
+    ca: str = ""  # the ACME directory it was ordered from
 
 
 @dataclass(frozen=True)

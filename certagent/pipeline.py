@@ -206,7 +206,7 @@ def _order_and_stage(ctx: Context, spec: CertSpec, steps: Steps) -> Release:
         csr = crypto.make_csr(key, spec.names)
         fullchain = issuer.issue(csr, ctx.solvers.for_spec(spec.challenge))
     with steps.step("stage") as notes:
-        release = stage(ctx, spec, key, fullchain)
+        release = stage(ctx, spec, key, fullchain, issuer.label)
         notes.append(
             f"release {release.release_id}, valid until {release.not_after:%Y-%m-%d %H:%M}"
         )
@@ -217,12 +217,15 @@ def restage(ctx: Context, spec: CertSpec, old: Release, steps: Steps) -> Release
     """The same key and certificate as a new release, with configs rendered afresh."""
     with steps.step("stage", f"re-staged from {old.release_id}, no new order") as notes:
         key = crypto.load_key((old.path / KEY_FILE).read_bytes())
-        release = stage(ctx, spec, key, (old.path / "fullchain.pem").read_bytes())
+        fullchain = (old.path / "fullchain.pem").read_bytes()
+        release = stage(ctx, spec, key, fullchain, old.ca)
         notes.append(f"release {release.release_id}")
     return release
 
 
-def stage(ctx: Context, spec: CertSpec, key: crypto.PrivateKey, fullchain: bytes) -> Release:
+def stage(
+    ctx: Context, spec: CertSpec, key: crypto.PrivateKey, fullchain: bytes, ca: str
+) -> Release:
     """Check what the CA sent against what we asked for, then write one immutable release."""
     try:
         chain = crypto.split_pem_chain(fullchain)
@@ -246,7 +249,7 @@ def stage(ctx: Context, spec: CertSpec, key: crypto.PrivateKey, fullchain: bytes
         "fingerprint_sha256": facts.fingerprint_sha256,
         "issuer": facts.issuer,
         "serial": format(facts.serial, "x"),
-        "ca": ctx.issuer.label if ctx.issuer else "",
+        "ca": ca,
     }
     key_pem = crypto.key_pem(key)
     files = {

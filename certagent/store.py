@@ -204,6 +204,7 @@ class Store:
                 not_after=dt.datetime.fromisoformat(meta["not_after"]),
                 fingerprint_sha256=meta["fingerprint_sha256"],
                 issuer=meta["issuer"],
+                ca=meta.get("ca", ""),
             )
         except FileNotFoundError:
             return None

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,11 +138,7 @@ class OffsetClock:
         return dt.datetime.now(dt.UTC) + self.offset
 
     def monotonic(self) -> float:
-        import time
-
         return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
-        import time
-
         time.sleep(seconds)

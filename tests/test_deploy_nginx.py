@@ -285,5 +285,7 @@ def test_manual_rollback_and_redeploy(setup: Setup, run) -> None:
     assert setup.current_fp() == old
     again = run("-c", str(setup.path), "deploy", "www")
     assert again.code == 0, again.err
+    redeployed = setup.store.current("www")
+    assert redeployed is not None and redeployed.ca == setup.pebble.directory_url
     assert served(setup.nginx.port, setup.root) == old  # deploy re-deploys what is current
     assert new != old

@@ -48,6 +48,13 @@ def test_release_files_and_modes(tmp_path: Path) -> None:
     assert os.readlink(link) == f"releases/{current.release_id}"  # relative: survives a move
 
 
+def test_release_records_its_ca(tmp_path: Path) -> None:
+    cfg = local_config(tmp_path)
+    api.renew(cfg, issuer=LocalIssuer())
+    current = Store(cfg.state_dir).current("www")
+    assert current is not None and current.ca == LocalIssuer.label
+
+
 def test_keeps_last_n_releases_never_the_current(tmp_path: Path) -> None:
     cfg = local_config(tmp_path, keep=2)
     issuer = LocalIssuer()
