@@ -258,7 +258,7 @@ def test_sigkill_between_swap_and_verify_is_completed_next_run(setup: Setup, run
     old = first_deploy(setup, run)
     marker = setup.tmp / "killed-once"
     hook = setup.shell_hook(
-        f"if [ ! -e {marker} ]; then touch {marker}; kill -KILL $PPID; sleep 5; fi"
+        f"if [ ! -e {marker} ]; then touch {marker}; kill -KILL $PPID; exit 1; fi"
     )
     cfg = setup.write(hook=hook)
     proc = run_subprocess("-c", str(cfg), "renew", "--force")
