@@ -2,12 +2,17 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iproute2
+APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iproute2 \
+	golang-go golang-github-smallstep-certificates-dev
 
-.PHONY: deps venv test lint unit demo bench clean
+.PHONY: deps venv step-ca test lint unit demo bench clean
 
 deps:
 	@sh scripts/install-deps $(APT_PACKAGES)
+
+# step-ca, the staging CA, built from Debian's Go packages into build/ (cached).
+step-ca: deps
+	@sh scripts/build-step-ca
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +26,13 @@ lint: venv
 	$(BIN)/ruff check certagent tests testbed bench
 	$(BIN)/mypy certagent
 
-test: deps venv lint
+test: deps venv step-ca lint
 	$(BIN)/python -m pytest -q
 
 unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"
 
-demo: deps venv
+demo: deps venv step-ca
 	$(BIN)/python -m testbed.demo
 
 bench: deps venv

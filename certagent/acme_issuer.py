@@ -31,7 +31,7 @@ from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from . import crypto
 from .challenges import Solver
-from .errors import OrderFailed
+from .errors import CAUnreachable, OrderFailed
 from .model import CASpec, Policy, RenewalWindow
 from .store import atomic_write
 
@@ -340,11 +340,13 @@ class AcmeIssuer:
                 "add its root under ca.trust_roots",
             ) from exc
         except requests.exceptions.Timeout as exc:
-            raise OrderFailed(
+            raise CAUnreachable(
                 self.label, f"{what}: the CA did not answer within {self.ca.timeout:g} s"
             ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise CAUnreachable(self.label, f"cannot reach the CA: {_root_cause(exc)}") from exc
         except requests.exceptions.RequestException as exc:
-            raise OrderFailed(self.label, f"cannot reach the CA: {_root_cause(exc)}") from exc
+            raise OrderFailed(self.label, f"request to the CA failed: {_root_cause(exc)}") from exc
         except errors.Error as exc:
             raise OrderFailed(self.label, f"{what} failed: {_client_error_text(exc)}") from exc
         except (ValueError, DeserializationError) as exc:

@@ -15,17 +15,31 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import config as config_mod
 from . import pipeline, plan, system
 from .challenges import Solvers
 from .deploy import Deployer, Steps
 from .errors import CertagentError, ExitStatus, UsageError
-from .model import CertResult, CertSpec, Config, Decision, DeploySpec, Outcome, Report, iso
+from .model import (
+    CASpec,
+    CertResult,
+    CertSpec,
+    Config,
+    Decision,
+    DeploySpec,
+    Outcome,
+    Report,
+    iso,
+)
 from .pipeline import Context, Issuer, Progress
 from .store import Store, atomic_write, make_private_dir
 from .system import Clock, SystemClock
 from .verify import TlsProber
+
+if TYPE_CHECKING:
+    from .rehearse import Rehearsal
 
 _SEVERITY = {
     Outcome.SKIPPED: ExitStatus.OK,
@@ -48,16 +62,24 @@ def renew(
     *,
     clock: Clock | None = None,
     issuer: Issuer | None = None,
+    staging_issuer: Issuer | None = None,
     progress: Progress | None = None,
 ) -> Report:
-    """Renew what is due (or everything named, with force). One run at a time (exit 75)."""
+    """Renew what is due (or everything named, with force). One run at a time (exit 75).
+
+    With a staging CA configured, each due certificate is rehearsed there first
+    (unless an identical setup passed recently); a failed rehearsal stops it.
+    """
     specs = select(config, names)
     clock = clock or SystemClock()
     store = Store(config.state_dir)
     started = clock.now()
     with store.lock():
         solvers = Solvers()
-        ctx = _context(config, store, issuer or _acme_issuer(config, store, clock), solvers, clock)
+        ctx = _context(
+            config, store, issuer or _acme_issuer(config.ca, config, store, clock), solvers, clock
+        )
+        ctx.rehearse = _rehearsal(config, solvers, clock, staging_issuer)
         try:
             results = []
             for i, spec in enumerate(specs, 1):
@@ -84,16 +106,21 @@ def deploy(config: Config, name: str, *, clock: Clock | None = None) -> Report:
         current = store.current(name)
         if current is None:
             raise UsageError(f"certificate {name} has no release yet; run `certagent renew {name}`")
-        ctx = _context(config, store, None, Solvers(), clock)
+        solvers = Solvers()
+        ctx = _context(config, store, None, solvers, clock)
+        ctx.rehearse = _rehearsal(config, solvers, clock)
         decision = Decision(True, f"deploy of release {current.release_id} requested")
         attempt = pipeline.Attempt.begin(ctx, spec, decision)
         state = store.read_state(name)
         try:
+            pipeline.rehearsed(ctx, spec, attempt.steps)
             release = pipeline.restage(ctx, spec, current, attempt.steps)
         except CertagentError as exc:
-            result = attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, str(exc))
+            result = attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
         else:
             result = pipeline.apply(attempt, release, current, state)
+        finally:
+            solvers.close()
         report = Report("deploy", started, clock.now(), (result,))
         store.append_history(_history_record(report))
     return report
@@ -145,6 +172,43 @@ def rollback(config: Config, name: str, *, clock: Clock | None = None) -> Report
         )
         report = Report("rollback", started, clock.now(), (result,))
         store.append_history(_history_record(report))
+    return report
+
+
+def rehearse(
+    config: Config,
+    names: Sequence[str] = (),
+    *,
+    clock: Clock | None = None,
+    staging_issuer: Issuer | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Rehearse each selected certificate on the staging CA now, remembered or not.
+
+    Production is never locked, ordered or touched; the staging state directory is.
+    """
+    if config.staging is None:
+        raise UsageError(f"no staging CA is configured in {config.source} (top-level 'staging')")
+    specs = select(config, names)
+    clock = clock or SystemClock()
+    started = clock.now()
+    solvers = Solvers()
+    try:
+        rehearsal = _rehearsal(config, solvers, clock, staging_issuer)
+        assert rehearsal is not None  # noqa: S101 - config.staging is set
+        results = []
+        for spec in specs:
+            if spec.staging is None:
+                reason = "no staging target configured (staging: false, or no deploy section)"
+                results.append(CertResult(spec.name, Outcome.SKIPPED, Decision(False, reason)))
+                continue
+            if progress is not None:
+                progress(spec.name, "rehearsing on the staging CA")
+            results.append(rehearsal.run(spec))
+    finally:
+        solvers.close()
+    report = Report("rehearse", started, clock.now(), tuple(results))
+    Store(config.staging.state_dir).append_history(_history_record(report))
     return report
 
 
@@ -234,6 +298,9 @@ def _labelled(progress: Progress, label: str) -> Progress:
 
 
 def exit_status(report: Report) -> ExitStatus:
+    if report.command == "rehearse":  # staging's own rollback is not production's exit 2
+        ok = all(r.outcome in (Outcome.RENEWED, Outcome.SKIPPED) for r in report.results)
+        return ExitStatus.OK if ok else ExitStatus.FAILED
     return max((_SEVERITY[r.outcome] for r in report.results), default=ExitStatus.OK)
 
 
@@ -250,26 +317,47 @@ def select(config: Config, names: Sequence[str]) -> tuple[CertSpec, ...]:
 
 
 def _context(
-    config: Config, store: Store, issuer: Issuer | None, solvers: Solvers, clock: Clock
+    config: Config,
+    store: Store,
+    issuer: Issuer | None,
+    solvers: Solvers,
+    clock: Clock,
+    stage: str = "production",
 ) -> Context:
     """The composition root: the real runner, TLS prober and clock."""
 
     def prober(deploy: DeploySpec) -> TlsProber:
         return TlsProber(clock, deploy.trust_roots)
 
-    deployer = Deployer(store, system.run, prober, clock)
+    deployer = Deployer(store, system.run, prober, clock, stage)
     return Context(config, store, issuer, solvers, clock, deployer)
 
 
-def _acme_issuer(config: Config, store: Store, clock: Clock) -> Issuer:
+def _rehearsal(
+    config: Config, solvers: Solvers, clock: Clock, issuer: Issuer | None = None
+) -> Rehearsal | None:
+    """The staging side: its own store, CA and deployer; the same solvers and clock."""
+    staging = config.staging
+    if staging is None:
+        return None
+    from .rehearse import Rehearsal  # deferred: imports render (jinja2 on use)
+
+    store = Store(staging.state_dir)
+    staging_config = replace(config, state_dir=staging.state_dir, ca=staging.ca, staging=None)
+    issuer = issuer or _acme_issuer(staging.ca, config, store, clock)
+    ctx = _context(staging_config, store, issuer, solvers, clock, "staging")
+    return Rehearsal(config, staging, ctx)
+
+
+def _acme_issuer(ca: CASpec, config: Config, store: Store, clock: Clock) -> Issuer:
     from .acme_issuer import AcmeIssuer  # deferred: acme/josepy/requests cost ~0.3 s to import
 
-    account_dir = store.account_dir(config.ca.directory)
-    bundle = _trust_bundle(config, store.root) if config.ca.trust_roots else None
-    return AcmeIssuer(config.ca, config.policy, account_dir, bundle, clock.sleep, clock.monotonic)
+    account_dir = store.account_dir(ca.directory)
+    bundle = _trust_bundle(ca, store.root) if ca.trust_roots else None
+    return AcmeIssuer(ca, config.policy, account_dir, bundle, clock.sleep, clock.monotonic)
 
 
-def _trust_bundle(config: Config, state_dir: Path) -> Path:
+def _trust_bundle(ca: CASpec, state_dir: Path) -> Path:
     """The system's trust store plus the configured roots, for a private CA.
 
     Verification is never switched off; a private CA is trusted by adding it.
@@ -277,7 +365,7 @@ def _trust_bundle(config: Config, state_dir: Path) -> Path:
     import certifi  # a requests dependency; the same store requests uses by default
 
     parts = [Path(certifi.where()).read_bytes()]
-    parts += [root.read_bytes() for root in config.ca.trust_roots]
+    parts += [root.read_bytes() for root in ca.trust_roots]
     folder = state_dir / "trust"
     make_private_dir(folder)
     path = folder / "ca-bundle.pem"

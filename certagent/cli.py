@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", metavar="NAME")
 
+    p = sub.add_parser(
+        "rehearse",
+        parents=[common],
+        help="rehearse the whole deploy on the staging CA now (production untouched)",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="certificates (default: all)")
+
     p = sub.add_parser("status", parents=[common], help="certificates, expiry, next renewal")
     p.add_argument("names", nargs="*", metavar="NAME")
 
@@ -138,10 +145,12 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
         report = api.rollback(config, args.name)
     else:
         progress = _TerminalProgress(sys.stderr) if sys.stderr.isatty() and not as_json else None
+        update = progress.update if progress else None
         try:
-            report = api.renew(
-                config, args.names, args.force, progress=progress.update if progress else None
-            )
+            if args.command == "rehearse":
+                report = api.rehearse(config, args.names, progress=update)
+            else:
+                report = api.renew(config, args.names, args.force, progress=update)
         finally:
             if progress:
                 progress.clear()
@@ -161,13 +170,19 @@ def _out(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 def _print_report(report: Report, verbose: int) -> None:
     planning = report.command == "plan"
+    rehearsing = report.command == "rehearse"
     for r in report.results:
-        if r.outcome is Outcome.SKIPPED and not (verbose or planning):
+        if r.outcome is Outcome.SKIPPED and not (verbose or planning or rehearsing):
             continue  # silent when nothing is due: cron mails only what matters
         if planning:
             print(f"{r.name}: {'due' if r.decision.due else 'not due'}: {r.decision.reason}")
         elif r.outcome is Outcome.SKIPPED:
             print(f"{r.name}: nothing to do: {r.decision.reason}")
+        elif rehearsing:
+            if r.outcome is Outcome.RENEWED:
+                print(f"{r.name}: rehearsal passed; staging release {r.release}")
+            else:
+                print(f"{r.name}: REHEARSAL FAILED: {r.error}", file=sys.stderr)
         elif r.outcome is Outcome.RENEWED:
             print(
                 f"{r.name}: renewed ({r.decision.reason}); release {r.release}, "
@@ -180,10 +195,10 @@ def _print_report(report: Report, verbose: int) -> None:
                     f"{r.name}: BROKEN: the rollback failed too; check the web server NOW",
                     file=sys.stderr,
                 )
-        if verbose or r.outcome not in (Outcome.SKIPPED, Outcome.RENEWED):
+        if verbose or rehearsing or r.outcome not in (Outcome.SKIPPED, Outcome.RENEWED):
             for s in r.steps:
                 mark = "ok" if s.ok else "FAILED"
-                print(f"  {s.step:<8} {mark:<6} {s.seconds:7.3f}s  {s.detail}")
+                print(f"  {s.step:<17} {mark:<6} {s.seconds:7.3f}s  {s.detail}")
 
 
 def _print_status(rows: list[api.StatusRow]) -> None:

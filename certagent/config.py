@@ -32,7 +32,10 @@ from .model import (
     Http01Webroot,
     KeyType,
     Policy,
+    Staging,
+    StagingTarget,
     TemplateSpec,
+    Unreachable,
 )
 
 DEFAULT_PATH = Path("/etc/certagent/certagent.yaml")
@@ -228,16 +231,56 @@ def _list(ctx: _Ctx, v: _V, conv: Callable[[_Ctx, _V], T | None]) -> list[T] | N
 
 def _config(ctx: _Ctx, root: _V) -> Config | None:
     m = ctx.mapping(
-        root, {"state_dir", "ca", "policy", "certificates", "template_dirs"}, {"ca", "certificates"}
+        root,
+        {"state_dir", "ca", "policy", "certificates", "template_dirs", "staging"},
+        {"ca", "certificates"},
     )
     state_dir = ctx.get(m, "state_dir", _abs_path, Path("/var/lib/certagent"))
     template_dirs: list[Path] = ctx.get(m, "template_dirs", _paths, [])
     ca = _ca(ctx, m["ca"]) if "ca" in m else None
     policy = _policy(ctx, m["policy"]) if "policy" in m else Policy()
+    staging = _staging(ctx, m["staging"], state_dir) if "staging" in m else None
     certs = _certificates(ctx, m["certificates"]) if "certificates" in m else ()
+    if "certificates" in m and isinstance(m["certificates"].value, dict):
+        _check_staging_targets(ctx, m["certificates"], certs, "staging" in m)
     if ca is None:
         return None
-    return Config(ctx.source, state_dir, ca, policy, certs, tuple(template_dirs))
+    return Config(ctx.source, state_dir, ca, policy, certs, tuple(template_dirs), staging)
+
+
+def _staging(ctx: _Ctx, v: _V, state_dir: Path) -> Staging | None:
+    m = ctx.mapping(v, {"ca", "state_dir", "on_unreachable", "remember_for"}, {"ca"})
+    ca = _ca(ctx, m["ca"]) if "ca" in m else None
+    folder = ctx.get(m, "state_dir", _abs_path, state_dir / "staging")
+    if folder == state_dir:
+        ctx.error(m["state_dir"], "must differ from the production state_dir")
+    policy = Unreachable.FAIL
+    if "on_unreachable" in m:
+        try:
+            policy = Unreachable(m["on_unreachable"].value)
+        except ValueError:
+            allowed = ", ".join(u.value for u in Unreachable)
+            ctx.error(m["on_unreachable"], f"expected one of {allowed}")
+    remember = ctx.get(m, "remember_for", _duration, Staging.remember_for)
+    return None if ca is None else Staging(ca, folder, policy, remember)
+
+
+def _check_staging_targets(
+    ctx: _Ctx, v: _V, certs: tuple[CertSpec, ...], have_staging: bool
+) -> None:
+    """Every deployed certificate is rehearsed or explicitly opted out; targets need a CA."""
+    for spec in certs:
+        sub = v.value[spec.name]
+        entry = sub.value.get("staging") if isinstance(sub.value, dict) else None
+        opted_out = entry is not None and entry.value is False
+        if spec.staging is not None and not have_staging:
+            ctx.error(entry or sub, "a staging target needs a top-level 'staging' CA")
+        elif have_staging and spec.deploy is not None and spec.staging is None and not opted_out:
+            ctx.error(
+                sub,
+                "a staging CA is configured, so this certificate needs a 'staging' target "
+                "(or 'staging: false' to deploy it unrehearsed)",
+            )
 
 
 def _ca(ctx: _Ctx, v: _V) -> CASpec | None:
@@ -333,18 +376,66 @@ def _certificates(ctx: _Ctx, v: _V) -> tuple[CertSpec, ...]:
 
 
 def _certificate(ctx: _Ctx, name: str, v: _V) -> CertSpec | None:
-    m = ctx.mapping(v, {"names", "key_type", "challenge", "deploy"}, {"names", "challenge"})
+    m = ctx.mapping(
+        v, {"names", "key_type", "challenge", "deploy", "staging"}, {"names", "challenge"}
+    )
     names = _names(ctx, m["names"]) if "names" in m else None
     key_type = ctx.get(m, "key_type", _key_type, KeyType.EC_P256)
     challenge = _challenge(ctx, m["challenge"]) if "challenge" in m else None
     if names is None or challenge is None:
         return None
     deploy = _deploy(ctx, m["deploy"], names) if "deploy" in m else None
+    staging = None
+    if "staging" in m and m["staging"].value is not False:
+        if deploy is None:
+            ctx.error(m["staging"], "a staging target rehearses a deploy: add a 'deploy' section")
+        else:
+            staging = _staging_target(ctx, m["staging"], deploy, names)
     if isinstance(challenge, Http01Webroot | Http01Standalone):
         for dns in names:
             if dns.startswith("*."):
                 ctx.error(m["names"], f"wildcard {dns} needs dns-01; http-01 cannot validate it")
-    return CertSpec(name, names, key_type, challenge, deploy)
+    return CertSpec(name, names, key_type, challenge, deploy, staging)
+
+
+def _staging_target(
+    ctx: _Ctx, v: _V, deploy: DeploySpec, names: tuple[str, ...]
+) -> StagingTarget | None:
+    keys = {
+        "dir",
+        "vars",
+        "test",
+        "hook",
+        "user",
+        "endpoints",
+        "verify_timeout",
+        "trust_roots",
+        "challenge",
+    }
+    m = ctx.mapping(v, keys, {"dir"})
+    folder = _abs_path(ctx, m["dir"]) if "dir" in m else None
+    if folder is not None:
+        for t in deploy.templates:
+            if folder / t.dest.name == t.dest:
+                ctx.error(m["dir"], f"would render over the production file {t.dest}")
+    endpoints = _endpoints(ctx, m["endpoints"], names[0]) if "endpoints" in m else ()
+    for e in endpoints or ():
+        if e in deploy.endpoints:
+            ctx.error(m["endpoints"], f"{e} is a production endpoint")
+    challenge = _challenge(ctx, m["challenge"]) if "challenge" in m else None
+    if folder is None:
+        return None
+    return StagingTarget(
+        dir=folder,
+        vars=_vars(ctx, m),
+        test=_command(ctx, m["test"]) if "test" in m else None,
+        hook=_command(ctx, m["hook"]) if "hook" in m else None,
+        user=_user(ctx, m),
+        endpoints=endpoints or (),
+        verify_timeout=ctx.get(m, "verify_timeout", _duration, 10.0),
+        trust_roots=_roots(ctx, m, v),
+        challenge=challenge,
+    )
 
 
 def _deploy(ctx: _Ctx, v: _V, names: tuple[str, ...]) -> DeploySpec:
@@ -361,17 +452,39 @@ def _deploy(ctx: _Ctx, v: _V, names: tuple[str, ...]) -> DeploySpec:
     }
     m = ctx.mapping(v, keys)
     templates = _templates(ctx, m["templates"]) if "templates" in m else ()
-    variables: dict[str, Any] = {}
-    if "vars" in m:
-        if isinstance(m["vars"].value, dict):
-            variables = {k: _plain(x) for k, x in m["vars"].value.items()}
-        else:
-            ctx.error(m["vars"], f"expected a mapping, got {_kind(m['vars'].value)}")
     endpoints = _endpoints(ctx, m["endpoints"], names[0]) if "endpoints" in m else None
+    default_endpoints = tuple(Endpoint(n, 443, n) for n in names if not n.startswith("*."))
+    return DeploySpec(
+        templates=templates,
+        vars=_vars(ctx, m),
+        test=_command(ctx, m["test"]) if "test" in m else None,
+        hook=_command(ctx, m["hook"]) if "hook" in m else None,
+        user=_user(ctx, m),
+        endpoints=endpoints if endpoints is not None else default_endpoints,
+        verify_timeout=ctx.get(m, "verify_timeout", _duration, 10.0),
+        trust_roots=_roots(ctx, m, v),
+        min_free_bytes=ctx.get(m, "min_free_mb", _count, 16) * 1024 * 1024,
+    )
+
+
+def _vars(ctx: _Ctx, m: dict[str, _V]) -> dict[str, Any]:
+    if "vars" not in m:
+        return {}
+    if not isinstance(m["vars"].value, dict):
+        ctx.error(m["vars"], f"expected a mapping, got {_kind(m['vars'].value)}")
+        return {}
+    return {k: _plain(x) for k, x in m["vars"].value.items()}
+
+
+def _roots(ctx: _Ctx, m: dict[str, _V], v: _V) -> tuple[Path, ...]:
     roots: list[Path] = ctx.get(m, "trust_roots", _paths, [])
     for i, root in enumerate(roots):
         if not root.is_file():
             ctx.error(f"{v.path}.trust_roots[{i}]", f"no such file: {root}", m["trust_roots"].line)
+    return tuple(roots)
+
+
+def _user(ctx: _Ctx, m: dict[str, _V]) -> str | None:
     user = ctx.get(m, "user", _str, "")
     if user:
         import pwd
@@ -380,18 +493,7 @@ def _deploy(ctx: _Ctx, v: _V, names: tuple[str, ...]) -> DeploySpec:
             pwd.getpwnam(user)
         except KeyError:
             ctx.error(m["user"], f"no such user {user!r} on this machine")
-    default_endpoints = tuple(Endpoint(n, 443, n) for n in names if not n.startswith("*."))
-    return DeploySpec(
-        templates=templates,
-        vars=variables,
-        test=_command(ctx, m["test"]) if "test" in m else None,
-        hook=_command(ctx, m["hook"]) if "hook" in m else None,
-        user=user or None,
-        endpoints=endpoints if endpoints is not None else default_endpoints,
-        verify_timeout=ctx.get(m, "verify_timeout", _duration, 10.0),
-        trust_roots=tuple(roots),
-        min_free_bytes=ctx.get(m, "min_free_mb", _count, 16) * 1024 * 1024,
-    )
+    return user or None
 
 
 def _plain(v: _V) -> Any:

@@ -105,12 +105,18 @@ def render_configs(
 
 class Deployer:
     def __init__(
-        self, store: Store, runner: Runner, prober: Callable[[DeploySpec], Prober], clock: Clock
+        self,
+        store: Store,
+        runner: Runner,
+        prober: Callable[[DeploySpec], Prober],
+        clock: Clock,
+        stage: str = "production",
     ) -> None:
         self.store = store
         self.run = runner
         self.prober = prober
         self.clock = clock
+        self.stage = stage  # "staging" when rehearsing: hooks see it as CERTAGENT_STAGE
 
     # -- the whole path ---------------------------------------------------------------
 
@@ -297,7 +303,7 @@ class Deployer:
             "CERTAGENT_FULLCHAIN": str(release.path / "fullchain.pem"),
             "CERTAGENT_KEY": str(release.path / "privkey.pem"),
             "CERTAGENT_ACTION": action,
-            "CERTAGENT_STAGE": "production",
+            "CERTAGENT_STAGE": self.stage,
         }
         return self.run(argv, command.timeout, env)
 

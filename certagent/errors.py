@@ -26,6 +26,7 @@ class CertagentError(Exception):
     """Base of every error certagent raises on purpose."""
 
     exit_status: ExitStatus = ExitStatus.FAILED
+    code: str | None = None  # machine-readable kind, carried into CertResult.error_code
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,19 @@ class OrderFailed(CertagentError):
         self.problem_type = problem_type
         self.detail = detail
         super().__init__(f"CA {ca}: {message}")
+
+
+class CAUnreachable(OrderFailed):
+    """No answer from the CA at all (connection refused, DNS, timeout), as opposed
+    to an answer we reject (a TLS verification failure is never "unreachable")."""
+
+    code = "ca-unreachable"
+
+
+class RehearsalFailed(CertagentError):
+    """The rehearsal on the staging CA failed: production is neither ordered nor touched."""
+
+    code = "rehearsal-failed"
 
 
 class ChallengeFailed(CertagentError):

@@ -105,12 +105,48 @@ class DeploySpec:
 
 
 @dataclass(frozen=True)
+class StagingTarget:
+    """Where and how one certificate's deploy is rehearsed against the staging CA.
+
+    Each template renders into `dir` under its production file name, with `vars`
+    laid over the production ones; `test`, `hook` and `endpoints` are the staging
+    instance's own. Nothing here may point at production.
+    """
+
+    dir: Path
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    test: Command | None = None
+    hook: Command | None = None
+    user: str | None = None
+    endpoints: tuple[Endpoint, ...] = ()
+    verify_timeout: float = 10.0
+    trust_roots: tuple[Path, ...] = ()  # for the staging endpoint; default: the staging CA's
+    challenge: ChallengeSpec | None = None  # default: the certificate's own
+
+
+class Unreachable(StrEnum):
+    """What `renew` does when the staging CA cannot be reached."""
+
+    FAIL = "fail"  # fail closed: no production order (the default)
+    PROCEED = "proceed"  # go on unrehearsed, said loudly in the report
+
+
+@dataclass(frozen=True)
+class Staging:
+    ca: CASpec
+    state_dir: Path
+    on_unreachable: Unreachable = Unreachable.FAIL
+    remember_for: float = 30 * 86400.0  # a passing rehearsal stands this long; 0: never
+
+
+@dataclass(frozen=True)
 class CertSpec:
     name: str
     names: tuple[str, ...]
     key_type: KeyType
     challenge: ChallengeSpec
     deploy: DeploySpec | None = None
+    staging: StagingTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +157,7 @@ class Config:
     policy: Policy
     certificates: tuple[CertSpec, ...]
     template_dirs: tuple[Path, ...] = ()
+    staging: Staging | None = None
 
     def certificate(self, name: str) -> CertSpec | None:
         return next((c for c in self.certificates if c.name == name), None)
@@ -213,6 +250,7 @@ class CertResult:
     release: str | None = None
     not_after: dt.datetime | None = None
     error: str | None = None
+    error_code: str | None = None  # machine-readable kind of error, e.g. "ca-unreachable"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -222,6 +260,7 @@ class CertResult:
             "release": self.release,
             "not_after": iso(self.not_after),
             "error": self.error,
+            "error_code": self.error_code,
             "steps": [s.to_json() for s in self.steps],
         }
 

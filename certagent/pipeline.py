@@ -49,6 +49,12 @@ class SolverSource(Protocol):
     def for_spec(self, spec: ChallengeSpec) -> Solver: ...
 
 
+class Rehearser(Protocol):
+    """Rehearse a certificate's deploy on the staging CA; raise if production must not go on."""
+
+    def __call__(self, spec: CertSpec, steps: Steps) -> None: ...
+
+
 Progress = Callable[[str, str], None]  # (certificate name, what is happening)
 
 
@@ -61,6 +67,7 @@ class Context:
     clock: Clock
     deployer: Deployer
     progress: Progress = field(default=lambda name, what: None)
+    rehearse: Rehearser | None = None  # None: no staging CA configured, or this is staging
 
 
 class StageError(CertagentError):
@@ -90,10 +97,17 @@ class Attempt:
         return cls(ctx, spec, decision, Steps(ctx.clock), ctx.clock.now())
 
     def record(
-        self, outcome: Outcome, state: CertState, live: Release | None, error: str | None = None
+        self,
+        outcome: Outcome,
+        state: CertState,
+        live: Release | None,
+        error: str | CertagentError | None = None,
     ) -> CertResult:
         """Remember the outcome for the planner, prune, and build the result."""
         store, name = self.ctx.store, self.spec.name
+        code = error.code if isinstance(error, CertagentError) else None
+        if isinstance(error, CertagentError):
+            error = str(error)
         state = replace(state, last_outcome=outcome.value, last_attempt=self.started)
         if outcome is Outcome.RENEWED:
             state = replace(state, consecutive_failures=0, window=None, pending=None)
@@ -106,7 +120,7 @@ class Attempt:
             if error is None:
                 error = next((s.detail for s in self.steps.results if not s.ok), outcome.value)
         store.write_state(name, state)
-        return _result(self.spec, outcome, self.decision, self.steps, live, error)
+        return _result(self.spec, outcome, self.decision, self.steps, live, error, code)
 
 
 def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
@@ -129,13 +143,21 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
     attempt = Attempt.begin(ctx, spec, decision)
     retry = None if force else _retryable(ctx, spec, state.failed_release)
     try:
+        rehearsed(ctx, spec, attempt.steps)
         if retry is not None:
             release = restage(ctx, spec, retry, attempt.steps)
         else:
             release = _order_and_stage(ctx, spec, attempt.steps)
     except CertagentError as exc:
-        return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, str(exc))
+        return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
     return apply(attempt, release, current, state)
+
+
+def rehearsed(ctx: Context, spec: CertSpec, steps: Steps) -> None:
+    """The staging gate before anything reaches production: raises if the rehearsal failed."""
+    if ctx.rehearse is not None and spec.staging is not None:
+        ctx.progress(spec.name, "rehearsing on the staging CA")
+        ctx.rehearse(spec, steps)
 
 
 def apply(
@@ -154,7 +176,7 @@ def apply(
         outcome, state = ctx.deployer.deploy(spec, release, current, state, attempt.steps)
     except CertagentError as exc:  # refused before the swap: nothing live changed
         state = replace(state, failed_release=release.release_id)
-        return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, str(exc))
+        return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
     live = release if outcome is Outcome.RENEWED else ctx.store.current(spec.name)
     return attempt.record(outcome, state, live)
 
@@ -184,6 +206,7 @@ def _result(
     steps: Steps,
     live: Release | None,
     error: str | None = None,
+    error_code: str | None = None,
 ) -> CertResult:
     return CertResult(
         spec.name,
@@ -193,6 +216,7 @@ def _result(
         release=live.release_id if live else None,
         not_after=live.not_after if live else None,
         error=error,
+        error_code=error_code,
     )
 
 
@@ -262,7 +286,11 @@ def stage(
     release_dir = ctx.store.cert_dir(spec.name) / "releases" / release_id
     files.update(
         render_configs(
-            spec, release_dir, ctx.store.current_link(spec.name), ctx.config.template_dirs
+            spec,
+            release_dir,
+            ctx.store.current_link(spec.name),
+            ctx.config.template_dirs,
+            ctx.deployer.stage,
         )
     )
     ctx.store.write_release(spec.name, files, meta, release_id)

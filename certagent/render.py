@@ -11,8 +11,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    import jinja2
 from .errors import CertagentError
 
 
@@ -28,17 +30,48 @@ def shipped_template_dir() -> Path:
     return Path(sys.prefix) / "share" / "certagent" / "templates"
 
 
-def render(template: str, context: Mapping[str, Any], user_dirs: Sequence[Path] = ()) -> str:
-    """Render one template; user directories are searched before the shipped ones."""
+def _environment(user_dirs: Sequence[Path]) -> jinja2.Environment:
     import jinja2  # deferred: only staging renders; status and --help stay light
 
-    env = jinja2.Environment(  # noqa: S701 - configs, not HTML: escaping would corrupt them
+    return jinja2.Environment(  # noqa: S701 - configs, not HTML: escaping would corrupt them
         loader=jinja2.FileSystemLoader([*map(str, user_dirs), str(shipped_template_dir())]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
+
+def sources(template: str, user_dirs: Sequence[Path] = ()) -> dict[str, str]:
+    """The source of a template and of every template it includes, imports or extends
+    (found by parsing, recursively), keyed by name: what a rendering depends on."""
+    import jinja2
+    from jinja2 import meta
+
+    env = _environment(user_dirs)
+    found: dict[str, str] = {}
+    todo = [template]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        try:
+            source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+            found[name] = source
+            refs = meta.find_referenced_templates(env.parse(source))
+        except jinja2.TemplateNotFound as exc:
+            raise RenderError(f"template {name} not found") from exc
+        except jinja2.TemplateSyntaxError as exc:
+            raise RenderError(f"template {name} line {exc.lineno}: {exc.message}") from exc
+        todo += [r for r in refs if r is not None]  # None: a name computed at render time
+    return found
+
+
+def render(template: str, context: Mapping[str, Any], user_dirs: Sequence[Path] = ()) -> str:
+    """Render one template; user directories are searched before the shipped ones."""
+    import jinja2
+
+    env = _environment(user_dirs)
     try:
         return env.get_template(template).render(**context)
     except jinja2.TemplateNotFound as exc:

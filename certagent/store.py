@@ -9,6 +9,7 @@ Side effects: filesystem only. Layout under the state directory (0700):
                                        chain.pem, fullchain.pem, meta.json
     certs/<name>/current -> releases/<id>   flipped with one os.replace
     certs/<name>/state.json            last outcome, failure streak, ARI window
+    certs/<name>/rehearsal.json        (staging store) inputs of the last passing rehearsal
 
 A release is written into `releases/.tmp-<id>`, every file fsynced, then renamed;
 a crash leaves either no release or a complete one that is not current. The next
@@ -246,6 +247,26 @@ class Store:
             "previous_release": state.previous_release,
         }
         atomic_write(self.cert_dir(name) / "state.json", _dumps(raw), 0o600)
+
+    def read_rehearsal(self, name: str) -> tuple[str, dt.datetime, str] | None:
+        """The last passing rehearsal: (inputs digest, when, staging release), or None."""
+        path = self.cert_dir(name) / "rehearsal.json"
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return str(raw["inputs"]), dt.datetime.fromisoformat(raw["passed"]), str(raw["release"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"unreadable rehearsal record {path}: {exc}") from exc
+
+    def write_rehearsal(self, name: str, inputs: str, passed: dt.datetime, release: str) -> None:
+        make_private_dir(self.cert_dir(name))
+        raw = {"inputs": inputs, "passed": passed.isoformat(), "release": release}
+        atomic_write(self.cert_dir(name) / "rehearsal.json", _dumps(raw), 0o600)
+
+    def forget_rehearsal(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.cert_dir(name) / "rehearsal.json").unlink()
 
     # -- history and accounts ----------------------------------------------------------
 

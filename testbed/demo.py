@@ -1,9 +1,11 @@
-"""`make demo`: the whole job end to end against a local pebble and nginx that it starts.
+"""`make demo`: the whole job end to end against a local CA and web server that it starts.
 
-Starts pebble, pebble-challtestsrv and nginx on loopback, renders
-examples/demo.yaml, runs the real `certagent` command (renew with deploy to
-nginx, a second renew that does nothing, status), shows what nginx serves, then
-stops what it started. State goes to build/demo/.
+In a private network namespace (step-ca validates http-01 on port 80): starts pebble
+(production CA), step-ca (staging CA) and two nginx instances on loopback, renders
+examples/demo.yaml, runs the real `certagent` command (renew: rehearsal on step-ca,
+then order from pebble and deploy to nginx; a second renew that does nothing;
+rehearse; status), shows what nginx serves, then stops what it started. State goes
+to build/demo/.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from pathlib import Path
 
 from certagent.model import Endpoint
 from certagent.verify import probe, trust_context
+from testbed import netns
 from testbed.nginx import Nginx
 from testbed.pebble import Pebble
+from testbed.stepca import StepCA
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,15 +32,29 @@ def certagent(config: Path, *args: str) -> int:
 
 
 def main() -> int:
+    if not netns.can_enter():
+        print("demo: run as root: step-ca needs port 80 in a private network namespace")
+        return 1
+    netns.enter_private_netns()
     work = ROOT / "build" / "demo"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    pebble = Pebble(work / "pebble").start()
-    print(f"demo: pebble (pid {pebble.servers[-1].pid}) at {pebble.directory_url}")
-    nginx = Nginx(work / "nginx").start()
-    print(f"demo: nginx (pid {nginx.server.pid if nginx.server else '?'}) on 127.0.0.1:{nginx.port}"
-          " with a self-signed bootstrap certificate")
+    started: list[Pebble | StepCA | Nginx] = []
     try:
+        pebble = Pebble(work / "pebble").start()
+        started.append(pebble)
+        print(f"demo: pebble (pid {pebble.servers[-1].pid}) at {pebble.directory_url}")
+        stepca = StepCA(work / "step-ca").start()
+        started.append(stepca)
+        print(f"demo: step-ca (pid {stepca.servers[-1].pid}) at {stepca.directory_url}")
+        nginx = Nginx(work / "nginx").start()
+        started.append(nginx)
+        staging = Nginx(work / "nginx-staging").start()
+        started.append(staging)
+        print(
+            f"demo: nginx on 127.0.0.1:{nginx.port} (production) and 127.0.0.1:{staging.port}"
+            " (staging), each with a self-signed bootstrap certificate"
+        )
         text = (ROOT / "examples" / "demo.yaml").read_text()
         for key, value in {
             "@STATE_DIR@": str(work / "state"),
@@ -46,14 +64,19 @@ def main() -> int:
             "@NGINX_PREFIX@": str(nginx.prefix),
             "@NGINX_PORT@": str(nginx.port),
             "@ISSUING_ROOT@": str(_write(work / "pebble-root.pem", pebble.issuing_roots())),
+            "@STAGING_DIRECTORY@": stepca.directory_url,
+            "@STAGING_ROOT@": str(stepca.root),
+            "@STAGING_PREFIX@": str(staging.prefix),
+            "@STAGING_PORT@": str(staging.port),
         }.items():
             text = text.replace(key, value)
         config = work / "certagent.yaml"
         config.write_text(text)
         steps = [
             ("config", "validate"),
-            ("renew", "-v"),
+            ("renew", "-v"),  # rehearsal on step-ca, then pebble and the production nginx
             ("renew", "-v"),  # nothing due: says so with -v, silent without
+            ("rehearse", "www"),  # on demand, production untouched
             ("status",),
         ]
         for args in steps:
@@ -67,14 +90,16 @@ def main() -> int:
         print(f"\ndemo: a TLS client verified {endpoint}: it serves {served.fingerprint}")
         print(f"demo: that is release {release.name}; nginx.conf -> {nginx.conf.readlink()}")
         if served.fingerprint is None or not release.name.endswith(served.fingerprint[:8]):
-            print(f"demo: nginx does not serve the issued certificate: {served.error}",
-                  file=sys.stderr)
+            print(
+                f"demo: nginx does not serve the issued certificate: {served.error}",
+                file=sys.stderr,
+            )
             return 1
         return 0
     finally:
-        nginx.stop()
-        pebble.stop()
-        print("demo: stopped nginx and pebble")
+        for server in reversed(started):
+            server.stop()
+        print("demo: stopped nginx, step-ca and pebble")
 
 
 def _write(path: Path, data: bytes) -> Path:

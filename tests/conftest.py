@@ -15,9 +15,19 @@ from pathlib import Path
 import pytest
 
 from certagent import cli
+from testbed import netns
 from testbed.pebble import Pebble
+from testbed.stepca import BINARY as STEP_CA
+from testbed.stepca import StepCA
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the whole session in a private network namespace (as root): step-ca validates
+    http-01 on port 80, which is then ours, and nothing on the host is reachable."""
+    if netns.can_enter():
+        netns.enter_private_netns()
 
 
 def _need(binary: str) -> None:
@@ -30,6 +40,20 @@ def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
     """A real pebble with its default 5 % bad-nonce rejection and 50 % authz reuse."""
     _need("pebble")
     server = Pebble(tmp_path_factory.mktemp("pebble"), nonce_reject=5, blocklist=("blocked.test",))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stepca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StepCA]:
+    """A real step-ca (the staging CA) with a CA made from scratch; http-01 on port 80."""
+    if not netns.can_enter():
+        pytest.skip("step-ca validates on port 80: needs root for a private network namespace")
+    if not STEP_CA.is_file():
+        pytest.fail(f"{STEP_CA} is missing: run `make step-ca` (`make test` builds it)")
+    _need("pebble-challtestsrv")
+    server = StepCA(tmp_path_factory.mktemp("step-ca"))
     server.start()
     yield server
     server.stop()

@@ -136,3 +136,86 @@ def test_path_precedence() -> None:
     assert config.default_path("/a.yaml", {"CERTAGENT_CONFIG": "/b.yaml"}) == Path("/a.yaml")
     assert config.default_path(None, {"CERTAGENT_CONFIG": "/b.yaml"}) == Path("/b.yaml")
     assert config.default_path(None, {}) == config.DEFAULT_PATH
+
+
+STAGED = """\
+state_dir: /var/lib/certagent
+ca: {directory: https://acme.example.test/directory}
+staging:
+  ca: {directory: https://step-ca.internal.test/acme/acme/directory}
+  remember_for: 7d
+certificates:
+  www:
+    names: [www.example.test]
+    challenge: {type: http-01, webroot: /var/www/acme}
+    deploy:
+      templates: [{template: nginx/site.conf.j2, dest: /etc/nginx/sites-enabled/www.conf}]
+      vars: {listen: 443}
+      hook: [systemctl, reload, nginx]
+    staging:
+      dir: /srv/staging/nginx
+      vars: {listen: 8443}
+      test: [nginx, -t, -c, /srv/staging/nginx.conf]
+      hook: [systemctl, reload, nginx-staging]
+      endpoints: ["127.0.0.1:8443"]
+  plain:
+    names: [plain.example.test]
+    challenge: {type: http-01, webroot: /var/www/acme}
+"""
+
+
+def test_staging_target_and_ca() -> None:
+    cfg = config.parse(STAGED, Path("x.yaml"))
+    assert cfg.staging is not None
+    assert cfg.staging.state_dir == Path("/var/lib/certagent/staging")
+    assert cfg.staging.remember_for == 7 * 86400
+    assert cfg.staging.on_unreachable.value == "fail"  # fails closed unless told otherwise
+    www = cfg.certificate("www")
+    assert www is not None and www.staging is not None
+    assert www.staging.dir == Path("/srv/staging/nginx")
+    assert www.staging.endpoints[0].sni == "www.example.test"
+    assert www.staging.hook is not None and www.staging.hook.argv[-1] == "nginx-staging"
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (  # a deployed certificate must be rehearsed, or opt out explicitly
+            ("    staging:\n      dir: /srv/staging/nginx\n", "    other:\n      dir: /x\n"),
+            "certificates.www (line 8): a staging CA is configured, so this certificate needs",
+        ),
+        (  # rendering the rehearsal over the production file
+            ("dir: /srv/staging/nginx", "dir: /etc/nginx/sites-enabled"),
+            "certificates.www.staging.dir (line 15): would render over the production file",
+        ),
+        (
+            ("staging:\n  ca:", "staging:\n  on_unreachable: maybe\n  ca:"),
+            "staging.on_unreachable (line 4): expected one of fail, proceed",
+        ),
+        (
+            ('endpoints: ["127.0.0.1:8443"]', 'endpoints: ["www.example.test:443"]'),
+            "is a production endpoint",
+        ),
+    ],
+)
+def test_staging_problems(edit: tuple[str, str], expected: str) -> None:
+    assert edit[0] in STAGED
+    found = problems(STAGED.replace(*edit))
+    assert any(expected in p for p in found), found
+
+
+def test_staging_can_be_declined_per_certificate_but_needs_a_ca() -> None:
+    text = STAGED.replace(STAGED[STAGED.index("    staging:\n") : STAGED.index("  plain:")], "")
+    cfg = config.parse(
+        text.replace(
+            "      hook: [systemctl, reload, nginx]\n",
+            "      hook: [systemctl, reload, nginx]\n    staging: false\n",
+        ),
+        Path("x.yaml"),
+    )
+    www = cfg.certificate("www")
+    assert www is not None and www.staging is None
+    no_ca = STAGED.replace(
+        STAGED[STAGED.index("staging:\n  ca") : STAGED.index("certificates:")], ""
+    )
+    assert any("needs a top-level 'staging' CA" in p for p in problems(no_ca))

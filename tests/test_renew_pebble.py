@@ -183,7 +183,7 @@ def test_two_concurrent_runs_one_exits_75(tmp_path: Path, pebble: Pebble) -> Non
         config.ca,
         config.policy,
         store.account_dir(config.ca.directory),
-        api._trust_bundle(config, store.root),
+        api._trust_bundle(config.ca, store.root),
         clock.sleep,
         clock.monotonic,
     )

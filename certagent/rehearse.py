@@ -1,0 +1,146 @@
+"""Rehearsal: the production pipeline, run against the staging CA into the staging target.
+
+Not a dry-run flag threaded through the code: the same `pipeline.renew_one`, given a
+staging `Context` (the staging CA's issuer, the staging state directory, a deployer
+whose hooks see CERTAGENT_STAGE=staging) and a certificate spec whose deploy section
+is the staging target's. It orders, stages, runs the config test and the hook, and
+verifies the staging endpoint; production is not touched, whatever happens.
+
+A passing rehearsal is remembered with a digest of every input that shapes the
+deploy (names, key type, template sources and vars, test and hook commands, the
+staging target, the staging CA), so an unchanged setup is not rehearsed on every run.
+
+Side effects: through the staging context (network, staging state directory,
+subprocesses) and its rehearsal records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from . import pipeline, render
+from .deploy import Steps
+from .errors import CAUnreachable, RehearsalFailed
+from .model import (
+    CertResult,
+    CertSpec,
+    Config,
+    Decision,
+    DeploySpec,
+    Outcome,
+    Staging,
+    TemplateSpec,
+    Unreachable,
+)
+from .pipeline import Context
+
+log = logging.getLogger(__name__)
+
+
+def staging_spec(spec: CertSpec, staging: Staging) -> CertSpec:
+    """The certificate as rehearsal deploys it: same names, key and templates; the
+    staging target's directory, vars, commands and endpoints."""
+    target, deploy = spec.staging, spec.deploy
+    if target is None or deploy is None:
+        raise ValueError(f"certificate {spec.name} has no staging target")
+    rehearsal = DeploySpec(
+        templates=tuple(
+            TemplateSpec(t.template, target.dir / t.dest.name) for t in deploy.templates
+        ),
+        vars={**deploy.vars, **target.vars},
+        test=target.test,
+        hook=target.hook,
+        user=target.user,
+        endpoints=target.endpoints,
+        verify_timeout=target.verify_timeout,
+        trust_roots=target.trust_roots or staging.ca.trust_roots,
+        min_free_bytes=deploy.min_free_bytes,
+    )
+    return replace(
+        spec, challenge=target.challenge or spec.challenge, deploy=rehearsal, staging=None
+    )
+
+
+def inputs_digest(spec: CertSpec, staging: Staging, template_dirs: tuple[Path, ...]) -> str:
+    """SHA-256 over everything that shapes the deploy; a change forces a rehearsal."""
+    deploy = spec.deploy
+    templates = {}
+    for t in deploy.templates if deploy else ():
+        templates[t.template] = render.sources(t.template, template_dirs)
+    inputs: dict[str, Any] = {
+        "names": sorted(spec.names),
+        "key_type": spec.key_type.value,
+        "production": asdict(deploy) if deploy else None,
+        "staging_target": asdict(spec.staging) if spec.staging else None,
+        "template_sources": templates,
+        "staging_ca": staging.ca.directory,
+    }
+    blob = json.dumps(inputs, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass
+class Rehearsal:
+    """Satisfies pipeline.Rehearser for `renew`; `run` alone is `certagent rehearse`."""
+
+    config: Config  # production
+    staging: Staging
+    ctx: Context  # the staging context: staging issuer, store and deployer
+
+    def __call__(self, spec: CertSpec, steps: Steps) -> None:
+        """The gate: skip when remembered, else rehearse; raise RehearsalFailed to stop."""
+        digest = inputs_digest(spec, self.staging, self.config.template_dirs)
+        memo = self.ctx.store.read_rehearsal(spec.name)
+        now = self.ctx.clock.now()
+        if memo is not None and memo[0] == digest:
+            age = now - memo[1]
+            if age.total_seconds() < self.staging.remember_for:
+                steps.add(
+                    "rehearse",
+                    True,
+                    0.0,
+                    f"not repeated: passed {memo[1]:%Y-%m-%d %H:%M} UTC with the same inputs "
+                    f"(staging release {memo[2]})",
+                )
+                return
+        start = self.ctx.clock.monotonic()
+        result = self.run(spec, digest)
+        for s in result.steps:
+            steps.add(f"staging:{s.step}", s.ok, s.seconds, s.detail)
+        seconds = self.ctx.clock.monotonic() - start
+        if result.outcome is Outcome.RENEWED:
+            steps.add("rehearse", True, seconds, f"passed on {self.staging.ca.directory}")
+            return
+        if (
+            result.error_code == CAUnreachable.code
+            and self.staging.on_unreachable is Unreachable.PROCEED
+        ):
+            note = (
+                f"NOT rehearsed: the staging CA is unreachable ({result.error}); going on "
+                "because staging.on_unreachable is 'proceed'"
+            )
+            log.warning("%s: %s", spec.name, note)
+            steps.add("rehearse", True, seconds, note)
+            return
+        failed = next((f"staging:{s.step}" for s in result.steps if not s.ok), "staging")
+        message = f"rehearsal on the staging CA failed at {failed}: {result.error}"
+        if result.error_code == CAUnreachable.code:
+            message += " (staging.on_unreachable: fail; production is not ordered)"
+        steps.add("rehearse", False, seconds, message)
+        raise RehearsalFailed(message)
+
+    def run(self, spec: CertSpec, digest: str | None = None) -> CertResult:
+        """One full rehearsal under the staging lock; remembered when it passes."""
+        digest = digest or inputs_digest(spec, self.staging, self.config.template_dirs)
+        with self.ctx.store.lock():
+            self.ctx.store.forget_rehearsal(spec.name)  # a failure must not leave an old pass
+            result = pipeline.renew_one(self.ctx, staging_spec(spec, self.staging), force=True)
+            if result.outcome is Outcome.RENEWED and result.release is not None:
+                now = self.ctx.clock.now()
+                self.ctx.store.write_rehearsal(spec.name, digest, now, result.release)
+        return replace(result, decision=Decision(True, "rehearsal on the staging CA"))
