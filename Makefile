@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iproute2 \
-	golang-go golang-github-smallstep-certificates-dev
+	golang-go golang-github-smallstep-certificates-dev postgresql
 
 .PHONY: deps venv step-ca test lint unit demo bench clean
 
@@ -37,6 +37,7 @@ demo: deps venv step-ca
 
 bench: deps venv
 	$(BIN)/python bench/renew_many.py
+	$(BIN)/python bench/check_many.py
 
 clean:
 	rm -rf $(VENV) build

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from . import config as config_mod
 from . import pipeline, plan, system
 from .challenges import Solvers
+from .check import Checker, Finding, State, Target, Watcher, plugin_output, watch
 from .deploy import Deployer, Steps
 from .errors import CertagentError, ExitStatus, UsageError
 from .model import (
@@ -29,6 +30,7 @@ from .model import (
     Config,
     Decision,
     DeploySpec,
+    Endpoint,
     Outcome,
     Report,
     iso,
@@ -210,6 +212,94 @@ def rehearse(
     report = Report("rehearse", started, clock.now(), tuple(results))
     Store(config.staging.state_dir).append_history(_history_record(report))
     return report
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    state: State
+    text: str  # monitoring-plugin output: summary line with perfdata, then one line each
+    findings: tuple[Finding, ...]
+    watcher: Watcher | None
+    checked_at: dt.datetime
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "schema": 1,
+            "command": "check",
+            "checked_at": iso(self.checked_at),
+            "state": self.state.name,
+            "exit_status": int(self.state),
+            "summary": self.text.split("\n", 1)[0],
+            "renew": self.watcher.to_json() if self.watcher else None,
+            "endpoints": [f.to_json() for f in self.findings],
+        }
+
+
+def check(config: Config, names: Sequence[str] = (), *, clock: Clock | None = None) -> CheckReport:
+    """Probe every configured certificate's endpoints and every monitor endpoint, at once.
+
+    Reads the store (current releases, the last renew run); never writes, never locks.
+    """
+    now = (clock or SystemClock()).now()
+    targets = check_targets(config, names)
+    findings = Checker(config.monitor.timeout, now).check_all(targets)
+    watcher = None
+    if config.monitor.max_renew_age is not None and not names:
+        record = Store(config.state_dir).last_record("renew")
+        last = dt.datetime.fromisoformat(str(record["time"])) if record else None
+        watcher = watch(last, config.monitor.max_renew_age, now)
+    state, text = plugin_output(findings, watcher)
+    return CheckReport(state, text, tuple(findings), watcher, now)
+
+
+def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
+    """Every certificate's endpoints (its deploy endpoints, else each name on 443) and
+    every `monitor.endpoints` entry: derived from the config, so there is no second list."""
+    monitor = config.monitor
+    known = {c.name for c in config.certificates} | {e.name for e in monitor.endpoints}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(
+            f"unknown certificate or monitor endpoint(s) {', '.join(unknown)} in {config.source}"
+        )
+    store = Store(config.state_dir)
+    targets = []
+    for spec in config.certificates:
+        if names and spec.name not in names:
+            continue
+        if spec.deploy is not None:
+            endpoints = spec.deploy.endpoints
+            roots = spec.deploy.trust_roots + monitor.trust_roots
+        else:
+            endpoints = tuple(Endpoint(n, 443, n) for n in spec.names if not n.startswith("*."))
+            roots = monitor.trust_roots
+        current = store.current(spec.name)
+        for ep in endpoints:
+            targets.append(
+                Target(
+                    f"{spec.name} {ep.host}:{ep.port}",
+                    ep,
+                    monitor.warning_days,
+                    monitor.critical_days,
+                    roots,
+                    certificate=spec.name,
+                    expected=current.fingerprint_sha256 if current else None,
+                )
+            )
+    for m in monitor.endpoints:
+        if names and m.name not in names:
+            continue
+        targets.append(
+            Target(
+                m.name,
+                m.endpoint,
+                monitor.warning_days if m.warning_days is None else m.warning_days,
+                monitor.critical_days if m.critical_days is None else m.critical_days,
+                m.trust_roots + monitor.trust_roots,
+                starttls=m.starttls,
+            )
+        )
+    return targets
 
 
 def plan_run(

@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="certificates (default: all)")
 
+    p = sub.add_parser(
+        "check",
+        parents=[common],
+        help="probe every endpoint; monitoring-plugin output and exit codes (0-3)",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="certificates or monitor endpoints")
+
     p = sub.add_parser("status", parents=[common], help="certificates, expiry, next renewal")
     p.add_argument("names", nargs="*", metavar="NAME")
 
@@ -95,12 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     verbose = 0
+    checking = False
     try:
         args = build_parser().parse_args(argv)
+        checking = args.command == "check"
         verbose = getattr(args, "verbose", 0) or 0
         _setup_logging(verbose)
+        if checking:
+            return _check(args)
         return int(_dispatch(args))
     except CertagentError as exc:
+        if checking:  # a monitoring system must read "cannot check" as UNKNOWN, not as OK
+            print(f"CERTAGENT UNKNOWN - {str(exc).splitlines()[0]}")
+            print(str(exc), file=sys.stderr)
+            return 3
         print(f"certagent: {exc}", file=sys.stderr)
         return int(exc.exit_status)
     except KeyboardInterrupt:
@@ -113,6 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return int(ExitStatus.FAILED)
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = api.load_config(getattr(args, "config", None))
+    report = api.check(config, args.names)
+    if getattr(args, "json", False):
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.text)
+    return int(report.state)
 
 
 def _dispatch(args: argparse.Namespace) -> ExitStatus:

@@ -31,6 +31,8 @@ from .model import (
     Http01Standalone,
     Http01Webroot,
     KeyType,
+    Monitor,
+    MonitorEndpoint,
     Policy,
     Staging,
     StagingTarget,
@@ -232,7 +234,7 @@ def _list(ctx: _Ctx, v: _V, conv: Callable[[_Ctx, _V], T | None]) -> list[T] | N
 def _config(ctx: _Ctx, root: _V) -> Config | None:
     m = ctx.mapping(
         root,
-        {"state_dir", "ca", "policy", "certificates", "template_dirs", "staging"},
+        {"state_dir", "ca", "policy", "certificates", "template_dirs", "staging", "monitor"},
         {"ca", "certificates"},
     )
     state_dir = ctx.get(m, "state_dir", _abs_path, Path("/var/lib/certagent"))
@@ -240,12 +242,83 @@ def _config(ctx: _Ctx, root: _V) -> Config | None:
     ca = _ca(ctx, m["ca"]) if "ca" in m else None
     policy = _policy(ctx, m["policy"]) if "policy" in m else Policy()
     staging = _staging(ctx, m["staging"], state_dir) if "staging" in m else None
+    monitor = _monitor(ctx, m["monitor"]) if "monitor" in m else Monitor()
     certs = _certificates(ctx, m["certificates"]) if "certificates" in m else ()
     if "certificates" in m and isinstance(m["certificates"].value, dict):
         _check_staging_targets(ctx, m["certificates"], certs, "staging" in m)
     if ca is None:
         return None
-    return Config(ctx.source, state_dir, ca, policy, certs, tuple(template_dirs), staging)
+    return Config(ctx.source, state_dir, ca, policy, certs, tuple(template_dirs), staging, monitor)
+
+
+STARTTLS = ("smtp", "imap", "postgres", "ldap")
+
+
+def _days(ctx: _Ctx, v: _V) -> float | None:
+    if isinstance(v.value, int | float) and not isinstance(v.value, bool) and v.value >= 0:
+        return float(v.value)
+    ctx.error(v, f"expected a number of days >= 0, got {v.value!r}")
+    return None
+
+
+def _monitor(ctx: _Ctx, v: _V) -> Monitor:
+    keys = {"warning_days", "critical_days", "timeout", "max_renew_age", "trust_roots", "endpoints"}
+    m = ctx.mapping(v, keys)
+    d = Monitor()
+    warning = ctx.get(m, "warning_days", _days, d.warning_days)
+    critical = ctx.get(m, "critical_days", _days, d.critical_days)
+    if critical > warning:
+        ctx.error(v, f"critical_days ({critical:g}) is above warning_days ({warning:g})")
+    endpoints: list[MonitorEndpoint] = []
+    if "endpoints" in m:
+        if isinstance(m["endpoints"].value, list):
+            seen: set[str] = set()
+            for item in m["endpoints"].value:
+                ep = _monitor_endpoint(ctx, item)
+                if ep is not None and ep.name in seen:
+                    ctx.error(item, f"another endpoint is already named {ep.name!r}")
+                elif ep is not None:
+                    seen.add(ep.name)
+                    endpoints.append(ep)
+        else:
+            ctx.error(m["endpoints"], f"expected a list, got {_kind(m['endpoints'].value)}")
+    age = ctx.get(m, "max_renew_age", _duration, -1.0)
+    return Monitor(
+        warning_days=warning,
+        critical_days=critical,
+        timeout=ctx.get(m, "timeout", _duration, d.timeout),
+        max_renew_age=None if age < 0 else age,
+        trust_roots=_roots(ctx, m, v),
+        endpoints=tuple(endpoints),
+    )
+
+
+def _monitor_endpoint(ctx: _Ctx, v: _V) -> MonitorEndpoint | None:
+    keys = {"name", "address", "sni", "starttls", "warning_days", "critical_days", "trust_roots"}
+    m = ctx.mapping(v, keys, {"address"})
+    if "address" not in m:
+        return None
+    text = _str(ctx, m["address"]) or ""
+    match = re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$", text)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        ctx.error(m["address"], f"expected host:port (IPv6 as [addr]:port), got {text!r}")
+        return None
+    host = match.group(1).strip("[]")
+    sni = ctx.get(m, "sni", _str, host)
+    starttls = ctx.get(m, "starttls", _str, "") or None
+    if starttls is not None and starttls not in STARTTLS:
+        ctx.error(m["starttls"], f"unknown protocol {starttls!r} (allowed: {', '.join(STARTTLS)})")
+        starttls = None
+    warning = ctx.get(m, "warning_days", _days, -1.0)
+    critical = ctx.get(m, "critical_days", _days, -1.0)
+    return MonitorEndpoint(
+        name=ctx.get(m, "name", _str, text),
+        endpoint=Endpoint(host, int(match.group(2)), sni),
+        starttls=starttls,
+        warning_days=None if warning < 0 else warning,
+        critical_days=None if critical < 0 else critical,
+        trust_roots=_roots(ctx, m, v),
+    )
 
 
 def _staging(ctx: _Ctx, v: _V, state_dir: Path) -> Staging | None:

@@ -150,6 +150,28 @@ class CertSpec:
 
 
 @dataclass(frozen=True)
+class MonitorEndpoint:
+    """An endpoint `certagent check` watches although we do not issue for it."""
+
+    name: str
+    endpoint: Endpoint
+    starttls: str | None = None  # smtp, imap, postgres or ldap
+    warning_days: float | None = None  # None: the monitor section's default
+    critical_days: float | None = None
+    trust_roots: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Monitor:
+    warning_days: float = 14.0
+    critical_days: float = 3.0
+    timeout: float = 5.0
+    max_renew_age: float | None = None  # seconds; CRITICAL when the last renew run is older
+    trust_roots: tuple[Path, ...] = ()
+    endpoints: tuple[MonitorEndpoint, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     state_dir: Path
@@ -158,6 +180,7 @@ class Config:
     certificates: tuple[CertSpec, ...]
     template_dirs: tuple[Path, ...] = ()
     staging: Staging | None = None
+    monitor: Monitor = field(default_factory=lambda: Monitor())
 
     def certificate(self, name: str) -> CertSpec | None:
         return next((c for c in self.certificates if c.name == name), None)

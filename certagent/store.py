@@ -279,6 +279,30 @@ class Store:
         finally:
             os.close(fd)
 
+    def last_record(self, command: str, chunk: int = 65536) -> dict[str, Any] | None:
+        """The newest history record of `command`, read backwards from the end: the cost
+        grows with the records after it, not with the length of the history."""
+        path = self.root / "history.jsonl"
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            return None
+        with f:
+            end = f.seek(0, os.SEEK_END)
+            tail = b""
+            while end > 0:
+                start = max(0, end - chunk)
+                f.seek(start)
+                block = f.read(end - start) + tail
+                lines = block.split(b"\n")
+                tail = lines[0] if start > 0 else b""  # maybe cut: finish it next round
+                for line in reversed(lines[1:] if start > 0 else lines):
+                    record = _record(line)
+                    if record is not None and record.get("command") == command:
+                        return record
+                end = start
+        return None
+
     def account_dir(self, directory_url: str) -> Path:
         ca_id = hashlib.sha256(directory_url.encode()).hexdigest()[:16]
         path = self.root / "accounts" / ca_id
@@ -294,6 +318,16 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None  # a torn last line (a crash mid-append) is not a run record
+    return record if isinstance(record, dict) else None
 
 
 def _dumps(obj: Any) -> bytes:

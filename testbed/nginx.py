@@ -72,6 +72,27 @@ class Nginx:
         self.server.wait_until(port_open("127.0.0.1", self.port), what=f"port {self.port}")
         return self
 
+    def start_sites(self, sites: list[tuple[int, str, Path, Path]]) -> Nginx:
+        """Serve several certificates: (port, server_name, cert file, key file) each; the
+        first site on a port is its default. For `check` tests and benchmarks."""
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        blocks = []
+        for port, server_name, cert, key in sites:
+            blocks.append(
+                f"  server {{ listen 127.0.0.1:{port} ssl; server_name {server_name};\n"
+                f"    ssl_certificate {cert}; ssl_certificate_key {key};\n"
+                "    location / { return 200 'ok'; } }\n"
+            )
+        self.conf.write_text(
+            f"pid {self.pid_file};\nerror_log {self.prefix / 'error.log'};\n"
+            "worker_processes 1;\nevents { worker_connections 1024; }\n"
+            f"http {{\n  access_log off;\n{''.join(blocks)}}}\n"
+        )
+        self.server = Server(self.argv("-g", "daemon off;"), self.prefix / "stdout.log")
+        last = sites[-1][0]
+        self.server.wait_until(port_open("127.0.0.1", last), what=f"port {last}")
+        return self
+
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()

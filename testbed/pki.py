@@ -99,3 +99,22 @@ def write(path: Path, data: bytes, mode: int = 0o644) -> Path:
     path.write_bytes(data)
     path.chmod(mode)
     return path
+
+
+def self_signed(names: list[str]) -> tuple[bytes, bytes]:
+    """A leaf that signs itself (no CA behind it): (cert PEM, key PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)

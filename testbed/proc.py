@@ -19,6 +19,7 @@ class Server:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        user: str | None = None,
     ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
@@ -32,6 +33,9 @@ class Server:
             env=child_env,
             cwd=cwd,
             start_new_session=True,
+            user=user,
+            group=_group_of(user) if user else None,
+            extra_groups=[] if user else None,
         )
 
     @property
@@ -85,6 +89,12 @@ class Server:
                 killed = True
             time.sleep(0.01)
         self._log.close()
+
+
+def _group_of(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
 
 
 def _group_alive(pgid: int) -> bool:

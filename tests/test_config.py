@@ -219,3 +219,38 @@ def test_staging_can_be_declined_per_certificate_but_needs_a_ca() -> None:
         STAGED[STAGED.index("staging:\n  ca") : STAGED.index("certificates:")], ""
     )
     assert any("needs a top-level 'staging' CA" in p for p in problems(no_ca))
+
+
+def test_monitor_section() -> None:
+    text = GOOD + (
+        "monitor:\n"
+        "  warning_days: 21\n"
+        "  max_renew_age: 2d\n"
+        "  endpoints:\n"
+        "    - {name: db, address: 'db.example.net:5432', starttls: postgres, critical_days: 5}\n"
+        "    - {address: '[2001:db8::1]:465'}\n"
+    )
+    cfg = config.parse(text, Path("x.yaml"))
+    assert cfg.monitor.warning_days == 21 and cfg.monitor.max_renew_age == 2 * 86400
+    db, v6 = cfg.monitor.endpoints
+    assert (db.endpoint.host, db.endpoint.port, db.endpoint.sni) == (
+        "db.example.net",
+        5432,
+        "db.example.net",
+    )
+    assert db.starttls == "postgres" and db.critical_days == 5 and db.warning_days is None
+    assert v6.name == "[2001:db8::1]:465" and v6.endpoint.host == "2001:db8::1"
+
+
+def test_monitor_problems() -> None:
+    text = GOOD + (
+        "monitor:\n"
+        "  critical_days: 30\n"
+        "  endpoints:\n"
+        "    - {address: 'db:5432', starttls: mysql}\n"
+        "    - {address: nope}\n"
+    )
+    found = problems(text)
+    assert any("critical_days (30) is above warning_days (14)" in p for p in found), found
+    assert any("unknown protocol 'mysql'" in p for p in found), found
+    assert any("expected host:port" in p for p in found), found
