@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +44,8 @@ from .verify import TlsProber
 
 if TYPE_CHECKING:
     from .rehearse import Rehearsal
+
+log = logging.getLogger(__name__)
 
 _SEVERITY = {
     Outcome.SKIPPED: ExitStatus.OK,
@@ -92,7 +96,7 @@ def renew(
         finally:
             solvers.close()
         report = Report("renew", started, clock.now(), tuple(results))
-        store.append_history(_history_record(report))
+        _finish(config, store, report, clock)
     return report
 
 
@@ -124,7 +128,7 @@ def deploy(config: Config, name: str, *, clock: Clock | None = None) -> Report:
         finally:
             solvers.close()
         report = Report("deploy", started, clock.now(), (result,))
-        store.append_history(_history_record(report))
+        _finish(config, store, report, clock)
     return report
 
 
@@ -173,7 +177,7 @@ def rollback(config: Config, name: str, *, clock: Clock | None = None) -> Report
             error,
         )
         report = Report("rollback", started, clock.now(), (result,))
-        store.append_history(_history_record(report))
+        _finish(config, store, report, clock)
     return report
 
 
@@ -210,7 +214,7 @@ def rehearse(
     finally:
         solvers.close()
     report = Report("rehearse", started, clock.now(), tuple(results))
-    Store(config.staging.state_dir).append_history(_history_record(report))
+    Store(config.staging.state_dir).append_history(_history_record(report, config))
     return report
 
 
@@ -465,22 +469,59 @@ def _trust_bundle(ca: CASpec, state_dir: Path) -> Path:
     return path
 
 
-def _history_record(report: Report) -> dict[str, object]:
+def _finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
+    """After every run that can change something: the audit record, then metrics,
+    notifications and (for renew) the heartbeat. None of these can fail the run."""
+    from . import metrics, notify  # deferred: smtplib and urllib only when a run finishes
+
+    store.append_history(_history_record(report, config))
+    if config.metrics_textfile is not None:
+        try:
+            metrics.write(config, config.metrics_textfile)
+        except OSError as exc:
+            log.warning("cannot write metrics to %s: %s", config.metrics_textfile, exc)
+    notify.notify(config, report, clock.now(), clock.sleep)
+    if report.command == "renew" and config.heartbeat is not None:
+        notify.ping(config.heartbeat, report, int(exit_status(report)))
+
+
+def _history_record(report: Report, config: Config) -> dict[str, object]:
+    """One audit line: who ran what, every decision, every step, the files it changed."""
     return {
         "time": iso(report.finished),
         "started": iso(report.started),
         "command": report.command,
+        "argv": sys.argv[1:] if sys.argv and sys.argv[0].endswith(("certagent", "__main__.py"))
+        else None,
         "user": getpass.getuser(),
+        "uid": os.getuid(),
         "pid": os.getpid(),
         "exit_status": int(exit_status(report)),
-        "certificates": [
-            {
-                "name": r.name,
-                "outcome": r.outcome.value,
-                "reason": r.decision.reason,
-                "release": r.release,
-                "error": r.error,
-            }
-            for r in report.results
-        ],
+        "certificates": [_audit(r, config, report.command) for r in report.results],
+    }  # fmt: skip
+
+
+def _audit(r: CertResult, config: Config, report_command: str) -> dict[str, object]:
+    steps = [{"step": s.step, "ok": s.ok, "detail": s.detail[:300]} for s in r.steps]
+    overrides = [s.detail for s in r.steps if "NOT rehearsed" in s.detail]
+    files: list[str] = []
+    if any(s.step in ("swap", "commit", "rollback") and s.ok for s in r.steps):
+        spec = config.certificate(r.name)
+        staging = config.staging if report_command == "rehearse" else None
+        root = staging.state_dir if staging else config.state_dir
+        files.append(str(Store(root).current_link(r.name)))
+        if spec is not None and spec.deploy is not None:
+            for t in spec.deploy.templates:
+                target = spec.staging.dir / t.dest.name if staging and spec.staging else t.dest
+                files.append(str(target))
+    return {
+        "name": r.name,
+        "outcome": r.outcome.value,
+        "reason": r.decision.reason,
+        "release": r.release,
+        "error": r.error,
+        "error_code": r.error_code,
+        "overrides": overrides,
+        "files_changed": files,
+        "steps": steps,
     }

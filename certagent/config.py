@@ -27,17 +27,21 @@ from .model import (
     Config,
     DeploySpec,
     Eab,
+    Email,
     Endpoint,
+    Heartbeat,
     Http01Standalone,
     Http01Webroot,
     KeyType,
     Monitor,
     MonitorEndpoint,
+    Notify,
     Policy,
     Staging,
     StagingTarget,
     TemplateSpec,
     Unreachable,
+    Webhook,
 )
 
 DEFAULT_PATH = Path("/etc/certagent/certagent.yaml")
@@ -234,7 +238,18 @@ def _list(ctx: _Ctx, v: _V, conv: Callable[[_Ctx, _V], T | None]) -> list[T] | N
 def _config(ctx: _Ctx, root: _V) -> Config | None:
     m = ctx.mapping(
         root,
-        {"state_dir", "ca", "policy", "certificates", "template_dirs", "staging", "monitor"},
+        {
+            "state_dir",
+            "ca",
+            "policy",
+            "certificates",
+            "template_dirs",
+            "staging",
+            "monitor",
+            "metrics",
+            "notify",
+            "heartbeat",
+        },
         {"ca", "certificates"},
     )
     state_dir = ctx.get(m, "state_dir", _abs_path, Path("/var/lib/certagent"))
@@ -243,12 +258,106 @@ def _config(ctx: _Ctx, root: _V) -> Config | None:
     policy = _policy(ctx, m["policy"]) if "policy" in m else Policy()
     staging = _staging(ctx, m["staging"], state_dir) if "staging" in m else None
     monitor = _monitor(ctx, m["monitor"]) if "monitor" in m else Monitor()
+    textfile = None
+    if "metrics" in m:
+        mm = ctx.mapping(m["metrics"], {"textfile"}, {"textfile"})
+        textfile = _abs_path(ctx, mm["textfile"]) if "textfile" in mm else None
+    notify = _notify(ctx, m["notify"]) if "notify" in m else Notify()
+    heartbeat = _heartbeat(ctx, m["heartbeat"]) if "heartbeat" in m else None
     certs = _certificates(ctx, m["certificates"]) if "certificates" in m else ()
     if "certificates" in m and isinstance(m["certificates"].value, dict):
         _check_staging_targets(ctx, m["certificates"], certs, "staging" in m)
     if ca is None:
         return None
-    return Config(ctx.source, state_dir, ca, policy, certs, tuple(template_dirs), staging, monitor)
+    return Config(
+        ctx.source,
+        state_dir,
+        ca,
+        policy,
+        certs,
+        tuple(template_dirs),
+        staging,
+        monitor,
+        textfile,
+        notify,
+        heartbeat,
+    )
+
+
+def _notify(ctx: _Ctx, v: _V) -> Notify:
+    m = ctx.mapping(v, {"expiry_days", "webhook", "email"})
+    webhook = None
+    if "webhook" in m:
+        keys = {"url", "timeout", "retries", "backoff", "trust_roots"}
+        w = ctx.mapping(m["webhook"], keys, {"url"})
+        url = _url(ctx, w["url"]) if "url" in w else None
+        if url is not None:
+            webhook = Webhook(
+                url,
+                ctx.get(w, "timeout", _duration, 10.0),
+                ctx.get(w, "retries", _count, 3),
+                ctx.get(w, "backoff", _duration, 2.0),
+                _roots(ctx, w, m["webhook"]),
+            )
+    email = _email(ctx, m["email"]) if "email" in m else None
+    return Notify(ctx.get(m, "expiry_days", _days, 14.0), webhook, email)
+
+
+def _email(ctx: _Ctx, v: _V) -> Email | None:
+    keys = {
+        "host",
+        "port",
+        "from",
+        "to",
+        "starttls",
+        "username",
+        "password_file",
+        "timeout",
+        "trust_roots",
+    }
+    m = ctx.mapping(v, keys, {"host", "from", "to"})
+    host = _str(ctx, m["host"]) if "host" in m else None
+    sender = _contact(ctx, m["from"]) if "from" in m else None
+    to: list[str] = ctx.get(m, "to", _contacts, [])
+    starttls = True
+    if "starttls" in m:
+        if isinstance(m["starttls"].value, bool):
+            starttls = m["starttls"].value
+        else:
+            ctx.error(m["starttls"], "expected true or false")
+    if not starttls and "username" in m:
+        ctx.error(m["starttls"], "refusing to send a password without STARTTLS")
+    password = None
+    if "password_file" in m:
+        path = _abs_path(ctx, m["password_file"])
+        if path is not None:
+            try:
+                password = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                ctx.error(m["password_file"], f"cannot read {path}: {exc.strerror}")
+    if ("username" in m) != ("password_file" in m):
+        ctx.error(v, "give both 'username' and 'password_file', or neither")
+    if host is None or sender is None or not to:
+        return None
+    return Email(
+        host=host,
+        port=ctx.get(m, "port", _port, 587),
+        sender=sender.removeprefix("mailto:"),
+        recipients=tuple(t.removeprefix("mailto:") for t in to),
+        starttls=starttls,
+        username=ctx.get(m, "username", _str, "") or None,
+        password=password,
+        timeout=ctx.get(m, "timeout", _duration, 20.0),
+        trust_roots=_roots(ctx, m, v),
+    )
+
+
+def _heartbeat(ctx: _Ctx, v: _V) -> Heartbeat | None:
+    m = ctx.mapping(v, {"url", "timeout", "trust_roots"}, {"url"})
+    url = _url(ctx, m["url"]) if "url" in m else None
+    if url is None:
+        return None
+    return Heartbeat(url, ctx.get(m, "timeout", _duration, 10.0), _roots(ctx, m, v))
 
 
 STARTTLS = ("smtp", "imap", "postgres", "ldap")

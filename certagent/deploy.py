@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import render
-from .errors import CertagentError
+from .errors import CertagentError, GateRefused
 from .model import CertSpec, CertState, Command, DeploySpec, Endpoint, Outcome, Release, StepResult
 from .store import Store
 from .system import Clock, RunResult
@@ -132,7 +132,7 @@ class Deployer:
         with steps.step("preflight") as notes:
             problems = self.preflight(spec, release)
             if problems:
-                raise DeployFailed("; ".join(problems))
+                raise GateRefused("; ".join(problems))
             notes.append("config test, permissions and disk space ok")
         prev_id = previous.release_id if previous else None
         state = replace(state, pending=(release.release_id, prev_id))

@@ -106,5 +106,11 @@ class RehearsalFailed(CertagentError):
     code = "rehearsal-failed"
 
 
+class GateRefused(CertagentError):
+    """Preflight found reasons not to swap (config test, permissions, disk, failover peer)."""
+
+    code = "gate-refused"
+
+
 class ChallengeFailed(CertagentError):
     """A challenge solver could not publish or remove a validation."""

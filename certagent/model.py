@@ -172,6 +172,47 @@ class Monitor:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    url: str
+    timeout: float = 10.0
+    retries: int = 3  # attempts in all
+    backoff: float = 2.0  # seconds before the 2nd attempt; doubled each time after
+    trust_roots: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Email:
+    host: str
+    port: int
+    sender: str
+    recipients: tuple[str, ...]
+    starttls: bool = True
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 20.0
+    trust_roots: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Failure, rollback, BROKEN, gate refusal and nearing expiry; each sent once, and
+    once more when resolved."""
+
+    expiry_days: float = 14.0
+    webhook: Webhook | None = None
+    email: Email | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A dead man's switch: pinged after every completed renew run."""
+
+    url: str
+    timeout: float = 10.0
+    trust_roots: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     state_dir: Path
@@ -181,6 +222,9 @@ class Config:
     template_dirs: tuple[Path, ...] = ()
     staging: Staging | None = None
     monitor: Monitor = field(default_factory=lambda: Monitor())
+    metrics_textfile: Path | None = None
+    notify: Notify = field(default_factory=lambda: Notify())
+    heartbeat: Heartbeat | None = None
 
     def certificate(self, name: str) -> CertSpec | None:
         return next((c for c in self.certificates if c.name == name), None)
@@ -224,6 +268,12 @@ class CertState:
     failed_release: str | None = None
     # The release that was current before the current one: what a rollback returns to.
     previous_release: str | None = None
+    # Counters and last results, for metrics (never used for planning).
+    last_success: dt.datetime | None = None
+    attempts: int = 0
+    failures: int = 0
+    refusals: int = 0  # a gate (rehearsal, preflight) refused the swap
+    verify_ok: bool | None = None  # the last verify step's result, when there was one
 
 
 @dataclass(frozen=True)

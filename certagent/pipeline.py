@@ -18,7 +18,7 @@ from typing import Protocol
 from . import crypto, plan
 from .challenges import Solver
 from .deploy import Deployer, Steps, render_configs
-from .errors import CertagentError
+from .errors import CertagentError, GateRefused, RehearsalFailed
 from .model import (
     CertResult,
     CertSpec,
@@ -70,6 +70,9 @@ class Context:
     rehearse: Rehearser | None = None  # None: no staging CA configured, or this is staging
 
 
+GATES = frozenset({GateRefused.code, RehearsalFailed.code})  # refusals counted for metrics
+
+
 class StageError(CertagentError):
     """The CA's answer cannot become a release (wrong key, missing names)."""
 
@@ -108,9 +111,24 @@ class Attempt:
         code = error.code if isinstance(error, CertagentError) else None
         if isinstance(error, CertagentError):
             error = str(error)
-        state = replace(state, last_outcome=outcome.value, last_attempt=self.started)
+        verify = [s.ok for s in self.steps.results if s.step == "verify"]
+        state = replace(
+            state,
+            last_outcome=outcome.value,
+            last_attempt=self.started,
+            attempts=state.attempts + 1,
+            failures=state.failures + (outcome is not Outcome.RENEWED),
+            refusals=state.refusals + (code in GATES),
+            verify_ok=verify[-1] if verify else state.verify_ok,
+        )
         if outcome is Outcome.RENEWED:
-            state = replace(state, consecutive_failures=0, window=None, pending=None)
+            state = replace(
+                state,
+                consecutive_failures=0,
+                window=None,
+                pending=None,
+                last_success=self.ctx.clock.now(),
+            )
             keep = frozenset(x for x in (state.previous_release,) if x)
             pruned = store.prune(name, self.ctx.config.policy.keep_releases, keep)
             if pruned:

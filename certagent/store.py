@@ -231,6 +231,11 @@ class Store:
             pending=(raw["pending"][0], raw["pending"][1]) if raw.get("pending") else None,
             failed_release=raw.get("failed_release"),
             previous_release=raw.get("previous_release"),
+            last_success=_dt(raw.get("last_success")),
+            attempts=int(raw.get("attempts", 0)),
+            failures=int(raw.get("failures", 0)),
+            refusals=int(raw.get("refusals", 0)),
+            verify_ok=raw.get("verify_ok"),
         )
 
     def write_state(self, name: str, state: CertState) -> None:
@@ -245,6 +250,11 @@ class Store:
             "pending": list(state.pending) if state.pending else None,
             "failed_release": state.failed_release,
             "previous_release": state.previous_release,
+            "last_success": state.last_success.isoformat() if state.last_success else None,
+            "attempts": state.attempts,
+            "failures": state.failures,
+            "refusals": state.refusals,
+            "verify_ok": state.verify_ok,
         }
         atomic_write(self.cert_dir(name) / "state.json", _dumps(raw), 0o600)
 
@@ -279,29 +289,31 @@ class Store:
         finally:
             os.close(fd)
 
-    def last_record(self, command: str, chunk: int = 65536) -> dict[str, Any] | None:
-        """The newest history record of `command`, read backwards from the end: the cost
-        grows with the records after it, not with the length of the history."""
+    def history_backwards(self, chunk: int = 65536) -> Iterator[dict[str, Any]]:
+        """History records, newest first, read backwards from the end of the file: the
+        cost grows with the records read, not with the length of the history."""
         path = self.root / "history.jsonl"
         try:
             f = path.open("rb")
         except FileNotFoundError:
-            return None
+            return
         with f:
             end = f.seek(0, os.SEEK_END)
             tail = b""
             while end > 0:
                 start = max(0, end - chunk)
                 f.seek(start)
-                block = f.read(end - start) + tail
-                lines = block.split(b"\n")
-                tail = lines[0] if start > 0 else b""  # maybe cut: finish it next round
+                lines = (f.read(end - start) + tail).split(b"\n")
+                tail = lines[0] if start > 0 else b""  # maybe cut: finished next round
                 for line in reversed(lines[1:] if start > 0 else lines):
                     record = _record(line)
-                    if record is not None and record.get("command") == command:
-                        return record
+                    if record is not None:
+                        yield record
                 end = start
-        return None
+
+    def last_record(self, command: str) -> dict[str, Any] | None:
+        """The newest history record of `command`, or None."""
+        return next((r for r in self.history_backwards() if r.get("command") == command), None)
 
     def account_dir(self, directory_url: str) -> Path:
         ca_id = hashlib.sha256(directory_url.encode()).hexdigest()[:16]

@@ -1,0 +1,134 @@
+"""Prometheus text-format metrics, derived from the store (state files, releases, history).
+
+The same text is printed by `certagent metrics` and written atomically to
+`metrics.textfile` after every run (for node_exporter's textfile collector).
+
+Side effects: reads the store; `write` writes one file atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from pathlib import Path
+
+from .model import Config, Outcome
+from .store import Store, atomic_write
+
+HISTORY_LOOKBACK = 500  # records read backwards for "last run per command"
+COMMANDS = ("renew", "deploy", "rollback", "rehearse")
+
+
+class _Family:
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.name, self.kind, self.help = name, kind, help_text
+        self.samples: list[tuple[dict[str, str], float]] = []
+
+    def add(self, labels: dict[str, str], value: float) -> None:
+        self.samples.append((labels, value))
+
+    def render(self) -> list[str]:
+        if not self.samples:
+            return []
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+        for labels, value in self.samples:
+            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            lines.append(f"{self.name}{{{inner}}} {_number(value)}")
+        return lines
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if value != int(value) else f"{int(value)}"
+
+
+def _ts(value: dt.datetime) -> float:
+    return round(value.timestamp(), 3)
+
+
+def render(config: Config) -> str:
+    store = Store(config.state_dir)
+    f = {
+        name: _Family(name, kind, text)
+        for name, kind, text in (
+            ("certagent_certificate_expiry_timestamp_seconds", "gauge",
+             "Not-after of the current release (Unix time)."),
+            ("certagent_certificate_last_success_timestamp_seconds", "gauge",
+             "When a renewal or deploy last succeeded (Unix time)."),
+            ("certagent_certificate_last_attempt_timestamp_seconds", "gauge",
+             "When a renewal or deploy was last attempted (Unix time)."),
+            ("certagent_certificate_last_outcome", "gauge",
+             "1 for the outcome of the last attempt, 0 for the others."),
+            ("certagent_certificate_attempts_total", "counter",
+             "Renewal and deploy attempts (not skipped runs)."),
+            ("certagent_certificate_failures_total", "counter",
+             "Attempts that did not end renewed."),
+            ("certagent_certificate_consecutive_failures", "gauge",
+             "Failed attempts since the last success."),
+            ("certagent_certificate_gate_refusals_total", "counter",
+             "Swaps refused by a gate (staging rehearsal, preflight)."),
+            ("certagent_certificate_verify_ok", "gauge",
+             "1 if the last verify of the served certificate passed, 0 if it failed."),
+            ("certagent_rehearsal_last_pass_timestamp_seconds", "gauge",
+             "When the staging rehearsal last passed (Unix time)."),
+            ("certagent_last_run_timestamp_seconds", "gauge",
+             "When the last run of each command finished (Unix time)."),
+            ("certagent_last_run_exit_status", "gauge",
+             "Exit status of the last run of each command."),
+        )
+    }  # fmt: skip
+    staging = Store(config.staging.state_dir) if config.staging else None
+    for spec in config.certificates:
+        label = {"certificate": spec.name}
+        current = store.current(spec.name)
+        state = store.read_state(spec.name)
+        if current is not None:
+            f["certagent_certificate_expiry_timestamp_seconds"].add(label, _ts(current.not_after))
+        if state.last_success is not None:
+            f["certagent_certificate_last_success_timestamp_seconds"].add(
+                label, _ts(state.last_success)
+            )
+        if state.last_attempt is not None:
+            f["certagent_certificate_last_attempt_timestamp_seconds"].add(
+                label, _ts(state.last_attempt)
+            )
+        if state.last_outcome is not None:
+            for outcome in Outcome:
+                f["certagent_certificate_last_outcome"].add(
+                    {**label, "outcome": outcome.value}, int(outcome.value == state.last_outcome)
+                )
+        f["certagent_certificate_attempts_total"].add(label, state.attempts)
+        f["certagent_certificate_failures_total"].add(label, state.failures)
+        f["certagent_certificate_consecutive_failures"].add(label, state.consecutive_failures)
+        f["certagent_certificate_gate_refusals_total"].add(label, state.refusals)
+        if state.verify_ok is not None:
+            f["certagent_certificate_verify_ok"].add(label, int(state.verify_ok))
+        memo = staging.read_rehearsal(spec.name) if staging and spec.staging else None
+        if memo is not None:
+            f["certagent_rehearsal_last_pass_timestamp_seconds"].add(label, _ts(memo[1]))
+    for command, record in _last_runs(store.history_backwards()).items():
+        finished = dt.datetime.fromisoformat(str(record["time"]))
+        f["certagent_last_run_timestamp_seconds"].add({"command": command}, _ts(finished))
+        f["certagent_last_run_exit_status"].add(
+            {"command": command}, int(str(record.get("exit_status", 0)))
+        )
+    lines = [line for family in f.values() for line in family.render()]
+    return "\n".join(lines) + "\n"
+
+
+def _last_runs(records: Iterable[dict[str, object]]) -> dict[str, dict[str, object]]:
+    found: dict[str, dict[str, object]] = {}
+    for i, record in enumerate(records):
+        command = str(record.get("command"))
+        if command in COMMANDS and command not in found:
+            found[command] = record
+        if len(found) == len(COMMANDS) or i >= HISTORY_LOOKBACK:
+            break
+    return found
+
+
+def write(config: Config, path: Path) -> None:
+    atomic_write(path, render(config).encode(), 0o644)
