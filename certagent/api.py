@@ -306,6 +306,31 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
     return targets
 
 
+def history(config: Config, name: str | None = None, limit: int = 20) -> list[dict[str, object]]:
+    """The newest `limit` audit records (those that touched `name`, if given)."""
+    if name is not None:
+        select(config, [name])
+    out: list[dict[str, object]] = []
+    for record in Store(config.state_dir).history_backwards():
+        certs = record.get("certificates")
+        touched = isinstance(certs, list) and any(
+            isinstance(c, dict) and c.get("name") == name for c in certs
+        )
+        if name is None or touched:
+            out.append(record)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def splay(seconds: float) -> None:
+    """Sleep a random time up to `seconds`, so that many hosts' cron runs do not align."""
+    import random
+    import time
+
+    time.sleep(random.uniform(0, seconds))  # noqa: S311 - spreading load, not a secret
+
+
 def plan_run(
     config: Config, names: Sequence[str] = (), force: bool = False, *, clock: Clock | None = None
 ) -> Report:

@@ -15,7 +15,8 @@ from typing import Any, NoReturn, TextIO
 
 from . import api
 from .errors import CertagentError, ExitStatus, UsageError
-from .model import Outcome, Report
+from .model import Config, Outcome, Report
+from .system import SystemClock
 
 log = logging.getLogger("certagent")
 
@@ -58,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("renew", parents=[common], help="renew what is due (for cron, Salt, people)")
     p.add_argument("--force", action="store_true", help="renew even if not due")
+    p.add_argument(
+        "--splay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait a random time up to SECONDS (spreads cron runs over many hosts)",
+    )
     p.add_argument("names", nargs="*", metavar="NAME", help="certificates (default: all)")
 
     p = sub.add_parser("plan", parents=[common], help="what renew would do now, and why")
@@ -93,6 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[common], help="certificates, expiry, next renewal")
     p.add_argument("names", nargs="*", metavar="NAME")
 
+    p = sub.add_parser("history", parents=[common], help="the audit log: recent runs, newest first")
+    p.add_argument("name", nargs="?", metavar="NAME", help="only runs that touched NAME")
+    p.add_argument("-n", "--limit", type=int, default=20, help="how many runs (default 20)")
+
+    sub.add_parser("metrics", parents=[common], help="print the Prometheus metrics")
+
+    p = sub.add_parser("backup", parents=[common], help="write state and config to one archive")
+    p.add_argument("file", metavar="FILE", help="the archive to write (tar.gz, mode 0600)")
+
+    p = sub.add_parser(
+        "restore", parents=[common], help="put a backup back (refuses to overwrite without --force)"
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="move existing state and config aside (never deleted) and restore",
+    )
+
     p = sub.add_parser("config", parents=[common], help="configuration commands")
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
     csub.required = True
@@ -110,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(verbose)
         if checking:
             return _check(args)
+        if args.command == "restore":  # needs no configuration: the backup carries it
+            return _restore(args)
         return int(_dispatch(args))
     except CertagentError as exc:
         if checking:  # a monitoring system must read "cannot check" as UNKNOWN, not as OK
@@ -140,10 +169,67 @@ def _check(args: argparse.Namespace) -> int:
     return int(report.state)
 
 
+def _restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import backup
+
+    manifest, notes = backup.restore(Path(args.file), args.force, SystemClock().now())
+    if getattr(args, "json", False):
+        print(json.dumps({"restored": manifest.to_json(), "notes": notes}, indent=2))
+    else:
+        print("\n".join(notes))
+    return 0
+
+
+def _ops(args: argparse.Namespace, config: Config, as_json: bool) -> ExitStatus:
+    """history, metrics, backup: read or copy state, never change it."""
+    from pathlib import Path
+
+    if args.command == "metrics":
+        from . import metrics
+
+        sys.stdout.write(metrics.render(config))
+    elif args.command == "history":
+        records = api.history(config, args.name, args.limit)
+        if as_json:
+            _out(True, {"schema": 1, "runs": records}, "")
+        else:
+            _print_history(records, args.name)
+    else:
+        from . import backup
+
+        manifest = backup.backup(config, Path(args.file), SystemClock().now())
+        _out(
+            as_json,
+            {"backup": str(Path(args.file).resolve()), **manifest.to_json()},
+            f"wrote {args.file}: {manifest.files} file(s) from {manifest.state_dir} "
+            f"and {manifest.config_path}",
+        )
+    return ExitStatus.OK
+
+
+def _print_history(records: list[dict[str, Any]], name: str | None) -> None:
+    for r in records:
+        who, code = r.get("user"), r.get("exit_status")
+        print(f"{r.get('time')}  {r.get('command'):<8} by {who}  exit {code}")
+        for c in r.get("certificates", []):
+            if name and c.get("name") != name:
+                continue
+            what = c.get("error") or c.get("reason")
+            print(f"  {c.get('name')}: {c.get('outcome')}: {what}")
+            for f in c.get("files_changed") or []:
+                print(f"    changed {f}")
+            for o in c.get("overrides") or []:
+                print(f"    override: {o}")
+
+
 def _dispatch(args: argparse.Namespace) -> ExitStatus:
     as_json = getattr(args, "json", False)
     config = api.load_config(getattr(args, "config", None))
     verbose = getattr(args, "verbose", 0) or 0
+    if args.command in ("history", "metrics", "backup"):
+        return _ops(args, config, as_json)
     if args.command == "config":
         _out(
             as_json,
@@ -175,6 +261,8 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
             if args.command == "rehearse":
                 report = api.rehearse(config, args.names, progress=update)
             else:
+                if args.splay > 0:
+                    api.splay(args.splay)
                 report = api.renew(config, args.names, args.force, progress=update)
         finally:
             if progress:

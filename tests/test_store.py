@@ -162,3 +162,18 @@ def test_status_and_plan_read_only(tmp_path: Path) -> None:
     assert not cfg.state_dir.exists()  # status and plan create nothing
     api.plan_run(cfg)
     assert not cfg.state_dir.exists()
+
+
+def test_history_is_read_backwards_across_chunk_boundaries(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state")
+    store._ensure_root()
+    for i in range(50):
+        store.append_history(
+            {"command": "renew" if i % 7 == 0 else "deploy", "i": i, "pad": "x" * i}
+        )
+    with (tmp_path / "state" / "history.jsonl").open("a") as f:
+        f.write('{"torn": ')  # a crash mid-append leaves a partial last line
+    got = [r["i"] for r in store.history_backwards(chunk=64)]
+    assert got == list(range(49, -1, -1))
+    record = store.last_record("renew")
+    assert record is not None and record["i"] == 49
