@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iproute2 \
 	golang-go golang-github-smallstep-certificates-dev postgresql
 
-.PHONY: deps venv step-ca test lint unit demo bench clean
+.PHONY: deps venv step-ca salt-venv test lint unit demo bench clean
 
 deps:
 	@sh scripts/install-deps $(APT_PACKAGES)
@@ -13,6 +13,17 @@ deps:
 # step-ca, the staging CA, built from Debian's Go packages into build/ (cached).
 step-ca: deps
 	@sh scripts/build-step-ca
+
+# Salt lives in its own venv (pinned), with certagent installed into it so that Salt
+# finds the execution and state modules through the salt.loader entry point.
+SALT_VENV := build/salt-venv
+$(SALT_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SALT_VENV)
+	$(SALT_VENV)/bin/pip install -q --upgrade pip
+	$(SALT_VENV)/bin/pip install -q salt==3008.3 -e .
+	touch $@
+
+salt-venv: $(SALT_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +37,7 @@ lint: venv
 	$(BIN)/ruff check certagent tests testbed bench
 	$(BIN)/mypy certagent
 
-test: deps venv step-ca lint
+test: deps venv step-ca salt-venv lint
 	$(BIN)/python -m pytest -q
 
 unit: venv
