@@ -500,14 +500,21 @@ def _finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
     from . import metrics, notify  # deferred: smtplib and urllib only when a run finishes
 
     store.append_history(_history_record(report, config))
-    if config.metrics_textfile is not None:
-        try:
+    # The run's work is done and recorded; what follows must not change its exit status.
+    try:
+        if config.metrics_textfile is not None:
             metrics.write(config, config.metrics_textfile)
-        except OSError as exc:
-            log.warning("cannot write metrics to %s: %s", config.metrics_textfile, exc)
-    notify.notify(config, report, clock.now(), clock.sleep)
+    except Exception as exc:  # reported, never fatal
+        log.warning("cannot write metrics to %s: %s", config.metrics_textfile, exc)
+    try:
+        notify.notify(config, report, clock.now(), clock.sleep)
+    except Exception as exc:
+        log.warning("notifications failed: %s", exc)
     if report.command == "renew" and config.heartbeat is not None:
-        notify.ping(config.heartbeat, report, int(exit_status(report)))
+        try:
+            notify.ping(config.heartbeat, report, int(exit_status(report)))
+        except Exception as exc:
+            log.warning("heartbeat failed: %s", exc)
 
 
 def _history_record(report: Report, config: Config) -> dict[str, object]:

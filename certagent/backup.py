@@ -22,7 +22,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import CertagentError, ExitStatus
+from .errors import CertagentError, ExitStatus, StoreError
 from .model import Config
 from .store import Store, fsync_dir, make_private_dir
 
@@ -52,6 +52,13 @@ class Manifest:
 
 
 def backup(config: Config, dest: Path, now: dt.datetime) -> Manifest:
+    try:
+        return _backup(config, dest, now)
+    except OSError as exc:
+        raise StoreError(f"cannot write the backup {dest}: {exc.strerror or exc}") from exc
+
+
+def _backup(config: Config, dest: Path, now: dt.datetime) -> Manifest:
     store = Store(config.state_dir)
     dest = dest.resolve()
     if dest.is_relative_to(config.state_dir):
@@ -105,6 +112,14 @@ def read_manifest(src: Path) -> Manifest:
 
 def restore(src: Path, force: bool, now: dt.datetime) -> tuple[Manifest, list[str]]:
     """Put state and configuration back where the manifest says; returns notes."""
+    try:
+        return _restore(src, force, now)
+    except OSError as exc:
+        where = exc.filename or src
+        raise StoreError(f"restore from {src} failed at {where}: {exc.strerror or exc}") from exc
+
+
+def _restore(src: Path, force: bool, now: dt.datetime) -> tuple[Manifest, list[str]]:
     manifest = read_manifest(src)
     state_dir, config_path = manifest.state_dir, manifest.config_path
     suffix = f".before-restore-{now:%Y%m%dT%H%M%SZ}"

@@ -224,3 +224,13 @@ def test_heartbeat_after_every_completed_run_and_the_audit_history(
 def test_splay_waits_then_runs(tmp_path: Path, pebble: Pebble, run) -> None:
     path = write_config(tmp_path, pebble)
     assert run("-c", str(path), "renew", "--splay", "0.05").code == 0
+
+
+def test_backup_to_a_missing_directory_is_a_clear_error(
+    tmp_path: Path, pebble: Pebble, run
+) -> None:
+    path = write_config(tmp_path, pebble)
+    result = run("-c", str(path), "backup", str(tmp_path / "nowhere" / "b.tgz"))
+    assert result.code == 1
+    assert "cannot write the backup" in result.err and "nowhere" in result.err
+    assert "internal error" not in result.err
