@@ -408,11 +408,10 @@ def _monitor_endpoint(ctx: _Ctx, v: _V) -> MonitorEndpoint | None:
     if "address" not in m:
         return None
     text = _str(ctx, m["address"]) or ""
-    match = re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$", text)
-    if not match or not 0 < int(match.group(2)) < 65536:
-        ctx.error(m["address"], f"expected host:port (IPv6 as [addr]:port), got {text!r}")
+    parsed = _host_port(ctx, m["address"])
+    if parsed is None:
         return None
-    host = match.group(1).strip("[]")
+    host, port = parsed
     sni = ctx.get(m, "sni", _str, host)
     starttls = ctx.get(m, "starttls", _str, "") or None
     if starttls is not None and starttls not in STARTTLS:
@@ -422,7 +421,7 @@ def _monitor_endpoint(ctx: _Ctx, v: _V) -> MonitorEndpoint | None:
     critical = ctx.get(m, "critical_days", _days, -1.0)
     return MonitorEndpoint(
         name=ctx.get(m, "name", _str, text),
-        endpoint=Endpoint(host, int(match.group(2)), sni),
+        endpoint=Endpoint(host, port, sni),
         starttls=starttls,
         warning_days=None if warning < 0 else warning,
         critical_days=None if critical < 0 else critical,
@@ -753,14 +752,21 @@ def _endpoints(ctx: _Ctx, v: _V, default_sni: str) -> tuple[Endpoint, ...] | Non
             if "address" not in m:
                 continue
             target = m["address"]
-        text = _str(ctx, target)
-        match = re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$", text or "")
-        if not match or not 0 < int(match.group(2)) < 65536:
-            if text is not None:
-                ctx.error(target, f"expected host:port (IPv6 as [addr]:port), got {text!r}")
-            continue
-        out.append(Endpoint(match.group(1).strip("[]"), int(match.group(2)), sni))
+        parsed = _host_port(ctx, target)
+        if parsed is not None:
+            out.append(Endpoint(parsed[0], parsed[1], sni))
     return tuple(out)
+
+
+def _host_port(ctx: _Ctx, v: _V) -> tuple[str, int] | None:
+    """host:port, IPv6 as [addr]:port."""
+    text = _str(ctx, v)
+    match = re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$", text or "")
+    if not match or not 0 < int(match.group(2)) < 65536:
+        if text is not None:
+            ctx.error(v, f"expected host:port (IPv6 as [addr]:port), got {text!r}")
+        return None
+    return match.group(1).strip("[]"), int(match.group(2))
 
 
 def _names(ctx: _Ctx, v: _V) -> tuple[str, ...] | None:

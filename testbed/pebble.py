@@ -58,28 +58,7 @@ class Pebble:
         if self.validity_seconds is not None:
             cfg["pebble"]["certificateValidityPeriod"] = self.validity_seconds
         (self.workdir / "pebble.json").write_text(json.dumps(cfg, indent=2))
-        chall = Server(
-            [
-                "pebble-challtestsrv",
-                "-management",
-                f"127.0.0.1:{self.challtest_port}",
-                "-dns01",
-                f"127.0.0.1:{self.dns_port}",
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-                "-defaultIPv4",
-                "127.0.0.1",
-                "-defaultIPv6",
-                "",
-            ],
-            self.workdir / "challtestsrv.log",
-        )
-        self.servers.append(chall)
-        chall.wait_until(port_open("127.0.0.1", self.challtest_port), what="management port")
+        self.servers.append(challtestsrv(self.workdir, self.challtest_port, self.dns_port))
         env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject)}
         if self.authz_reuse is not None:
             env["PEBBLE_AUTHZREUSE"] = str(self.authz_reuse)
@@ -109,3 +88,33 @@ class Pebble:
         for server in reversed(self.servers):
             server.stop()
         self.servers.clear()
+
+
+def challtestsrv(workdir: Path, management_port: int, dns_port: int) -> Server:
+    """pebble-challtestsrv as a DNS server only, answering 127.0.0.1 for every name.
+
+    Every listener is overridden: its defaults bind all interfaces. No AAAA answers:
+    pebble dials the first AAAA answer only.
+    """
+    server = Server(
+        [
+            "pebble-challtestsrv",
+            "-management",
+            f"127.0.0.1:{management_port}",
+            "-dns01",
+            f"127.0.0.1:{dns_port}",
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-defaultIPv4",
+            "127.0.0.1",
+            "-defaultIPv6",
+            "",
+        ],
+        workdir / "challtestsrv.log",
+    )
+    server.wait_until(port_open("127.0.0.1", management_port), what="management port")
+    return server

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import pki
+from .pebble import challtestsrv
 from .proc import Server, free_port, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,28 +84,7 @@ class StepCA:
         if not BINARY.is_file():
             raise RuntimeError(f"{BINARY} is missing: run `make step-ca`")
         config = create_ca(self.workdir, self.port, self.cert_duration)
-        dns = Server(
-            [
-                "pebble-challtestsrv",
-                "-management",
-                f"127.0.0.1:{self.challtest_port}",
-                "-dns01",
-                f"127.0.0.1:{self.dns_port}",
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-                "-defaultIPv4",
-                "127.0.0.1",
-                "-defaultIPv6",
-                "",
-            ],
-            self.workdir / "challtestsrv.log",
-        )
-        self.servers.append(dns)
-        dns.wait_until(port_open("127.0.0.1", self.challtest_port), what="DNS management port")
+        self.servers.append(challtestsrv(self.workdir, self.challtest_port, self.dns_port))
         ca = Server(
             [str(BINARY), "--resolver", f"127.0.0.1:{self.dns_port}", str(config)],
             self.workdir / "step-ca.log",
