@@ -461,11 +461,13 @@ def _rehearsal(
         return None
     from .rehearse import Rehearsal  # deferred: imports render (jinja2 on use)
 
-    store = Store(staging.state_dir)
-    staging_config = replace(config, state_dir=staging.state_dir, ca=staging.ca, staging=None)
-    issuer = issuer or _acme_issuer(staging.ca, config, store, clock)
-    ctx = _context(staging_config, store, issuer, solvers, clock, "staging")
-    return Rehearsal(config, staging, ctx)
+    def make_ctx() -> Context:
+        store = Store(staging.state_dir)
+        staging_config = replace(config, state_dir=staging.state_dir, ca=staging.ca, staging=None)
+        staging_issuer = issuer or _acme_issuer(staging.ca, config, store, clock)
+        return _context(staging_config, store, staging_issuer, solvers, clock, "staging")
+
+    return Rehearsal(config, staging, make_ctx)
 
 
 def _acme_issuer(ca: CASpec, config: Config, store: Store, clock: Clock) -> Issuer:

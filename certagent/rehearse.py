@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,15 @@ class Rehearsal:
 
     config: Config  # production
     staging: Staging
-    ctx: Context  # the staging context: staging issuer, store and deployer
+    make_ctx: Callable[[], Context]  # the staging context, built on first use
+    _ctx: Context | None = None
+
+    @property
+    def ctx(self) -> Context:
+        """Staging issuer, store and deployer; a run with nothing due never builds them."""
+        if self._ctx is None:
+            self._ctx = self.make_ctx()
+        return self._ctx
 
     def __call__(self, spec: CertSpec, steps: Steps) -> None:
         """The gate: skip when remembered, else rehearse; raise RehearsalFailed to stop."""
