@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import logging
 import os
 import sys
@@ -242,7 +243,9 @@ class CheckReport:
 def check(config: Config, names: Sequence[str] = (), *, clock: Clock | None = None) -> CheckReport:
     """Probe every configured certificate's endpoints and every monitor endpoint, at once.
 
-    Reads the store (current releases, the last renew run); never writes, never locks.
+    Reads the store (current releases, the last renew run) and never locks it. A full
+    check (no names) that finds a state directory leaves its findings there
+    (`check.json`) for the metrics, and rewrites the metrics textfile if one is set.
     """
     now = (clock or SystemClock()).now()
     targets = check_targets(config, names)
@@ -253,7 +256,21 @@ def check(config: Config, names: Sequence[str] = (), *, clock: Clock | None = No
         last = dt.datetime.fromisoformat(str(record["time"])) if record else None
         watcher = watch(last, config.monitor.max_renew_age, now)
     state, text = plugin_output(findings, watcher)
-    return CheckReport(state, text, tuple(findings), watcher, now)
+    report = CheckReport(state, text, tuple(findings), watcher, now)
+    if not names and config.state_dir.is_dir():
+        _record_check(config, report)
+    return report
+
+
+def _record_check(config: Config, report: CheckReport) -> None:
+    from . import metrics  # deferred like in _finish
+
+    try:
+        atomic_write(config.state_dir / metrics.CHECK_FILE, json.dumps(report.to_json()).encode())
+        if config.metrics_textfile is not None:
+            metrics.write(config, config.metrics_textfile)
+    except OSError as exc:  # monitoring output must not depend on it
+        log.warning("cannot record the check results: %s", exc)
 
 
 def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:

@@ -9,12 +9,15 @@ Side effects: reads the store; `write` writes one file atomically.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from .model import Config, Outcome
 from .store import Store, atomic_write
 
+CHECK_FILE = "check.json"  # the last full `certagent check`, written by api.check
 HISTORY_LOOKBACK = 500  # records read backwards for "last run per command"
 COMMANDS = ("renew", "deploy", "rollback", "rehearse")
 
@@ -33,7 +36,8 @@ class _Family:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
         for labels, value in self.samples:
             inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            lines.append(f"{self.name}{{{inner}}} {_number(value)}")
+            lines.append(f"{self.name}{{{inner}}} {_number(value)}" if inner else
+                         f"{self.name} {_number(value)}")  # fmt: skip
         return lines
 
 
@@ -78,6 +82,12 @@ def render(config: Config) -> str:
              "When the last run of each command finished (Unix time)."),
             ("certagent_last_run_exit_status", "gauge",
              "Exit status of the last run of each command."),
+            ("certagent_endpoint_check_state", "gauge",
+             "Last `certagent check` state per endpoint: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."),
+            ("certagent_endpoint_days_left", "gauge",
+             "Days left on the certificate an endpoint served at the last check."),
+            ("certagent_check_timestamp_seconds", "gauge",
+             "When the last full `certagent check` ran (Unix time)."),
         )
     }  # fmt: skip
     staging = Store(config.staging.state_dir) if config.staging else None
@@ -115,6 +125,17 @@ def render(config: Config) -> str:
         f["certagent_last_run_exit_status"].add(
             {"command": command}, int(str(record.get("exit_status", 0)))
         )
+    checked = _last_check(config.state_dir / CHECK_FILE)
+    if checked is not None:
+        f["certagent_check_timestamp_seconds"].add({}, _ts(checked[0]))
+        for e in checked[1]:
+            label = {
+                "endpoint": str(e.get("label")),
+                "certificate": str(e.get("certificate") or ""),
+            }
+            f["certagent_endpoint_check_state"].add(label, _STATES.get(str(e.get("state")), 3))
+            if isinstance(e.get("days_left"), int | float):
+                f["certagent_endpoint_days_left"].add(label, float(e["days_left"]))
     lines = [line for family in f.values() for line in family.render()]
     return "\n".join(lines) + "\n"
 
@@ -128,6 +149,18 @@ def _last_runs(records: Iterable[dict[str, object]]) -> dict[str, dict[str, obje
         if len(found) == len(COMMANDS) or i >= HISTORY_LOOKBACK:
             break
     return found
+
+
+_STATES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
+
+
+def _last_check(path: Path) -> tuple[dt.datetime, list[dict[str, Any]]] | None:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        endpoints = [e for e in raw["endpoints"] if isinstance(e, dict)]
+        return dt.datetime.fromisoformat(raw["checked_at"]), endpoints
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none yet, or unreadable: no check metrics rather than wrong ones
 
 
 def write(config: Config, path: Path) -> None:

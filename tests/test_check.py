@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from certagent import api, config
 from testbed import pki
@@ -287,6 +288,17 @@ def test_a_renew_run_3_days_old_with_a_1_day_limit_is_critical(
     api.renew(cfg, force=True)
     watcher = api.check(cfg).watcher
     assert watcher is not None and watcher.state.name == "OK"
+    # A full check leaves its findings for the metrics.
+    families = {
+        f.name: f for f in text_string_to_metric_families(run("-c", str(path), "metrics").out)
+    }
+    samples = families["certagent_endpoint_check_state"].samples
+    assert sorted(s.labels["endpoint"] for s in samples) == [
+        "www example.test:443",
+        "www www.example.test:443",
+    ]
+    assert all(s.value == 2 for s in samples)  # the names do not resolve in here: CRITICAL
+    assert families["certagent_check_timestamp_seconds"].samples[0].value > 0
 
 
 def test_a_broken_config_is_unknown_to_the_monitoring_system(tmp_path: Path, run) -> None:
