@@ -69,16 +69,30 @@ class DeliveryFailed(Exception):
 # -- what is wrong now ---------------------------------------------------------------
 
 
+def expiring(config: Config, now: dt.datetime) -> dict[str, str]:
+    """certificate -> "expiring|message" for live certificates within notify.expiry_days."""
+    store = Store(config.state_dir)
+    out = {}
+    for spec in config.certificates:
+        current = store.current(spec.name)
+        if current is None:
+            continue
+        days = (current.not_after - now).total_seconds() / 86400
+        if days <= config.notify.expiry_days:
+            when = f"{current.not_after:%Y-%m-%d %H:%M} UTC"
+            out[spec.name] = f"expiring|the live certificate expires {when} ({days:.1f} days)"
+    return out
+
+
 def problems(
     config: Config,
-    report: Report | None,
+    report: Report,
     previous: Mapping[str, Mapping[str, str]],
-    now: dt.datetime,
+    expiry: Mapping[str, str],
 ) -> dict[str, dict[str, str]]:
     """certificate -> {slot: problem|message}. Slots: "run" (the last attempt) and
     "expiry". A skipped certificate keeps its unresolved run problem."""
-    results = {r.name: r for r in report.results} if report else {}
-    store = Store(config.state_dir)
+    results = {r.name: r for r in report.results}
     active: dict[str, dict[str, str]] = {}
     for spec in config.certificates:
         slots: dict[str, str] = {}
@@ -98,12 +112,8 @@ def problems(
             ):
                 kind = "refused"
             slots["run"] = f"{kind}|{result.error or result.outcome.value}"
-        current = store.current(spec.name)
-        if current is not None:
-            days = (current.not_after - now).total_seconds() / 86400
-            if days <= config.notify.expiry_days:
-                when = f"{current.not_after:%Y-%m-%d %H:%M} UTC"
-                slots["expiry"] = f"expiring|the live certificate expires {when} ({days:.1f} days)"
+        if spec.name in expiry:
+            slots["expiry"] = expiry[spec.name]
         if slots:
             active[spec.name] = slots
     return active
@@ -192,7 +202,7 @@ def send_email(mail: Email, event: Event) -> None:
 # -- one run -------------------------------------------------------------------------
 
 
-def notify(config: Config, report: Report | None, now: dt.datetime,
+def notify(config: Config, report: Report, now: dt.datetime,
            sleep: Callable[[float], None]) -> list[str]:  # fmt: skip
     """Send what is new on each configured channel; returns delivery errors (logged too)."""
     channels: dict[str, Callable[[Event], None]] = {}
@@ -206,10 +216,12 @@ def notify(config: Config, report: Report | None, now: dt.datetime,
         return []
     path = config.state_dir / STATE_FILE
     delivered = _read(path)
+    original = json.dumps(delivered, sort_keys=True)
+    expiry = expiring(config, now)  # read the store once for all channels
     errors = []
     for name, send in channels.items():
         before = delivered.get(name, {})
-        active = problems(config, report, before, now)
+        active = problems(config, report, before, expiry)
         done = {cert: dict(slots) for cert, slots in before.items()}
         for event in events(before, active, now):
             try:
@@ -226,7 +238,8 @@ def notify(config: Config, report: Report | None, now: dt.datetime,
                 slots.pop(slot, None)
         # an expiry problem that is still active but unchanged keeps its first message
         delivered[name] = {cert: slots for cert, slots in done.items() if slots}
-    atomic_write(path, (json.dumps(delivered, indent=2, sort_keys=True) + "\n").encode(), 0o600)
+    if json.dumps(delivered, sort_keys=True) != original:  # most runs: nothing new, no write
+        atomic_write(path, (json.dumps(delivered, indent=2, sort_keys=True) + "\n").encode(), 0o600)
     return errors
 
 

@@ -191,9 +191,12 @@ def test_nearing_expiry_is_notified_once(
     notify = {"expiry_days": 100000, "webhook": {"url": f"{receiver.url}/hook", "backoff": 0}}
     path = ops_config(tmp_path, pebble, ["www.example.test"], {"notify": notify})
     assert run("-c", str(path), "renew").code == 0
+    state = tmp_path / "state" / "notify-state.json"
+    written = state.stat().st_mtime_ns
     assert run("-c", str(path), "renew").code == 0
     hooks = receiver.bodies("/hook")
     assert [(b["event"], b["problem"]) for b in hooks] == [("problem", "expiring")]
+    assert state.stat().st_mtime_ns == written  # nothing new: the state file is not rewritten
 
 
 def test_heartbeat_after_every_completed_run_and_the_audit_history(
