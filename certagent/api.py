@@ -25,7 +25,8 @@ from . import pipeline, plan, system
 from .challenges import Solvers
 from .check import Checker, Finding, State, Target, Watcher, plugin_output, watch
 from .deploy import Deployer, Steps
-from .errors import CertagentError, ExitStatus, UsageError
+from .errors import CertagentError, ExitStatus, GateRefused, UsageError
+from .keepalived import VrrpState
 from .model import (
     CASpec,
     CertResult,
@@ -44,6 +45,7 @@ from .system import Clock, SystemClock
 from .verify import TlsProber
 
 if TYPE_CHECKING:
+    from .failover import Failover
     from .rehearse import Rehearsal
 
 log = logging.getLogger(__name__)
@@ -71,11 +73,14 @@ def renew(
     issuer: Issuer | None = None,
     staging_issuer: Issuer | None = None,
     progress: Progress | None = None,
+    failover_override: str | None = None,
 ) -> Report:
     """Renew what is due (or everything named, with force). One run at a time (exit 75).
 
     With a staging CA configured, each due certificate is rehearsed there first
-    (unless an identical setup passed recently); a failed rehearsal stops it.
+    (unless an identical setup passed recently); a failed rehearsal stops it. On a
+    keepalived node only the MASTER orders, and only when its BACKUP is ready; the
+    backup gets the release first (`failover_override`, a reason, skips all that).
     """
     specs = select(config, names)
     clock = clock or SystemClock()
@@ -84,7 +89,12 @@ def renew(
     with store.lock():
         solvers = Solvers()
         ctx = _context(
-            config, store, issuer or _acme_issuer(config.ca, config, store, clock), solvers, clock
+            config,
+            store,
+            issuer or _acme_issuer(config.ca, config, store, clock),
+            solvers,
+            clock,
+            failover=_failover(config, failover_override),
         )
         ctx.rehearse = _rehearsal(config, solvers, clock, staging_issuer)
         try:
@@ -101,8 +111,15 @@ def renew(
     return report
 
 
-def deploy(config: Config, name: str, *, clock: Clock | None = None) -> Report:
-    """Deploy the current release again (fresh render, test, hook, verify) without ordering."""
+def deploy(
+    config: Config,
+    name: str,
+    *,
+    clock: Clock | None = None,
+    failover_override: str | None = None,
+) -> Report:
+    """Deploy the current release again (fresh render, test, hook, verify) without ordering.
+    On a keepalived MASTER, the peer first, as in `renew`."""
     spec = select(config, [name])[0]
     if spec.deploy is None:
         raise UsageError(f"certificate {name} has no deploy section in {config.source}")
@@ -114,12 +131,21 @@ def deploy(config: Config, name: str, *, clock: Clock | None = None) -> Report:
         if current is None:
             raise UsageError(f"certificate {name} has no release yet; run `certagent renew {name}`")
         solvers = Solvers()
-        ctx = _context(config, store, None, solvers, clock)
+        failover = _failover(config, failover_override)
+        ctx = _context(config, store, None, solvers, clock, failover=failover)
         ctx.rehearse = _rehearsal(config, solvers, clock)
         decision = Decision(True, f"deploy of release {current.release_id} requested")
         attempt = pipeline.Attempt.begin(ctx, spec, decision)
         state = store.read_state(name)
         try:
+            if failover is not None and failover.override is None:
+                with attempt.steps.step("failover") as notes:
+                    if failover.role() is not VrrpState.MASTER:
+                        raise GateRefused(
+                            f"this node's {failover.spec.instance} is {failover.role().name}: "
+                            "deploy on the MASTER, which updates its BACKUP first"
+                        )
+                    notes.append("this node is MASTER")
             pipeline.rehearsed(ctx, spec, attempt.steps)
             release = pipeline.restage(ctx, spec, current, attempt.steps)
         except CertagentError as exc:
@@ -131,6 +157,89 @@ def deploy(config: Config, name: str, *, clock: Clock | None = None) -> Report:
         report = Report("deploy", started, clock.now(), (result,))
         _finish(config, store, report, clock)
     return report
+
+
+def receive(config: Config, name: str, payload: bytes, *, clock: Clock | None = None) -> Report:
+    """The peer's side of a failover rollout: the MASTER hands over a release (key and
+    chain, as JSON on stdin) and this node deploys it with its own config test, hook and
+    checks, rolling itself back if they fail. Nothing is ordered here."""
+    from . import crypto
+    from .failover import MAX_PAYLOAD, PAYLOAD_SCHEMA
+
+    spec = select(config, [name])[0]
+    if spec.deploy is None:
+        raise UsageError(f"certificate {name} has no deploy section in {config.source}")
+    if len(payload) > MAX_PAYLOAD:
+        raise UsageError(f"receive: more than {MAX_PAYLOAD} bytes on stdin: not a release")
+    try:
+        data = json.loads(payload)
+        ok = isinstance(data, dict) and data.get("schema") == PAYLOAD_SCHEMA
+        if not ok or data.get("name") != name:
+            raise ValueError(f"expected a schema-{PAYLOAD_SCHEMA} release of {name}")
+        key = crypto.load_key(str(data["key"]).encode())
+        fullchain = str(data["fullchain"]).encode()
+        source, ca = str(data.get("release", "?")), str(data.get("ca", ""))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"receive: stdin is not a release from certagent: {exc}") from None
+    clock = clock or SystemClock()
+    store = Store(config.state_dir)
+    started = clock.now()
+    with store.lock():
+        failover = _failover(config, None)
+        ctx = _context(config, store, None, Solvers(), clock, failover=failover, master=False)
+        current = store.current(name)
+        state = store.read_state(name)
+        decision = Decision(True, f"release {source} handed over by the keepalived MASTER")
+        attempt = pipeline.Attempt.begin(ctx, spec, decision)
+        try:
+            with attempt.steps.step("stage", f"from {source}") as notes:
+                release = pipeline.stage(ctx, spec, key, fullchain, ca)
+                notes.append(f"release {release.release_id}")
+        except CertagentError as exc:
+            result = attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
+        else:
+            result = pipeline.apply(attempt, release, current, state)
+        report = Report("receive", started, clock.now(), (result,))
+        _finish(config, store, report, clock)
+    return report
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    lines: tuple[str, ...]
+
+
+def health(config: Config, timeout: float = 2.0) -> Health:
+    """Does this node's web server serve a valid certificate for every name it should?
+
+    For a keepalived `vrrp_script`: every deploy endpoint is probed on this node's own
+    address (`failover.keepalived.address`; without failover, as configured), with
+    the chain, the name and the dates verified. Reads nothing from the state dir, takes
+    no lock, so it answers while a renewal runs.
+    """
+    from .verify import probe, trust_context
+
+    address = config.failover.address if config.failover is not None else None
+    lines, ok = [], True
+    for spec in config.certificates:
+        if spec.deploy is None or not spec.deploy.endpoints:
+            continue
+        ctx = trust_context(spec.deploy.trust_roots)
+        seen = set()
+        for ep in spec.deploy.endpoints:
+            target = Endpoint(address, ep.port, ep.sni) if address else ep
+            if target in seen:
+                continue
+            seen.add(target)
+            served = probe(target, ctx, timeout)
+            ok = ok and served.fingerprint is not None
+            verdict = f"OK {served.fingerprint[:16]}…" if served.fingerprint else served.error
+            lines.append(f"{spec.name} {target}: {verdict}")
+    if not lines:
+        ok = False  # a health check that checks nothing must not pass
+        lines.append(f"no deploy endpoints configured in {config.source}: nothing to check")
+    return Health(ok, tuple(lines))
 
 
 def rollback(config: Config, name: str, *, clock: Clock | None = None) -> Report:
@@ -459,14 +568,36 @@ def _context(
     solvers: Solvers,
     clock: Clock,
     stage: str = "production",
+    failover: Failover | None = None,
+    master: bool = True,
 ) -> Context:
-    """The composition root: the real runner, TLS prober and clock."""
+    """The composition root: the real runner, TLS prober and clock. With `failover`, a
+    keepalived node's deployer: the MASTER's (gate, peer first) or, receiving, the
+    BACKUP's."""
 
     def prober(deploy: DeploySpec) -> TlsProber:
         return TlsProber(clock, deploy.trust_roots)
 
-    deployer = Deployer(store, system.run, prober, clock, stage)
-    return Context(config, store, issuer, solvers, clock, deployer)
+    if failover is None:
+        deployer = Deployer(store, system.run, prober, clock, stage)
+        return Context(config, store, issuer, solvers, clock, deployer)
+    from .failover import FailoverDeployer
+
+    deployer = FailoverDeployer(store, system.run, prober, clock, failover, master)
+    gate = failover if master and failover.override is None else None
+    return Context(config, store, issuer, solvers, clock, deployer, failover=gate)
+
+
+def _failover(config: Config, override: str | None) -> Failover | None:
+    if config.failover is None:
+        if override is not None:
+            raise UsageError(f"--failover-override: no failover is configured in {config.source}")
+        return None
+    from .failover import Failover
+
+    if override is not None:
+        log.warning("failover gate overridden by the operator: %s", override)
+    return Failover(config.failover, system.run, override)
 
 
 def _rehearsal(
@@ -554,7 +685,9 @@ def _history_record(report: Report, config: Config) -> dict[str, object]:
 
 def _audit(r: CertResult, config: Config, report_command: str) -> dict[str, object]:
     steps = [{"step": s.step, "ok": s.ok, "detail": s.detail[:300]} for s in r.steps]
-    overrides = [s.detail for s in r.steps if "NOT rehearsed" in s.detail]
+    overrides = [
+        s.detail for s in r.steps if "NOT rehearsed" in s.detail or "OVERRIDDEN" in s.detail
+    ]
     files: list[str] = []
     if any(s.step in ("swap", "commit", "rollback") and s.ok for s in r.steps):
         spec = config.certificate(r.name)

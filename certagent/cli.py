@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="first wait a random time up to SECONDS (spreads cron runs over many hosts)",
     )
+    p.add_argument(
+        "--failover-override",
+        metavar="REASON",
+        help="maintenance: skip the keepalived checks and the peer; deploy here only (logged)",
+    )
     p.add_argument("names", nargs="*", metavar="NAME", help="certificates (default: all)")
 
     p = sub.add_parser("plan", parents=[common], help="what renew would do now, and why")
@@ -78,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="deploy the current release again (render, test, hook, verify)",
     )
     p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "--failover-override",
+        metavar="REASON",
+        help="maintenance: skip the keepalived checks and the peer; deploy here only (logged)",
+    )
 
     p = sub.add_parser(
         "rollback", parents=[common], help="re-activate the previous release, reload and verify it"
@@ -97,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe every endpoint; monitoring-plugin output and exit codes (0-3)",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="certificates or monitor endpoints")
+
+    p = sub.add_parser(
+        "health",
+        parents=[common],
+        help="exit 1 unless this node serves valid certificates (a keepalived vrrp_script)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=2.0, metavar="SECONDS", help="per endpoint (default 2)"
+    )
+
+    p = sub.add_parser(
+        "receive",
+        parents=[common],
+        help="deploy a release handed over on stdin (run by the keepalived MASTER)",
+    )
+    p.add_argument("name", metavar="NAME")
 
     p = sub.add_parser("status", parents=[common], help="certificates, expiry, next renewal")
     p.add_argument("names", nargs="*", metavar="NAME")
@@ -248,10 +274,16 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
         else:
             _print_status(rows)
         return ExitStatus.OK
+    if args.command == "health":
+        health = api.health(config, args.timeout)
+        _out(as_json, {"ok": health.ok, "endpoints": list(health.lines)}, "\n".join(health.lines))
+        return ExitStatus.OK if health.ok else ExitStatus.FAILED
     if args.command == "plan":
         report = api.plan_run(config, args.names, args.force)
+    elif args.command == "receive":
+        report = api.receive(config, args.name, sys.stdin.buffer.read(1 << 21))
     elif args.command == "deploy":
-        report = api.deploy(config, args.name)
+        report = api.deploy(config, args.name, failover_override=args.failover_override)
     elif args.command == "rollback":
         report = api.rollback(config, args.name)
     else:
@@ -263,14 +295,22 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
             else:
                 if args.splay > 0:
                     api.splay(args.splay)
-                report = api.renew(config, args.names, args.force, progress=update)
+                report = api.renew(
+                    config,
+                    args.names,
+                    args.force,
+                    progress=update,
+                    failover_override=args.failover_override,
+                )
         finally:
             if progress:
                 progress.clear()
     status = api.exit_status(report)
     if args.command == "rollback" and status is ExitStatus.ROLLED_BACK:
         status = ExitStatus.OK  # asked for and done: the old certificate is serving
-    if as_json:
+    if as_json and args.command == "receive":  # one line: the MASTER reads it after logs
+        print(json.dumps({**report.to_json(), "exit_status": int(status)}))
+    elif as_json:
         _out(True, {**report.to_json(), "exit_status": int(status)}, "")
     else:
         _print_report(report, verbose)
@@ -285,8 +325,9 @@ def _print_report(report: Report, verbose: int) -> None:
     planning = report.command == "plan"
     rehearsing = report.command == "rehearse"
     for r in report.results:
-        if r.outcome is Outcome.SKIPPED and not (verbose or planning or rehearsing):
-            continue  # silent when nothing is due: cron mails only what matters
+        if r.outcome is Outcome.SKIPPED and not (verbose or planning or rehearsing or r.steps):
+            continue  # silent when nothing is due: cron mails only what matters (a due
+            # certificate skipped on a keepalived BACKUP has steps and is said)
         if planning:
             print(f"{r.name}: {'due' if r.decision.due else 'not due'}: {r.decision.reason}")
         elif r.outcome is Outcome.SKIPPED:

@@ -9,6 +9,7 @@ Side effects: reads the configuration file (and EAB key files it names).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Set
@@ -32,10 +33,13 @@ from .model import (
     Heartbeat,
     Http01Standalone,
     Http01Webroot,
+    Keepalived,
     KeyType,
     Monitor,
     MonitorEndpoint,
     Notify,
+    OnBackup,
+    Peer,
     Policy,
     Staging,
     StagingTarget,
@@ -249,6 +253,7 @@ def _config(ctx: _Ctx, root: _V) -> Config | None:
             "metrics",
             "notify",
             "heartbeat",
+            "failover",
         },
         {"ca", "certificates"},
     )
@@ -264,6 +269,7 @@ def _config(ctx: _Ctx, root: _V) -> Config | None:
         textfile = _abs_path(ctx, mm["textfile"]) if "textfile" in mm else None
     notify = _notify(ctx, m["notify"]) if "notify" in m else Notify()
     heartbeat = _heartbeat(ctx, m["heartbeat"]) if "heartbeat" in m else None
+    failover = _failover(ctx, m["failover"]) if "failover" in m else None
     certs = _certificates(ctx, m["certificates"]) if "certificates" in m else ()
     if "certificates" in m and isinstance(m["certificates"].value, dict):
         _check_staging_targets(ctx, m["certificates"], certs, "staging" in m)
@@ -281,6 +287,7 @@ def _config(ctx: _Ctx, root: _V) -> Config | None:
         textfile,
         notify,
         heartbeat,
+        failover,
     )
 
 
@@ -358,6 +365,104 @@ def _heartbeat(ctx: _Ctx, v: _V) -> Heartbeat | None:
     if url is None:
         return None
     return Heartbeat(url, ctx.get(m, "timeout", _duration, 10.0), _roots(ctx, m, v))
+
+
+_VRRP_NAME = re.compile(r"^[A-Za-z0-9_]{1,63}$")
+
+
+def _failover(ctx: _Ctx, v: _V) -> Keepalived | None:
+    m = ctx.mapping(v, {"keepalived"}, {"keepalived"})
+    if "keepalived" not in m:
+        return None
+    v = m["keepalived"]
+    keys = {"instance", "address", "peer", "vips", "pid_file", "dump_dir", "dump_timeout",
+            "max_advert_age", "on_backup"}  # fmt: skip
+    k = ctx.mapping(v, keys, {"instance", "address", "peer"})
+    instance = ctx.get(k, "instance", _str, "")
+    if instance and not _VRRP_NAME.match(instance):
+        ctx.error(k["instance"], f"not a keepalived instance name ([A-Za-z0-9_]): {instance!r}")
+    address = ctx.get(k, "address", _address, "")
+    no_vips: list[str] = []
+    vips = [x.split("/")[0] for x in ctx.get(k, "vips", _addresses, no_vips)]
+    peer = _peer(ctx, k["peer"]) if "peer" in k else None
+    if peer is not None and address and peer.address == address:
+        ctx.error(k["peer"], f"the peer's address is this node's own ({address})")
+    on_backup = OnBackup.SKIP
+    if "on_backup" in k:
+        try:
+            on_backup = OnBackup(k["on_backup"].value)
+        except ValueError:
+            ctx.error(k["on_backup"], f"expected one of {', '.join(o.value for o in OnBackup)}")
+    age = ctx.get(k, "max_advert_age", _duration, -1.0)
+    if not (instance and address and peer):
+        return None
+    return Keepalived(
+        instance=instance,
+        address=address,
+        peer=peer,
+        vips=tuple(vips),
+        pid_file=str(ctx.get(k, "pid_file", _abs_path, Path(Keepalived.pid_file))),
+        dump_dir=str(ctx.get(k, "dump_dir", _abs_path, Path(Keepalived.dump_dir))),
+        dump_timeout=ctx.get(k, "dump_timeout", _duration, Keepalived.dump_timeout),
+        max_advert_age=None if age < 0 else age,
+        on_backup=on_backup,
+    )
+
+
+def _peer(ctx: _Ctx, v: _V) -> Peer | None:
+    keys = {"command", "address", "pid_file", "dump_dir", "certagent", "quote", "timeout"}
+    m = ctx.mapping(v, keys, {"command", "address"})
+    none: list[str] = []
+    command = ctx.get(m, "command", _argv, none)
+    address = ctx.get(m, "address", _address, "")
+    quote = Path(command[0]).name == "ssh" if command else True
+    if "quote" in m:
+        if isinstance(m["quote"].value, bool):
+            quote = m["quote"].value
+        else:
+            ctx.error(m["quote"], f"expected true or false, got {m['quote'].value!r}")
+    if not (command and address):
+        return None
+    return Peer(
+        command=tuple(command),
+        address=address,
+        pid_file=str(ctx.get(m, "pid_file", _abs_path, Path(Peer.pid_file))),
+        dump_dir=str(ctx.get(m, "dump_dir", _abs_path, Path(Peer.dump_dir))),
+        certagent=tuple(ctx.get(m, "certagent", _argv, list(Peer.certagent))),
+        quote=quote,
+        timeout=ctx.get(m, "timeout", _duration, Peer.timeout),
+    )
+
+
+def _argv(ctx: _Ctx, v: _V) -> list[str] | None:
+    argv = _list(ctx, v, _str)
+    if argv is not None and not argv:
+        ctx.error(v, "expected a non-empty list of arguments")
+        return None
+    return argv
+
+
+def _address(ctx: _Ctx, v: _V) -> str | None:
+    s = _str(ctx, v)
+    if s is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(s.strip("[]")))
+    except ValueError:
+        if _is_dns_name(s.lower()) and not s.startswith("*"):
+            return s.lower()
+    ctx.error(v, f"expected an IP address or host name, got {s!r}")
+    return None
+
+
+def _addresses(ctx: _Ctx, v: _V) -> list[str] | None:
+    out = []
+    for s in _list(ctx, v, _str) or []:
+        try:
+            out.append(str(ipaddress.ip_interface(s)))
+        except ValueError:
+            ctx.error(v, f"expected IP addresses (address or address/prefix), got {s!r}")
+    return out
 
 
 STARTTLS = ("smtp", "imap", "postgres", "ldap")

@@ -129,11 +129,8 @@ class Deployer:
         steps: Steps,
     ) -> tuple[Outcome, CertState]:
         """Preflight, swap, hook, verify; on a failure after the swap, roll back."""
-        with steps.step("preflight") as notes:
-            problems = self.preflight(spec, release)
-            if problems:
-                raise GateRefused("; ".join(problems))
-            notes.append("config test, permissions and disk space ok")
+        self.gate(spec, release, steps)
+        self.before_swap(spec, release, steps)
         prev_id = previous.release_id if previous else None
         state = replace(state, pending=(release.release_id, prev_id))
         self.store.write_state(spec.name, state)  # a kill from here on is resumed next run
@@ -197,6 +194,21 @@ class Deployer:
         return Outcome.ROLLED_BACK, state
 
     # -- steps ------------------------------------------------------------------------
+
+    def gate(self, spec: CertSpec, release: Release, steps: Steps) -> None:
+        """The preflight step: raises GateRefused with every reason not to swap."""
+        with steps.step("preflight") as notes:
+            problems = self.preflight(spec, release)
+            if problems:
+                raise GateRefused("; ".join(problems))
+            notes.append("config test, permissions and disk space ok")
+
+    def before_swap(self, spec: CertSpec, release: Release, steps: Steps) -> None:
+        """What must succeed elsewhere before this node swaps (a failover peer): nothing here."""
+
+    def endpoints(self, spec: CertSpec, step: str) -> tuple[Endpoint, ...]:
+        """Where `step` (verify, verify-old) checks what is served: the configured endpoints."""
+        return _need(spec).endpoints
 
     def preflight(self, spec: CertSpec, release: Release) -> list[str]:
         """Every reason not to swap, all at once."""
@@ -271,16 +283,18 @@ class Deployer:
 
     def verify(self, spec: CertSpec, release: Release, steps: Steps, name: str = "verify") -> None:
         deploy = _need(spec)
-        if not deploy.endpoints:
+        endpoints = self.endpoints(spec, name)
+        if not endpoints:
             return
         with steps.step(name) as notes:
             failures = self.prober(deploy).wait_for(
-                deploy.endpoints, release.fingerprint_sha256, deploy.verify_timeout
+                endpoints, release.fingerprint_sha256, deploy.verify_timeout
             )
             if failures:
                 raise DeployFailed("; ".join(failures))
             notes.append(
-                f"{len(deploy.endpoints)} endpoint(s) serve {release.fingerprint_sha256[:16]}…"
+                f"{', '.join(f'{e.host}:{e.port}' for e in endpoints)} "
+                f"serve {release.fingerprint_sha256[:16]}…"
             )
 
     def run_command(

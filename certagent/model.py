@@ -213,6 +213,39 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class Peer:
+    """The other keepalived node, reached through a command prefix (ssh, salt…)."""
+
+    command: tuple[str, ...]  # e.g. (ssh, -o, BatchMode=yes, root@10.0.0.12)
+    address: str  # its own address: TLS checks of its web server go here
+    pid_file: str = "/run/keepalived.pid"
+    dump_dir: str = "/tmp"  # noqa: S108 - keepalived's TMPDIR there: where it writes dumps
+    certagent: tuple[str, ...] = ("certagent",)  # how to run certagent there
+    quote: bool = True  # the prefix passes one string to a remote shell (ssh does)
+    timeout: float = 300.0  # the whole deploy on the peer
+
+
+class OnBackup(StrEnum):
+    SKIP = "skip"  # renew on a BACKUP: nothing to do, exit 0
+    FAIL = "fail"  # exit 1: this host was expected to be the MASTER
+
+
+@dataclass(frozen=True)
+class Keepalived:
+    """failover.keepalived: this node's VRRP instance and its peer."""
+
+    instance: str
+    address: str  # this node's own address (not the VIP): where its web server is checked
+    peer: Peer
+    vips: tuple[str, ...] = ()  # bare addresses; checked against both nodes when given
+    pid_file: str = "/run/keepalived.pid"
+    dump_dir: str = "/tmp"  # noqa: S108 - keepalived's TMPDIR: where it writes dumps
+    dump_timeout: float = 2.0  # keepalived must answer a dump signal within this
+    max_advert_age: float | None = None  # None: three advert intervals, at least 1 s
+    on_backup: OnBackup = OnBackup.SKIP
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     state_dir: Path
@@ -225,6 +258,7 @@ class Config:
     metrics_textfile: Path | None = None
     notify: Notify = field(default_factory=lambda: Notify())
     heartbeat: Heartbeat | None = None
+    failover: Keepalived | None = None
 
     def certificate(self, name: str) -> CertSpec | None:
         return next((c for c in self.certificates if c.name == name), None)

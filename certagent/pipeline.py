@@ -55,6 +55,13 @@ class Rehearser(Protocol):
     def __call__(self, spec: CertSpec, steps: Steps) -> None: ...
 
 
+class RoleGate(Protocol):
+    """A failover pair: None if this node may order `spec`, a reason to skip it (a
+    BACKUP), or GateRefused (neither role, or the peer is not ready)."""
+
+    def may_order(self, spec: CertSpec) -> str | None: ...
+
+
 Progress = Callable[[str, str], None]  # (certificate name, what is happening)
 
 
@@ -68,6 +75,7 @@ class Context:
     deployer: Deployer
     progress: Progress = field(default=lambda name, what: None)
     rehearse: Rehearser | None = None  # None: no staging CA configured, or this is staging
+    failover: RoleGate | None = None  # None: not a keepalived node, or the gate is overridden
 
 
 GATES = frozenset({GateRefused.code, RehearsalFailed.code})  # refusals counted for metrics
@@ -161,6 +169,14 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
     attempt = Attempt.begin(ctx, spec, decision)
     retry = None if force else _retryable(ctx, spec, state.failed_release)
     try:
+        if ctx.failover is not None:
+            ctx.progress(spec.name, "checking the keepalived pair")
+            with attempt.steps.step("failover") as notes:
+                skip = ctx.failover.may_order(spec)
+                notes.append(skip or "this node is MASTER and the peer is ready")
+            if skip is not None:
+                skipped = Decision(False, f"{decision.reason}, but {skip}", decision.renew_at)
+                return _result(spec, Outcome.SKIPPED, skipped, attempt.steps, current)
         rehearsed(ctx, spec, attempt.steps)
         if retry is not None:
             release = restage(ctx, spec, retry, attempt.steps)

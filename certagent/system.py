@@ -71,17 +71,25 @@ class RunResult:
         return f"`{' '.join(self.argv)}` {status}" + (f": {tail}" if tail else "")
 
 
-def run(argv: Sequence[str], timeout: float, env: Mapping[str, str]) -> RunResult:
+def run(
+    argv: Sequence[str],
+    timeout: float,
+    env: Mapping[str, str],
+    stdin: bytes | None = None,
+    limit: int = OUTPUT_TAIL,
+) -> RunResult:
     """Run argv without a shell, with a timeout and exactly the given environment.
 
     The child gets its own process group so that a timeout kills what it started too.
+    `stdin` is fed to the child (else it reads nothing); `limit` is how much of the
+    output's tail is kept (a report wants little, a parser all of it).
     """
     start = time.monotonic()
     child_env = {**BASE_ENV, **env}
     try:
         proc = subprocess.Popen(
             list(argv),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=child_env,
@@ -93,12 +101,12 @@ def run(argv: Sequence[str], timeout: float, env: Mapping[str, str]) -> RunResul
         )
     timed_out = False
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        out, _ = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-    text = out.decode("utf-8", "replace")[-OUTPUT_TAIL:]
+    text = out.decode("utf-8", "replace")[-limit:]
     code = None if timed_out else proc.returncode
     return RunResult(tuple(argv), code, text, time.monotonic() - start, timed_out)

@@ -1,0 +1,259 @@
+"""A keepalived pair: only the MASTER orders; the BACKUP must be able to take the VIP
+and must already serve the new certificate before the MASTER swaps.
+
+`Failover` reads both nodes' keepalived (through `keepalived.dump`, locally and
+through the peer's command prefix) and pushes a release to the peer, where
+`certagent receive` deploys it with the peer's own config test, hook and checks.
+`FailoverDeployer` is the deployer of a failover node: on the MASTER it adds the
+readiness gate to preflight and the rollout to the peer before its own swap, and
+verifies on this node's own address as well as on the configured endpoints (the
+VIP); on the BACKUP (receiving) it verifies on its own address only, because the
+VIP is served by the other node.
+
+Side effects: subprocesses (keepalived dumps, the peer prefix), network (TLS
+probes of the peer), all through injected ports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from . import keepalived
+from .deploy import Deployer, Prober, Steps
+from .errors import CertagentError, GateRefused
+from .keepalived import Expect, KeepalivedError, VrrpState, Where
+from .model import CertSpec, DeploySpec, Endpoint, Keepalived, OnBackup, Release
+from .store import Store
+from .system import Clock, RunResult
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_SCHEMA = 1
+MAX_PAYLOAD = 1 << 20  # a key and a chain; anything larger is not ours
+
+
+class PeerFailed(CertagentError):
+    """The peer did not take the release: this node must not swap."""
+
+    code = "peer-failed"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    problems: tuple[str, ...]
+    facts: tuple[str, ...]  # what was seen, for the report
+
+
+class Failover:
+    """One run's view of the pair. `override` (a reason) skips every keepalived check
+    and the peer rollout: this node then deploys alone, loudly."""
+
+    def __init__(
+        self,
+        spec: Keepalived,
+        run: keepalived.Run,
+        override: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.run = run
+        self.override = override
+        self.local_where = Where("this node", (), spec.pid_file, spec.dump_dir)
+        peer = spec.peer
+        self.peer_where = Where(
+            f"peer {peer.address}", peer.command, peer.pid_file, peer.dump_dir, peer.quote
+        )
+        self.expect = Expect(spec.instance, frozenset(spec.vips), spec.max_advert_age)
+        self._role: VrrpState | None = None
+
+    # -- roles and readiness -------------------------------------------------------------
+
+    def role(self) -> VrrpState:
+        """This node's state, read once per run. Raises KeepalivedError if unreadable."""
+        if self._role is None:
+            local = keepalived.dump(self.local_where, self.run, self.spec.dump_timeout)
+            inst = local.get(self.spec.instance)
+            if inst is None:
+                raise KeepalivedError(
+                    f"this node's keepalived has no VRRP instance {self.spec.instance} "
+                    f"(it has {', '.join(sorted(local)) or 'none'})"
+                )
+            self._role = inst.state
+        return self._role
+
+    def may_order(self, spec: CertSpec) -> str | None:
+        """None: this node may order and deploy. A reason: skip (a BACKUP, configured to
+        skip). Raises GateRefused when this node is neither, or the peer is not ready."""
+        if self.override is not None:
+            return None
+        try:
+            role = self.role()
+        except KeepalivedError as exc:
+            raise GateRefused(f"failover: {exc}") from exc
+        if role is VrrpState.BACKUP:
+            why = (
+                f"this node is the keepalived BACKUP of {self.spec.instance}: the MASTER "
+                f"orders (http-01 reaches the VIP) and deploys here"
+            )
+            if self.spec.on_backup is OnBackup.SKIP:
+                return why
+            raise GateRefused(f"{why} (failover.keepalived.on_backup: fail)")
+        if role is not VrrpState.MASTER:
+            raise GateRefused(
+                f"failover: this node's {self.spec.instance} is {role.name}, neither MASTER "
+                "nor BACKUP: not ordering"
+            )
+        if spec.deploy is not None:  # do not spend an order the gate would refuse anyway
+            ready = self.readiness()
+            if ready.problems:
+                raise GateRefused("failover: " + "; ".join(ready.problems))
+        return None
+
+    def readiness(self) -> Readiness:
+        """Fresh dumps from both nodes: can the peer take the VIP from us right now?"""
+        try:
+            local_dump = keepalived.dump(self.local_where, self.run, self.spec.dump_timeout)
+        except KeepalivedError as exc:
+            return Readiness((str(exc),), ())
+        local, problems = keepalived.local_problems(local_dump, self.expect)
+        facts = [f"this node: {local.describe()}"] if local else []
+        if local is None:
+            return Readiness(tuple(problems), tuple(facts))
+        try:
+            peer_dump = keepalived.dump(self.peer_where, self.run, self.spec.dump_timeout)
+        except KeepalivedError as exc:
+            return Readiness((*problems, str(exc)), tuple(facts))
+        problems += keepalived.peer_problems(peer_dump, local, self.expect, self.peer_where.label)
+        peer = peer_dump.get(self.spec.instance)
+        if peer is not None:
+            facts.append(f"{self.peer_where.label}: {peer.describe()}")
+        return Readiness(tuple(problems), tuple(facts))
+
+    # -- the peer ------------------------------------------------------------------------
+
+    def node_endpoints(self, deploy: DeploySpec, address: str) -> tuple[Endpoint, ...]:
+        """The configured endpoints' ports and names, on one node's own address."""
+        seen: dict[tuple[int, str], Endpoint] = {}
+        for e in deploy.endpoints:
+            seen.setdefault((e.port, e.sni), Endpoint(address, e.port, e.sni))
+        return tuple(seen.values())
+
+    def push(self, spec: CertSpec, release: Release) -> tuple[str, ...]:
+        """Hand the release to the peer's `certagent receive`, which deploys it there.
+        Returns the peer's steps as notes; raises PeerFailed with the peer's reason."""
+        payload = json.dumps(
+            {
+                "schema": PAYLOAD_SCHEMA,
+                "name": spec.name,
+                "release": release.release_id,
+                "ca": release.ca,
+                "fullchain": (release.path / "fullchain.pem").read_text(),
+                "key": (release.path / "privkey.pem").read_text(),
+            }
+        ).encode()
+        peer = self.spec.peer
+        argv = self.peer_where.argv([*peer.certagent, "receive", spec.name, "--json"])
+        result = self.run(argv, peer.timeout, {}, stdin=payload, limit=keepalived.OUTPUT_LIMIT)
+        report = _report(result)
+        where = self.peer_where.label
+        if report is None:
+            raise PeerFailed(f"{where}: `certagent receive` gave no report: {result.describe()}")
+        certs = report.get("certificates") or [{}]
+        cert = certs[0] if isinstance(certs, list) and certs else {}
+        steps = cert.get("steps", []) if isinstance(cert, dict) else []
+        notes = tuple(
+            f"{s.get('step')} {'ok' if s.get('ok') else 'FAILED'}"
+            for s in steps
+            if isinstance(s, dict)
+        )
+        if not result.ok:
+            error = cert.get("error") if isinstance(cert, dict) else None
+            outcome = cert.get("outcome") if isinstance(cert, dict) else None
+            raise PeerFailed(
+                f"{where}: deploy {outcome or 'failed'} (exit {result.returncode}): "
+                f"{error or report.get('error') or result.output.strip()[-300:]}"
+            )
+        return notes
+
+
+def _report(result: RunResult) -> Mapping[str, object] | None:
+    """The peer's JSON report: the last output line that is one (logs may precede it)."""
+    for line in reversed(result.output.splitlines()):
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, dict):
+                return data
+    return None
+
+
+class FailoverDeployer(Deployer):
+    """The deployer of a keepalived node. `master`: gate, peer first, then here.
+    Not `master` (receiving from the MASTER): a plain deploy checked on this node."""
+
+    def __init__(
+        self,
+        store: Store,
+        runner: keepalived.Run,
+        prober: Callable[[DeploySpec], Prober],
+        clock: Clock,
+        failover: Failover,
+        master: bool,
+    ) -> None:
+        super().__init__(store, runner, prober, clock)
+        self.failover = failover
+        self.master = master
+
+    def gate(self, spec: CertSpec, release: Release, steps: Steps) -> None:
+        if not self.master:
+            return super().gate(spec, release, steps)
+        with steps.step("preflight") as notes:
+            problems = self.preflight(spec, release)
+            if self.failover.override is not None:
+                msg = (
+                    f"failover gate OVERRIDDEN ({self.failover.override}): deploying on this "
+                    "node only, the peer is neither checked nor updated"
+                )
+                log.warning("%s: %s", spec.name, msg)
+                notes.append(msg)
+            else:
+                ready = self.failover.readiness()
+                problems += [f"failover: {p}" for p in ready.problems]
+                notes += ready.facts
+            if problems:
+                raise GateRefused("; ".join(problems))
+            notes.append("config test, permissions and disk space ok")
+
+    def before_swap(self, spec: CertSpec, release: Release, steps: Steps) -> None:
+        if not self.master or self.failover.override is not None:
+            return
+        deploy = spec.deploy
+        assert deploy is not None  # noqa: S101 - deploy() is only called with a deploy section
+        label = self.failover.peer_where.label
+        with steps.step("peer-deploy", label) as notes:
+            notes += self.failover.push(spec, release)
+        endpoints = self.failover.node_endpoints(deploy, self.failover.spec.peer.address)
+        if not endpoints:
+            return
+        with steps.step("peer-verify") as notes:
+            failures = self.prober(deploy).wait_for(
+                endpoints, release.fingerprint_sha256, deploy.verify_timeout
+            )
+            if failures:
+                raise PeerFailed(f"{label}: " + "; ".join(failures))
+            notes.append(f"{label} serves {release.fingerprint_sha256[:16]}…")
+
+    def endpoints(self, spec: CertSpec, step: str) -> tuple[Endpoint, ...]:
+        """This node's own address always; the VIP too when the MASTER deploys. Rolling
+        back, only this node: the VIP may already be on the peer, with the new certificate."""
+        deploy = spec.deploy
+        if deploy is None:
+            return ()
+        own = self.failover.node_endpoints(deploy, self.failover.spec.address)
+        if self.master and step == "verify":
+            return own + tuple(e for e in deploy.endpoints if e not in own)
+        return own
