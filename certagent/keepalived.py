@@ -216,14 +216,13 @@ def _data(text: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
                 current = topology.setdefault(line.split(" = ", 1)[1].strip(), {})
                 in_tracked = False
             elif current is not None:
-                if line.strip() == "Tracked scripts :":
-                    in_tracked = True
-                elif in_tracked and line.startswith("     ") and " weight " in line:
+                if line.startswith("   ") and not line.startswith("    "):  # a fact or a header
+                    in_tracked = line.strip() == "Tracked scripts :"
+                    if sep:
+                        current.setdefault(key, value.strip())
+                elif in_tracked and " weight " in line:  # "     NAME weight N" under it
                     name = line.split()[0]
                     current["tracked"] = f"{current.get('tracked', '')} {name}".strip()
-                elif sep and line.startswith("   ") and not line.startswith("    "):
-                    in_tracked = False
-                    current.setdefault(key, value.strip())
         elif section == "VRRP Scripts":
             if line.startswith(" VRRP Script = "):
                 script = line.split(" = ", 1)[1].strip()

@@ -19,6 +19,8 @@ class Pebble:
     nonce_reject: int = 0
     authz_reuse: int | None = None
     blocklist: tuple[str, ...] = ()
+    host: str = "127.0.0.1"  # where pebble listens (a LAN address for a cluster)
+    answer: str = "127.0.0.1"  # what its DNS answers for every name (where it validates)
     http_port: int = field(default_factory=free_port)
     port: int = field(default_factory=free_port)
     management_port: int = field(default_factory=free_port)
@@ -28,7 +30,7 @@ class Pebble:
 
     @property
     def directory_url(self) -> str:
-        return f"https://127.0.0.1:{self.port}/dir"
+        return f"https://{self.host}:{self.port}/dir"
 
     @property
     def tls_root(self) -> Path:
@@ -38,14 +40,14 @@ class Pebble:
     def start(self) -> Pebble:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ca = pki.make_ca("pebble listener root")
-        cert, key = pki.issue(ca, ["127.0.0.1", "localhost"])
+        cert, key = pki.issue(ca, sorted({self.host, "127.0.0.1", "localhost"}))
         pki.write(self.tls_root, ca.pem())
         pki.write(self.workdir / "listener.pem", cert)
         pki.write(self.workdir / "listener.key", key, 0o600)
         cfg = {
             "pebble": {
-                "listenAddress": f"127.0.0.1:{self.port}",
-                "managementListenAddress": f"127.0.0.1:{self.management_port}",
+                "listenAddress": f"{self.host}:{self.port}",
+                "managementListenAddress": f"{self.host}:{self.management_port}",
                 "certificate": str(self.workdir / "listener.pem"),
                 "privateKey": str(self.workdir / "listener.key"),
                 "httpPort": self.http_port,
@@ -58,7 +60,9 @@ class Pebble:
         if self.validity_seconds is not None:
             cfg["pebble"]["certificateValidityPeriod"] = self.validity_seconds
         (self.workdir / "pebble.json").write_text(json.dumps(cfg, indent=2))
-        self.servers.append(challtestsrv(self.workdir, self.challtest_port, self.dns_port))
+        self.servers.append(
+            challtestsrv(self.workdir, self.challtest_port, self.dns_port, self.answer)
+        )
         env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject)}
         if self.authz_reuse is not None:
             env["PEBBLE_AUTHZREUSE"] = str(self.authz_reuse)
@@ -74,13 +78,13 @@ class Pebble:
             env=env,
         )
         self.servers.append(peb)
-        peb.wait_until(port_open("127.0.0.1", self.port), what="ACME port")
+        peb.wait_until(port_open(self.host, self.port), what="ACME port")
         return self
 
     def issuing_roots(self) -> bytes:
         """pebble makes a new issuing root at every start: fetch it from /roots/0."""
         ctx = ssl.create_default_context(cafile=str(self.tls_root))
-        url = f"https://127.0.0.1:{self.management_port}/roots/0"
+        url = f"https://{self.host}:{self.management_port}/roots/0"
         with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
             return bytes(resp.read())
 
@@ -90,8 +94,10 @@ class Pebble:
         self.servers.clear()
 
 
-def challtestsrv(workdir: Path, management_port: int, dns_port: int) -> Server:
-    """pebble-challtestsrv as a DNS server only, answering 127.0.0.1 for every name.
+def challtestsrv(
+    workdir: Path, management_port: int, dns_port: int, answer: str = "127.0.0.1"
+) -> Server:
+    """pebble-challtestsrv as a DNS server only, answering `answer` for every name.
 
     Every listener is overridden: its defaults bind all interfaces. No AAAA answers:
     pebble dials the first AAAA answer only.
@@ -110,7 +116,7 @@ def challtestsrv(workdir: Path, management_port: int, dns_port: int) -> Server:
             "-tlsalpn01",
             "",
             "-defaultIPv4",
-            "127.0.0.1",
+            answer,
             "-defaultIPv6",
             "",
         ],

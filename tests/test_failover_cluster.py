@@ -1,0 +1,377 @@
+"""Failover on a real two-node keepalived cluster (testbed/cluster.py).
+
+n1 is the MASTER and runs `certagent renew`; n2 is the BACKUP, reached over the LAN
+through a real sshd. pebble validates http-01 on the VIP. A client namespace probes
+the VIP every 20 ms. Both nodes track `certagent health` in keepalived (weight 0),
+so a node whose nginx stops serving a valid certificate gives up the VIP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certagent.model import Endpoint
+from certagent.store import Store
+from certagent.verify import probe, trust_context
+from testbed import netns
+from testbed.cluster import HOST, NAME, ROOT, VIP, Cluster, Node, read_probes, wait
+from testbed.pebble import Pebble
+
+pytestmark = pytest.mark.integration
+
+HOOK = """#!/bin/sh
+# The deploy hook of {name}. With {flag} present, a deploy breaks nginx (the
+# incident), then waits until keepalived has noticed and moved the VIP away.
+NGINX="nginx -p {prefix} -c {conf}"
+if [ "$CERTAGENT_ACTION" = deploy ] && [ -e {flag} ]; then
+    $NGINX -s stop
+    i=0
+    while ip -o addr show dev eth0 | grep -q " {vip}/"; do
+        i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.05
+    done
+    echo "nginx stopped; VIP left this node"; exit 1
+fi
+if [ -s {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then
+    exec $NGINX -s reload
+fi
+exec $NGINX   # not running: start it again (daemonized)
+"""
+
+
+@dataclass
+class Bed:
+    cluster: Cluster
+    pebble: Pebble
+    roots: list[Path]
+    tmp: Path
+
+    @property
+    def master(self) -> Node:
+        return self.cluster.master
+
+    @property
+    def backup(self) -> Node:
+        return self.cluster.backup
+
+    def write_config(self, node: Node, peer: Node) -> None:
+        prefix = node.dir / "nginx"
+        node.dir.joinpath("hook.sh").write_text(
+            HOOK.format(
+                name=node.name,
+                flag=node.dir / "break",
+                prefix=prefix,
+                conf=node.nginx_conf,
+                vip=VIP,
+                pid=node.nginx_pid,
+            )
+        )
+        cfg: dict[str, Any] = {
+            "state_dir": str(node.dir / "state"),
+            "template_dirs": [str(ROOT / "templates")],
+            "ca": {
+                "directory": self.pebble.directory_url,
+                "trust_roots": [str(self.pebble.tls_root)],
+                "timeout": 5,
+            },
+            "policy": {"order_timeout": 20, "failure_backoff": 0},
+            "certificates": {
+                "www": {
+                    "names": [NAME],
+                    "challenge": {"type": "http-01", "standalone": {"port": 80}},
+                    "deploy": {
+                        "templates": [
+                            {"template": "nginx/nginx.conf.j2", "dest": str(node.nginx_conf)}
+                        ],
+                        "vars": {
+                            "listen": [f"{VIP}:443", f"{node.address}:443"],
+                            "http_listen": "",
+                            "pid": str(node.nginx_pid),
+                            "error_log": str(prefix / "error.log"),
+                            "access_log": "off",
+                        },
+                        "test": ["nginx", "-t", "-p", str(prefix), "-c", "{config}"],
+                        "hook": {"argv": ["/bin/sh", str(node.dir / "hook.sh")], "timeout": 30},
+                        "endpoints": [f"{VIP}:443"],
+                        "verify_timeout": 5,
+                        "trust_roots": [str(r) for r in self.roots],
+                    },
+                }
+            },
+            "failover": {
+                "keepalived": {
+                    "instance": "VI_1",
+                    "address": node.address,
+                    "vips": [VIP],
+                    "pid_file": str(node.keepalived_pid),
+                    "dump_dir": str(node.dump_dir),
+                    "peer": {
+                        "command": self.cluster.ssh_prefix(peer),
+                        "address": peer.address,
+                        "pid_file": str(peer.keepalived_pid),
+                        "dump_dir": str(peer.dump_dir),
+                        "certagent": [
+                            sys.executable,
+                            "-m",
+                            "certagent",
+                            "-c",
+                            str(peer.config),
+                        ],
+                        "timeout": 60,
+                    },
+                }
+            },
+        }
+        node.config.write_text(json.dumps(cfg, indent=1))
+
+    def served(self, host: str) -> str | None:
+        """The fingerprint a node serves on its own address (from this process, on the LAN)."""
+        ctx = trust_context(self.roots)
+        return probe(Endpoint(host, 443, NAME), ctx, 2).fingerprint
+
+    def current_fp(self, node: Node) -> str | None:
+        current = Store(node.dir / "state").current("www")
+        return current.fingerprint_sha256 if current else None
+
+
+@pytest.fixture
+def bed(tmp_path: Path) -> Iterator[Bed]:
+    if not netns.can_enter():
+        pytest.skip("the keepalived cluster needs root (network namespaces)")
+    for binary in ("keepalived", "nginx", "pebble", "ssh", "ssh-keygen", "/usr/sbin/sshd"):
+        if shutil.which(binary) is None:
+            pytest.fail(f"{binary} is not installed: run `make deps` (the Makefile installs it)")
+    cluster = Cluster(tmp_path / "cluster")
+    pebble = Pebble(tmp_path / "pebble", host=HOST, answer=VIP, http_port=80)
+    try:
+        cluster.start_network()
+        pebble.start()
+        issuing = tmp_path / "pebble-issuing-root.pem"
+        issuing.write_bytes(pebble.issuing_roots())
+        cluster.start_nginx(cluster.master)  # makes the bootstrap root
+        cluster.start_nginx(cluster.backup)
+        b = Bed(cluster, pebble, [cluster.bootstrap_root, issuing], tmp_path)
+        b.write_config(cluster.master, cluster.backup)
+        b.write_config(cluster.backup, cluster.master)
+        cluster.start_sshd(cluster.backup)
+        cluster.start_keepalived(cluster.master)
+        cluster.start_keepalived(cluster.backup)
+        cluster.wait_roles()
+        yield b
+    finally:
+        cluster.stop()
+        pebble.stop()
+
+
+def _report(proc: Any) -> dict[str, Any]:
+    try:
+        data = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"no JSON report (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    assert isinstance(data, dict)
+    return data
+
+
+def _steps(report: dict[str, Any]) -> list[tuple[str, bool]]:
+    return [(s["step"], s["ok"]) for s in report["certificates"][0]["steps"]]
+
+
+def _probes_until(path: Path, t: float, more: int = 10) -> list[dict[str, Any]]:
+    """The probe log once it holds `more` probes made after monotonic time `t`."""
+    wait(lambda: sum(1 for p in read_probes(path) if p["t"] > t) >= more, 10, "probes")
+    return read_probes(path)
+
+
+def test_backup_first_then_master_and_the_vip_never_serves_an_invalid_certificate(
+    bed: Bed,
+) -> None:
+    before = bed.served(VIP)
+    # The BACKUP does not order: it says so and exits 0.
+    on_backup = bed.backup.certagent("renew")
+    assert on_backup.returncode == 0, on_backup.stderr
+    assert "BACKUP" in on_backup.stdout and "the MASTER orders" in on_backup.stdout
+    assert bed.current_fp(bed.backup) is None
+    for node in (bed.master, bed.backup):
+        health = node.certagent("health")
+        assert health.returncode == 0, health.stdout + health.stderr
+
+    log = bed.tmp / "probe.jsonl"
+    bed.cluster.start_probe(log, bed.roots)
+    proc = bed.master.certagent("renew", "--json")
+    committed = time.monotonic()
+    report = _report(proc)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    names = [s for s, ok in _steps(report) if ok]
+    assert names[:3] == ["failover", "order", "stage"]
+    # backup first: its deploy and our check of it come before this node swaps
+    assert names.index("peer-deploy") < names.index("peer-verify") < names.index("swap")
+    preflight = next(s for s in report["certificates"][0]["steps"] if s["step"] == "preflight")
+    assert "peer 10.77.0.12: VI_1 BACKUP" in preflight["detail"]
+
+    new = bed.current_fp(bed.master)
+    assert new is not None and new != before
+    assert bed.current_fp(bed.backup) == new  # the backup holds and serves it too
+    assert bed.served(bed.backup.address) == new
+    assert bed.served(bed.master.address) == new
+    received = Store(bed.backup.dir / "state").last_record("receive")
+    assert received is not None and received["exit_status"] == 0
+
+    probes = _probes_until(log, committed)
+    assert probes, "the probe recorded nothing"
+    errors = [p for p in probes if p["kind"] != "ok"]
+    assert not errors, errors[:5]  # never an invalid certificate, never refused
+    after = [p["fp"] for p in probes if p["t"] > committed]
+    assert set(after) == {new}  # nor the old one after the commit
+    assert {p["fp"] for p in probes} <= {before, new}
+    assert bed.master.vrrp_state() == "MASTER" and bed.backup.vrrp_state() == "BACKUP"
+
+
+def _stop(bed: Bed) -> str:
+    bed.cluster.stop_keepalived(bed.backup)
+    return "keepalived is not running"
+
+
+def _kill(bed: Bed) -> str:
+    pid = int(bed.backup.keepalived_pid.read_text())
+    os.kill(pid, signal.SIGKILL)
+    wait(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 5, "keepalived killed")
+    return "keepalived is not running"
+
+
+def _freeze(bed: Bed) -> str:
+    server = bed.backup.keepalived
+    assert server is not None
+    os.killpg(server.pid, signal.SIGSTOP)  # the whole keepalived: parent and VRRP child
+    return "did not answer"
+
+
+def _fault(bed: Bed) -> str:
+    bed.backup.fault_flag.write_text("1\n")
+    wait(lambda: bed.backup.vrrp_state() == "FAULT", 10, "the backup in FAULT")
+    return "VI_1 is FAULT, not BACKUP"
+
+
+def _drift(bed: Bed) -> str:
+    bed.cluster.stop_keepalived(bed.backup)
+    bed.cluster.start_keepalived(bed.backup, vip="10.77.0.99")
+    wait(lambda: _readable(bed.backup), 10, "the drifted backup's keepalived")
+    return "has VIPs {10.77.0.99/24}, this node {10.77.0.10/24}"
+
+
+def _partition(bed: Bed) -> str:
+    bed.cluster.partition(bed.backup)
+    return "peer 10.77.0.12"
+
+
+def _readable(node: Node) -> bool:
+    try:
+        return node.vrrp_state() in ("BACKUP", "MASTER")
+    except Exception:
+        return False
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize(
+    "breakage", [_stop, _kill, _freeze, _fault, _drift, _partition], ids=lambda f: f.__name__[1:]
+)
+def test_a_backup_that_could_not_take_the_vip_refuses_the_renewal(bed: Bed, breakage: Any) -> None:
+    before = (bed.served(bed.master.address), bed.master.nginx_conf.read_text())
+    backup_conf = bed.backup.nginx_conf.read_text()
+    reason = breakage(bed)
+    proc = bed.master.certagent("renew", "--json")
+    report = _report(proc)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    cert = report["certificates"][0]
+    assert cert["error_code"] == "gate-refused"
+    assert reason in cert["error"], cert["error"]
+    steps = [s for s, _ in _steps(report)]
+    assert "order" not in steps and "swap" not in steps  # no order spent, nothing swapped
+    assert bed.current_fp(bed.master) is None and bed.current_fp(bed.backup) is None
+    assert not bed.master.nginx_conf.is_symlink() and not bed.backup.nginx_conf.is_symlink()
+    assert bed.backup.nginx_conf.read_text() == backup_conf
+    assert (bed.served(bed.master.address), bed.master.nginx_conf.read_text()) == before
+
+
+def test_the_override_deploys_on_this_node_alone_and_says_so(bed: Bed) -> None:
+    _freeze(bed)
+    proc = bed.master.certagent(
+        "renew", "--json", "--failover-override", "backup node in maintenance (CHG-42)"
+    )
+    report = _report(proc)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    steps = [s for s, _ in _steps(report)]
+    assert "peer-deploy" not in steps and "failover" not in steps
+    assert bed.current_fp(bed.backup) is None
+    assert bed.served(bed.master.address) == bed.current_fp(bed.master)
+    audit = Store(bed.master.dir / "state").last_record("renew")
+    assert audit is not None
+    overrides = audit["certificates"][0]["overrides"]  # type: ignore[index]
+    assert any("CHG-42" in o for o in overrides)
+
+
+def test_master_hook_breaks_nginx_the_backup_takes_the_vip_with_the_new_certificate(
+    bed: Bed,
+) -> None:
+    old = bed.served(bed.master.address)
+    (bed.master.dir / "break").touch()
+    log = bed.tmp / "probe.jsonl"
+    bed.cluster.start_probe(log, bed.roots)
+    proc = bed.master.certagent("renew", "--json")
+    done = time.monotonic()
+    report = _report(proc)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)  # rolled back
+    steps = _steps(report)
+    assert ("peer-deploy", True) in steps and ("peer-verify", True) in steps
+    assert ("reload", False) in steps
+    assert ("rollback", True) in steps and ("verify-old", True) in steps
+
+    new = bed.current_fp(bed.backup)
+    assert new is not None and new != old
+    assert bed.current_fp(bed.master) is None  # rolled back to the bootstrap config
+    assert not bed.master.nginx_conf.is_symlink()
+    assert bed.served(bed.master.address) == old
+    assert bed.served(bed.backup.address) == new
+
+    probes = _probes_until(log, done)
+    assert not [p for p in probes if p["kind"] == "cert"]  # never an invalid certificate
+    # While the master's nginx was down, the VIP moved to the backup, which served the
+    # new certificate: the only node that had it.
+    assert new in {p["fp"] for p in probes}
+    # The master recovers (its health check passes again) and takes the VIP back.
+    bed.cluster.wait_roles()
+
+
+def test_renew_on_backup_can_be_configured_to_fail(bed: Bed) -> None:
+    cfg = json.loads(bed.backup.config.read_text())
+    cfg["failover"]["keepalived"]["on_backup"] = "fail"
+    bed.backup.config.write_text(json.dumps(cfg))
+    proc = bed.backup.certagent("renew")
+    assert proc.returncode == 1
+    assert "BACKUP" in proc.stderr and "on_backup: fail" in proc.stderr
+
+
+def test_health_fails_when_the_node_serves_no_valid_certificate(bed: Bed) -> None:
+    ok = bed.backup.certagent("health")
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    bed.cluster.stop_nginx(bed.backup)
+    bad = bed.backup.certagent("health")
+    assert bad.returncode == 1
+    assert "10.77.0.12:443" in bad.stdout
+    # keepalived notices through the same command, and the BACKUP goes to FAULT
+    wait(lambda: bed.backup.vrrp_state() == "FAULT", 10, "backup FAULT after nginx stopped")
