@@ -180,11 +180,11 @@ def parse(text: str) -> dict[str, Instance]:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"keepalived.json: instance entry lacks {exc}") from exc
         facts = topology.get(name, {})
+        read_timeout = _number(facts.get("Read timeout"))  # "DISABLED" in FAULT
+        down_timer = _number(facts.get("Master down timer"))  # microseconds
         age = None
-        if "Read timeout" in facts and "Master down timer" in facts:
-            read_timeout = float(facts["Read timeout"].split()[0])
-            down_timer = float(facts["Master down timer"].split()[0]) / 1e6
-            age = max(0.0, now - (read_timeout - down_timer))
+        if read_timeout is not None and down_timer is not None:
+            age = max(0.0, now - (read_timeout - down_timer / 1e6))
         tracked = facts.get("tracked", "").split()
         out[name] = replace(
             inst,
@@ -196,6 +196,13 @@ def parse(text: str) -> dict[str, Instance]:
     if not out:
         raise ValueError("keepalived.json lists no VRRP instance")
     return out
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text.split()[0]) if text else None
+    except (ValueError, IndexError):
+        return None
 
 
 def _data(text: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
