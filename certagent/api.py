@@ -263,7 +263,9 @@ def rollback(config: Config, name: str, *, clock: Clock | None = None) -> Report
                 store.activate(name, target.release_id)
             outcome = Outcome.ROLLED_BACK
         else:
-            ctx = _context(config, store, None, Solvers(), clock)
+            # on a keepalived node, verified on this node's own address: not the VIP
+            failover = _failover(config, None)
+            ctx = _context(config, store, None, Solvers(), clock, failover=failover, master=False)
             outcome, state = ctx.deployer.rollback(spec, current, target, state, steps)
         # A rollback by hand is a decision: do not redeploy the release automatically.
         state = replace(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 from . import api
-from .errors import CertagentError, ExitStatus, UsageError
+from .errors import CertagentError, ConfigError, ExitStatus, UsageError
 from .model import Config, Outcome, Report
 from .system import SystemClock
 
@@ -165,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "restore":  # needs no configuration: the backup carries it
             return _restore(args)
+        if args.command == "health":
+            return _health(args)
         return int(_dispatch(args))
     except CertagentError as exc:
         if checking:  # a monitoring system must read "cannot check" as UNKNOWN, not as OK
@@ -193,6 +195,24 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print(report.text)
     return int(report.state)
+
+
+def _health(args: argparse.Namespace) -> int:
+    """A keepalived track script judges the web server, not certagent's configuration: a
+    config error (likely the same on both nodes) must not put every node in FAULT at once
+    and take the VIP away. It is said on stderr and left to `renew` (exit 78) to report."""
+    try:
+        config = api.load_config(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"certagent health: not judging: {exc}", file=sys.stderr)
+        return 0
+    health = api.health(config, args.timeout)
+    _out(
+        getattr(args, "json", False),
+        {"ok": health.ok, "endpoints": list(health.lines)},
+        "\n".join(health.lines),
+    )
+    return 0 if health.ok else 1
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -274,10 +294,6 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
         else:
             _print_status(rows)
         return ExitStatus.OK
-    if args.command == "health":
-        health = api.health(config, args.timeout)
-        _out(as_json, {"ok": health.ok, "endpoints": list(health.lines)}, "\n".join(health.lines))
-        return ExitStatus.OK if health.ok else ExitStatus.FAILED
     if args.command == "plan":
         report = api.plan_run(config, args.names, args.force)
     elif args.command == "receive":

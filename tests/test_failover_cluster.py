@@ -209,6 +209,7 @@ def test_backup_first_then_master_and_the_vip_never_serves_an_invalid_certificat
     bed.cluster.start_probe(log, bed.roots)
     proc = bed.master.certagent("renew", "--json")
     committed = time.monotonic()
+    (bed.tmp / "renew-report.json").write_text(proc.stdout)  # kept for a look at the timings
     report = _report(proc)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     names = [s for s, ok in _steps(report) if ok]
@@ -369,3 +370,25 @@ def test_health_fails_when_the_node_serves_no_valid_certificate(bed: Bed) -> Non
     assert "10.77.0.12:443" in bad.stdout
     # keepalived notices through the same command, and the BACKUP goes to FAULT
     wait(lambda: bed.backup.vrrp_state() == "FAULT", 10, "backup FAULT after nginx stopped")
+
+
+def test_a_backup_whose_deploy_fails_stops_the_rollout_before_the_master(bed: Bed) -> None:
+    old, backup_old = bed.served(bed.master.address), bed.served(bed.backup.address)
+    master_conf = bed.master.nginx_conf.read_text()
+    (bed.backup.dir / "break").touch()  # the backup's hook stops its nginx and fails
+    proc = bed.master.certagent("renew", "--json")
+    report = _report(proc)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    cert = report["certificates"][0]
+    assert cert["error_code"] == "peer-failed"
+    assert "peer 10.77.0.12" in cert["error"] and "rolled_back" in cert["error"]
+    steps = _steps(report)
+    assert ("peer-deploy", False) in steps
+    assert "swap" not in [s for s, _ in steps]  # the master was not touched
+    assert bed.master.nginx_conf.read_text() == master_conf
+    assert bed.current_fp(bed.master) is None
+    assert bed.served(bed.master.address) == old
+    # the backup rolled itself back and serves its old certificate again
+    assert bed.current_fp(bed.backup) is None and not bed.backup.nginx_conf.is_symlink()
+    assert backup_old is not None
+    wait(lambda: bed.served(bed.backup.address) == backup_old, 10, "the backup's old certificate")

@@ -10,6 +10,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,3 +215,13 @@ def test_failover_config_errors_name_the_key() -> None:
         "failover.keepalived.peer.command",
     ):
         assert expected in text, text
+
+
+def test_health_does_not_fail_the_node_over_a_config_error(run: Any, tmp_path: Path) -> None:
+    """Both nodes usually share the config: failing both track scripts at once would take
+    the VIP away over a typo. `renew` reports config errors (exit 78)."""
+    bad = tmp_path / "certagent.yaml"
+    bad.write_text("ca: {directory: nope}\n")
+    result = run("-c", str(bad), "health")
+    assert result.code == 0
+    assert "not judging" in result.err and str(bad) in result.err
