@@ -26,7 +26,6 @@ from .challenges import Solvers
 from .check import Checker, Finding, State, Target, Watcher, plugin_output, watch
 from .deploy import Deployer, Steps
 from .errors import CertagentError, ExitStatus, GateRefused, UsageError
-from .keepalived import VrrpState
 from .model import (
     CASpec,
     CertResult,
@@ -138,14 +137,12 @@ def deploy(
         attempt = pipeline.Attempt.begin(ctx, spec, decision)
         state = store.read_state(name)
         try:
-            if failover is not None and failover.override is None:
+            if ctx.failover is not None:  # as in renew, but a BACKUP is refused, not skipped
                 with attempt.steps.step("failover") as notes:
-                    if failover.role() is not VrrpState.MASTER:
-                        raise GateRefused(
-                            f"this node's {failover.spec.instance} is {failover.role().name}: "
-                            "deploy on the MASTER, which updates its BACKUP first"
-                        )
-                    notes.append("this node is MASTER")
+                    backup = ctx.failover.may_order(spec)
+                    if backup is not None:
+                        raise GateRefused(f"{backup}: run `certagent deploy` on the MASTER")
+                    notes.append("this node is MASTER and the peer is ready")
             pipeline.rehearsed(ctx, spec, attempt.steps)
             release = pipeline.restage(ctx, spec, current, attempt.steps)
         except CertagentError as exc:
@@ -218,20 +215,17 @@ def health(config: Config, timeout: float = 2.0) -> Health:
     the chain, the name and the dates verified. Reads nothing from the state dir, takes
     no lock, so it answers while a renewal runs.
     """
-    from .verify import probe, trust_context
+    from .verify import on_address, probe, trust_context
 
-    address = config.failover.address if config.failover is not None else None
     lines, ok = [], True
     for spec in config.certificates:
         if spec.deploy is None or not spec.deploy.endpoints:
             continue
         ctx = trust_context(spec.deploy.trust_roots)
-        seen = set()
-        for ep in spec.deploy.endpoints:
-            target = Endpoint(address, ep.port, ep.sni) if address else ep
-            if target in seen:
-                continue
-            seen.add(target)
+        targets = spec.deploy.endpoints
+        if config.failover is not None:
+            targets = on_address(targets, config.failover.address)
+        for target in targets:
             served = probe(target, ctx, timeout)
             ok = ok and served.fingerprint is not None
             verdict = f"OK {served.fingerprint[:16]}…" if served.fingerprint else served.error

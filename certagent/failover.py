@@ -28,6 +28,7 @@ from .keepalived import Expect, KeepalivedError, VrrpState, Where
 from .model import CertSpec, DeploySpec, Endpoint, Keepalived, OnBackup, Release
 from .store import Store
 from .system import Clock, RunResult
+from .verify import on_address
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,6 @@ class Failover:
 
     # -- the peer ------------------------------------------------------------------------
 
-    def node_endpoints(self, deploy: DeploySpec, address: str) -> tuple[Endpoint, ...]:
-        """The configured endpoints' ports and names, on one node's own address."""
-        seen: dict[tuple[int, str], Endpoint] = {}
-        for e in deploy.endpoints:
-            seen.setdefault((e.port, e.sni), Endpoint(address, e.port, e.sni))
-        return tuple(seen.values())
-
     def push(self, spec: CertSpec, release: Release) -> tuple[str, ...]:
         """Hand the release to the peer's `certagent receive`, which deploys it there.
         Returns the peer's steps as notes; raises PeerFailed with the peer's reason."""
@@ -232,11 +226,12 @@ class FailoverDeployer(Deployer):
         if not self.master or self.failover.override is not None:
             return
         deploy = spec.deploy
-        assert deploy is not None  # noqa: S101 - deploy() is only called with a deploy section
+        if deploy is None:  # deploy() is only called with a deploy section
+            return
         label = self.failover.peer_where.label
         with steps.step("peer-deploy", label) as notes:
             notes += self.failover.push(spec, release)
-        endpoints = self.failover.node_endpoints(deploy, self.failover.spec.peer.address)
+        endpoints = on_address(deploy.endpoints, self.failover.spec.peer.address)
         if not endpoints:
             return
         with steps.step("peer-verify") as notes:
@@ -253,7 +248,7 @@ class FailoverDeployer(Deployer):
         deploy = spec.deploy
         if deploy is None:
             return ()
-        own = self.failover.node_endpoints(deploy, self.failover.spec.address)
+        own = on_address(deploy.endpoints, self.failover.spec.address)
         if self.master and step == "verify":
             return own + tuple(e for e in deploy.endpoints if e not in own)
         return own

@@ -28,6 +28,14 @@ class Served:
     error: str | None = None
 
 
+def on_address(endpoints: Sequence[Endpoint], address: str) -> tuple[Endpoint, ...]:
+    """The same ports and names on one node's own address (not the VIP), once each."""
+    seen: dict[tuple[int, str], Endpoint] = {}
+    for e in endpoints:
+        seen.setdefault((e.port, e.sni), Endpoint(address, e.port, e.sni))
+    return tuple(seen.values())
+
+
 def trust_context(extra_roots: Sequence[Path] = ()) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     for root in extra_roots:

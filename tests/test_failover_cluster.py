@@ -236,6 +236,15 @@ def test_backup_first_then_master_and_the_vip_never_serves_an_invalid_certificat
     assert {p["fp"] for p in probes} <= {before, new}
     assert bed.master.vrrp_state() == "MASTER" and bed.backup.vrrp_state() == "BACKUP"
 
+    # `deploy` goes the same way: refused on the BACKUP, backup first on the MASTER
+    refused = bed.backup.certagent("deploy", "www", "--json")
+    assert refused.returncode == 1
+    assert "BACKUP" in _report(refused)["certificates"][0]["error"]
+    again = bed.master.certagent("deploy", "www", "--json")
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    names = [s for s, ok in _steps(_report(again)) if ok]
+    assert names.index("peer-deploy") < names.index("swap")
+
 
 def _stop(bed: Bed) -> str:
     bed.cluster.stop_keepalived(bed.backup)
