@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from . import keepalived
 from .deploy import Deployer, Prober, Steps
 from .errors import CertagentError, GateRefused
-from .keepalived import Expect, KeepalivedError, VrrpState, Where
+from .keepalived import Expect, Instance, KeepalivedError, VrrpState, Where
 from .model import CertSpec, DeploySpec, Endpoint, Keepalived, OnBackup, Release
 from .store import Store
 from .system import Clock, RunResult
@@ -67,22 +67,8 @@ class Failover:
             f"peer {peer.address}", peer.command, peer.pid_file, peer.dump_dir, peer.quote
         )
         self.expect = Expect(spec.instance, frozenset(spec.vips), spec.max_advert_age)
-        self._role: VrrpState | None = None
 
     # -- roles and readiness -------------------------------------------------------------
-
-    def role(self) -> VrrpState:
-        """This node's state, read once per run. Raises KeepalivedError if unreadable."""
-        if self._role is None:
-            local = keepalived.dump(self.local_where, self.run, self.spec.dump_timeout)
-            inst = local.get(self.spec.instance)
-            if inst is None:
-                raise KeepalivedError(
-                    f"this node's keepalived has no VRRP instance {self.spec.instance} "
-                    f"(it has {', '.join(sorted(local)) or 'none'})"
-                )
-            self._role = inst.state
-        return self._role
 
     def may_order(self, spec: CertSpec) -> str | None:
         """None: this node may order and deploy. A reason: skip (a BACKUP, configured to
@@ -90,10 +76,13 @@ class Failover:
         if self.override is not None:
             return None
         try:
-            role = self.role()
+            local_dump = keepalived.dump(self.local_where, self.run, self.spec.dump_timeout)
         except KeepalivedError as exc:
             raise GateRefused(f"failover: {exc}") from exc
-        if role is VrrpState.BACKUP:
+        local, problems = keepalived.local_problems(local_dump, self.expect)
+        if local is None:
+            raise GateRefused("failover: " + "; ".join(problems))
+        if local.state is VrrpState.BACKUP:
             why = (
                 f"this node is the keepalived BACKUP of {self.spec.instance}: the MASTER "
                 f"orders (http-01 reaches the VIP) and deploys here"
@@ -101,23 +90,25 @@ class Failover:
             if self.spec.on_backup is OnBackup.SKIP:
                 return why
             raise GateRefused(f"{why} (failover.keepalived.on_backup: fail)")
-        if role is not VrrpState.MASTER:
+        if local.state is not VrrpState.MASTER:
             raise GateRefused(
-                f"failover: this node's {self.spec.instance} is {role.name}, neither MASTER "
-                "nor BACKUP: not ordering"
+                f"failover: this node's {self.spec.instance} is {local.state.name}, neither "
+                "MASTER nor BACKUP: not ordering"
             )
         if spec.deploy is not None:  # do not spend an order the gate would refuse anyway
-            ready = self.readiness()
+            ready = self.readiness(local_dump)
             if ready.problems:
                 raise GateRefused("failover: " + "; ".join(ready.problems))
         return None
 
-    def readiness(self) -> Readiness:
-        """Fresh dumps from both nodes: can the peer take the VIP from us right now?"""
-        try:
-            local_dump = keepalived.dump(self.local_where, self.run, self.spec.dump_timeout)
-        except KeepalivedError as exc:
-            return Readiness((str(exc),), ())
+    def readiness(self, local_dump: Mapping[str, Instance] | None = None) -> Readiness:
+        """Can the peer take the VIP from us right now? From a fresh dump of the peer, and
+        of this node unless the caller has just taken one."""
+        if local_dump is None:
+            try:
+                local_dump = keepalived.dump(self.local_where, self.run, self.spec.dump_timeout)
+            except KeepalivedError as exc:
+                return Readiness((str(exc),), ())
         local, problems = keepalived.local_problems(local_dump, self.expect)
         facts = [f"this node: {local.describe()}"] if local else []
         if local is None:
