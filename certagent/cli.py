@@ -26,6 +26,33 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+def _seconds(limit: float, least: float = 0.0) -> Any:
+    """An argparse type: a finite number of seconds from `least` to `limit`."""
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not least <= value <= limit:  # also refuses nan and inf
+            raise argparse.ArgumentTypeError(
+                f"expected {least:g} to {limit:g} seconds, got {text!r}"
+            )
+        return value
+
+    return convert
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"expected 1 to 1000000, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument(
@@ -61,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="renew even if not due")
     p.add_argument(
         "--splay",
-        type=float,
+        type=_seconds(86400),
         default=0.0,
         metavar="SECONDS",
         help="first wait a random time up to SECONDS (spreads cron runs over many hosts)",
@@ -114,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 unless this node serves valid certificates (a keepalived vrrp_script)",
     )
     p.add_argument(
-        "--timeout", type=float, default=2.0, metavar="SECONDS", help="per endpoint (default 2)"
+        "--timeout",
+        type=_seconds(600, least=0.01),
+        default=2.0,
+        metavar="SECONDS",
+        help="per endpoint (default 2)",
     )
 
     p = sub.add_parser(
@@ -129,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("history", parents=[common], help="the audit log: recent runs, newest first")
     p.add_argument("name", nargs="?", metavar="NAME", help="only runs that touched NAME")
-    p.add_argument("-n", "--limit", type=int, default=20, help="how many runs (default 20)")
+    p.add_argument("-n", "--limit", type=_count, default=20, help="how many runs (default 20)")
 
     sub.add_parser("metrics", parents=[common], help="print the Prometheus metrics")
 
@@ -180,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a bug: say so plainly, traceback only on request
         log.debug("internal error", exc_info=True)
+        if checking:  # the plugin contract holds even for a bug: UNKNOWN, said on stdout
+            print(f"CERTAGENT UNKNOWN - internal error: {type(exc).__name__}: {exc}")
+            return 3
         print(
             f"certagent: internal error: {type(exc).__name__}: {exc} (run with -vv for details)",
             file=sys.stderr,
@@ -205,6 +239,9 @@ def _health(args: argparse.Namespace) -> int:
         config = api.load_config(getattr(args, "config", None))
     except ConfigError as exc:
         print(f"certagent health: not judging: {exc}", file=sys.stderr)
+        return 0
+    except Exception as exc:  # a loader bug is not the web server's fault either
+        print(f"certagent health: not judging: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 0
     health = api.health(config, args.timeout)
     _out(

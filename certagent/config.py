@@ -10,6 +10,7 @@ Side effects: reads the configuration file (and EAB key files it names).
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Set
@@ -68,20 +69,47 @@ def default_path(explicit: str | None, environ: dict[str, str]) -> Path:
     return DEFAULT_PATH
 
 
+# Limits that make the loader unable to hang or exhaust memory on any input: a real
+# configuration is a few KB deep in a handful of levels.
+MAX_BYTES = 1 << 20  # the configuration file
+MAX_DEPTH = 32  # nesting of mappings and lists
+MAX_VALUES = 20_000  # values after aliases are expanded (a "billion laughs" stops here)
+MAX_SECRET_BYTES = 64 * 1024  # password and HMAC key files
+_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "timestamp")}
+_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+# libyaml's parser when PyYAML was built with it (PyPI's wheels are): ~10x faster, and its
+# event parser is iterative, so the depth check below reads any input without recursing.
+_FAST: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load(path: Path) -> Config:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_BYTES).decode("utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [ConfigProblem("", f"cannot read: {exc.strerror}")]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [ConfigProblem("", "not UTF-8 text")]) from exc
+    except ValueError as exc:
+        raise ConfigError(str(path), [ConfigProblem("", str(exc))]) from exc
     return parse(text, path)
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, refusing more than `limit` (so /dev/zero cannot hang us)."""
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data
 
 
 def parse(text: str, source: Path) -> Config:
     ctx = _Ctx(source)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_shape(text)
+        node = yaml.compose(text, Loader=_FAST)
+    except _Refused as exc:
+        raise ConfigError(str(source), [ConfigProblem("", exc.message, exc.line)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -91,7 +119,10 @@ def parse(text: str, source: Path) -> Config:
         ) from exc
     if node is None:
         raise ConfigError(str(source), [ConfigProblem("", "the file is empty")])
-    root = ctx.value(node, "")
+    try:
+        root = ctx.value(node, "")
+    except _Refused as exc:
+        raise ConfigError(str(source), [ConfigProblem(exc.path, exc.message, exc.line)]) from None
     config = _config(ctx, root)
     if ctx.problems or config is None:
         raise ConfigError(str(source), sorted(ctx.problems, key=lambda p: p.line or 0))
@@ -99,6 +130,31 @@ def parse(text: str, source: Path) -> Config:
 
 
 # -- the YAML tree with positions -------------------------------------------------
+
+
+class _Refused(Exception):
+    """The document is unsafe to read any further (too deep, too big, a bad tag)."""
+
+    def __init__(self, message: str, line: int | None = None, path: str = "") -> None:
+        super().__init__(message)
+        self.message, self.line, self.path = message, line, path
+
+
+def _check_shape(text: str) -> None:
+    """Refuse NUL bytes and over-deep nesting from the event stream, before composing:
+    PyYAML's composer recurses once per level and would hit Python's recursion limit."""
+    if "\0" in text:
+        raise _Refused("the file contains a NUL byte", text[: text.index("\0")].count("\n") + 1)
+    depth = 0
+    for event in yaml.parse(text, Loader=_FAST):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                line = mark.line + 1 if mark is not None else None
+                raise _Refused(f"nested deeper than {MAX_DEPTH} levels", line)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 @dataclass
@@ -114,6 +170,9 @@ class _V:
 class _Ctx:
     source: Path
     problems: list[ConfigProblem] = field(default_factory=list)
+    values: int = 0  # values built so far, aliases expanded
+    _active: set[int] = field(default_factory=set)  # nodes on the path being built
+    _loader: yaml.SafeLoader = field(default_factory=lambda: yaml.SafeLoader(""))
 
     def error(self, at: _V | str, message: str, line: int | None = None) -> None:
         if isinstance(at, _V):
@@ -122,21 +181,48 @@ class _Ctx:
             self.problems.append(ConfigProblem(at, message, line))
 
     def value(self, node: yaml.Node, path: str) -> _V:
+        """Build the tree with positions. Aliases are expanded, but a self-referencing
+        alias, an expansion past MAX_VALUES and any tag beyond plain YAML are refused."""
         line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, _V] = {}
-            for knode, vnode in node.value:
-                key = str(knode.value)
-                sub = f"{path}.{key}" if path else key
-                if key in out:
-                    self.error(sub, "duplicate key", knode.start_mark.line + 1)
-                out[key] = self.value(vnode, sub)
-            return _V(out, path, line)
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise _Refused(
+                f"more than {MAX_VALUES} values once aliases are expanded (an alias bomb?)",
+                line,
+                path,
+            )
+        if id(node) in self._active:
+            raise _Refused("an alias refers to a value that contains it", line, path)
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            if node.tag not in _COLLECTION_TAGS:
+                raise _Refused(f"unsupported YAML tag {node.tag}", line, path)
+            self._active.add(id(node))
+            try:
+                return _V(self._collection(node, path), path, line)
+            finally:
+                self._active.discard(id(node))
+        if node.tag not in _TAGS:
+            raise _Refused(f"unsupported YAML tag {node.tag}", line, path)
+        try:
+            return _V(self._loader.construct_object(node, deep=True), path, line)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            text = str(node.value)[:40]
+            why = str(exc).split(":")[0]  # e.g. "Exceeds the limit (4300 digits) ..."
+            raise _Refused(f"unreadable value {text!r}: {why}", line, path) from None
+
+    def _collection(self, node: yaml.Node, path: str) -> dict[str, _V] | list[_V]:
         if isinstance(node, yaml.SequenceNode):
-            items = [self.value(n, f"{path}[{i}]") for i, n in enumerate(node.value)]
-            return _V(items, path, line)
-        loader = yaml.SafeLoader("")
-        return _V(loader.construct_object(node, deep=True), path, line)
+            return [self.value(n, f"{path}[{i}]") for i, n in enumerate(node.value)]
+        out: dict[str, _V] = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, yaml.ScalarNode):
+                raise _Refused("a key must be a plain word", knode.start_mark.line + 1, path)
+            key = str(knode.value)
+            sub = f"{path}.{key}" if path else key
+            if key in out:
+                self.error(sub, "duplicate key", knode.start_mark.line + 1)
+            out[key] = self.value(vnode, sub)
+        return out
 
     def mapping(self, v: _V, allowed: Set[str], required: Set[str] = frozenset()) -> dict[str, _V]:
         if not isinstance(v.value, dict):
@@ -170,14 +256,24 @@ def _kind(value: Any) -> str:
 
 
 def _str(ctx: _Ctx, v: _V) -> str | None:
-    if isinstance(v.value, str) and v.value.strip():
+    if isinstance(v.value, str) and v.value.strip() and "\0" not in v.value:
         return v.value
-    ctx.error(v, f"expected a non-empty string, got {_kind(v.value)}")
+    what = "a string with a NUL byte" if isinstance(v.value, str) and v.value else _kind(v.value)
+    ctx.error(v, f"expected a non-empty string, got {what}")
     return None
 
 
-def _abs_path(ctx: _Ctx, v: _V) -> Path | None:
+def _word(ctx: _Ctx, v: _V) -> str | None:
+    """A string on one line (a path, a host, a user): no control characters at all."""
     s = _str(ctx, v)
+    if s is not None and any(ord(c) < 32 or ord(c) == 127 for c in s):
+        ctx.error(v, f"expected one line without control characters, got {s!r}")
+        return None
+    return s
+
+
+def _abs_path(ctx: _Ctx, v: _V) -> Path | None:
+    s = _word(ctx, v)
     if s is None:
         return None
     if not s.startswith("/"):
@@ -187,24 +283,54 @@ def _abs_path(ctx: _Ctx, v: _V) -> Path | None:
 
 
 def _url(ctx: _Ctx, v: _V) -> str | None:
-    s = _str(ctx, v)
-    if s is not None and not re.match(r"^https?://[^/\s]+", s):
+    s = _word(ctx, v)
+    if s is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", s):
         ctx.error(v, f"expected an http(s) URL, got {s!r}")
         return None
     return s
 
 
-def _duration(ctx: _Ctx, v: _V) -> float | None:
-    raw = v.value
+_MINUTE, _HOUR, _DAY = 60.0, 3600.0, 86400.0
+
+
+def _between(lo: float, hi: float, *, above: bool = False) -> Callable[[_Ctx, _V], float | None]:
+    """A duration converter bounded to [lo, hi] (or (lo, hi] with `above`)."""
+
+    def convert(ctx: _Ctx, v: _V) -> float | None:
+        seconds = _seconds(v.value)
+        if seconds is None:
+            ctx.error(v, f"expected a duration like 30, '90s', '5m', '2h' or '1d', got {v.value!r}")
+            return None
+        if not (lo < seconds if above else lo <= seconds) or seconds > hi:
+            low = f"above {_human(lo)}" if above else f"at least {_human(lo)}"
+            ctx.error(v, f"expected a duration {low} and at most {_human(hi)}, got {v.value!r}")
+            return None
+        return seconds
+
+    return convert
+
+
+def _seconds(raw: Any) -> float | None:
     if isinstance(raw, bool):
-        raw = None
-    if isinstance(raw, int | float) and raw >= 0:
-        return float(raw)
-    m = _DURATION.match(raw.strip()) if isinstance(raw, str) else None
-    if m:
-        return float(m.group(1)) * _UNITS[m.group(2)]
-    ctx.error(v, f"expected a duration like 30, '90s', '5m', '2h' or '1d', got {v.value!r}")
-    return None
+        return None
+    if isinstance(raw, int | float):
+        value = float(raw) if abs(raw) < 1e300 else math.inf
+    elif isinstance(raw, str) and (m := _DURATION.fullmatch(raw.strip())):
+        value = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", _DAY), ("h", _HOUR), ("m", _MINUTE)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+_duration = _between(0, 366 * _DAY)  # how long something is kept or waited for
+_timeout = _between(0, _DAY, above=True)  # a network or process deadline
 
 
 def _port(ctx: _Ctx, v: _V) -> int | None:
@@ -221,11 +347,19 @@ def _fraction(ctx: _Ctx, v: _V) -> float | None:
     return None
 
 
-def _count(ctx: _Ctx, v: _V) -> int | None:
-    if isinstance(v.value, int) and not isinstance(v.value, bool) and v.value >= 1:
-        return v.value
-    ctx.error(v, f"expected a whole number >= 1, got {v.value!r}")
-    return None
+def _count_in(lo: int, hi: int) -> Callable[[_Ctx, _V], int | None]:
+    def convert(ctx: _Ctx, v: _V) -> int | None:
+        if isinstance(v.value, int) and not isinstance(v.value, bool) and lo <= v.value <= hi:
+            return v.value
+        ctx.error(v, f"expected a whole number from {lo} to {hi}, got {_short(v.value)}")
+        return None
+
+    return convert
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"
 
 
 def _list(ctx: _Ctx, v: _V, conv: Callable[[_Ctx, _V], T | None]) -> list[T] | None:
@@ -301,9 +435,9 @@ def _notify(ctx: _Ctx, v: _V) -> Notify:
         if url is not None:
             webhook = Webhook(
                 url,
-                ctx.get(w, "timeout", _duration, 10.0),
-                ctx.get(w, "retries", _count, 3),
-                ctx.get(w, "backoff", _duration, 2.0),
+                ctx.get(w, "timeout", _timeout, 10.0),
+                ctx.get(w, "retries", _count_in(1, 20), 3),
+                ctx.get(w, "backoff", _between(0, _HOUR), 2.0),
                 _roots(ctx, w, m["webhook"]),
             )
     email = _email(ctx, m["email"]) if "email" in m else None
@@ -323,7 +457,7 @@ def _email(ctx: _Ctx, v: _V) -> Email | None:
         "trust_roots",
     }
     m = ctx.mapping(v, keys, {"host", "from", "to"})
-    host = _str(ctx, m["host"]) if "host" in m else None
+    host = _word(ctx, m["host"]) if "host" in m else None
     sender = _contact(ctx, m["from"]) if "from" in m else None
     to: list[str] = ctx.get(m, "to", _contacts, [])
     starttls = True
@@ -336,12 +470,7 @@ def _email(ctx: _Ctx, v: _V) -> Email | None:
         ctx.error(m["starttls"], "refusing to send a password without STARTTLS")
     password = None
     if "password_file" in m:
-        path = _abs_path(ctx, m["password_file"])
-        if path is not None:
-            try:
-                password = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                ctx.error(m["password_file"], f"cannot read {path}: {exc.strerror}")
+        password = _secret(ctx, m["password_file"])
     if ("username" in m) != ("password_file" in m):
         ctx.error(v, "give both 'username' and 'password_file', or neither")
     if host is None or sender is None or not to:
@@ -352,9 +481,9 @@ def _email(ctx: _Ctx, v: _V) -> Email | None:
         sender=sender.removeprefix("mailto:"),
         recipients=tuple(t.removeprefix("mailto:") for t in to),
         starttls=starttls,
-        username=ctx.get(m, "username", _str, "") or None,
+        username=ctx.get(m, "username", _word, "") or None,
         password=password,
-        timeout=ctx.get(m, "timeout", _duration, 20.0),
+        timeout=ctx.get(m, "timeout", _timeout, 20.0),
         trust_roots=_roots(ctx, m, v),
     )
 
@@ -364,7 +493,7 @@ def _heartbeat(ctx: _Ctx, v: _V) -> Heartbeat | None:
     url = _url(ctx, m["url"]) if "url" in m else None
     if url is None:
         return None
-    return Heartbeat(url, ctx.get(m, "timeout", _duration, 10.0), _roots(ctx, m, v))
+    return Heartbeat(url, ctx.get(m, "timeout", _timeout, 10.0), _roots(ctx, m, v))
 
 
 _VRRP_NAME = re.compile(r"^[A-Za-z0-9_]{1,63}$")
@@ -378,8 +507,8 @@ def _failover(ctx: _Ctx, v: _V) -> Keepalived | None:
     keys = {"instance", "address", "peer", "vips", "pid_file", "dump_dir", "dump_timeout",
             "max_advert_age", "on_backup"}  # fmt: skip
     k = ctx.mapping(v, keys, {"instance", "address", "peer"})
-    instance = ctx.get(k, "instance", _str, "")
-    if instance and not _VRRP_NAME.match(instance):
+    instance = ctx.get(k, "instance", _word, "")
+    if instance and not _VRRP_NAME.fullmatch(instance):
         ctx.error(k["instance"], f"not a keepalived instance name ([A-Za-z0-9_]): {instance!r}")
     address = ctx.get(k, "address", _address, "")
     no_vips: list[str] = []
@@ -393,7 +522,7 @@ def _failover(ctx: _Ctx, v: _V) -> Keepalived | None:
             on_backup = OnBackup(k["on_backup"].value)
         except ValueError:
             ctx.error(k["on_backup"], f"expected one of {', '.join(o.value for o in OnBackup)}")
-    age = ctx.get(k, "max_advert_age", _duration, -1.0)
+    age = ctx.get(k, "max_advert_age", _between(0, _HOUR, above=True), -1.0)
     if not (instance and address and peer):
         return None
     return Keepalived(
@@ -403,7 +532,9 @@ def _failover(ctx: _Ctx, v: _V) -> Keepalived | None:
         vips=tuple(vips),
         pid_file=str(ctx.get(k, "pid_file", _abs_path, Path(Keepalived.pid_file))),
         dump_dir=str(ctx.get(k, "dump_dir", _abs_path, Path(Keepalived.dump_dir))),
-        dump_timeout=ctx.get(k, "dump_timeout", _duration, Keepalived.dump_timeout),
+        dump_timeout=ctx.get(
+            k, "dump_timeout", _between(0, 5 * _MINUTE, above=True), Keepalived.dump_timeout
+        ),
         max_advert_age=None if age < 0 else age,
         on_backup=on_backup,
     )
@@ -430,7 +561,7 @@ def _peer(ctx: _Ctx, v: _V) -> Peer | None:
         dump_dir=str(ctx.get(m, "dump_dir", _abs_path, Path(Peer.dump_dir))),
         certagent=tuple(ctx.get(m, "certagent", _argv, list(Peer.certagent))),
         quote=quote,
-        timeout=ctx.get(m, "timeout", _duration, Peer.timeout),
+        timeout=ctx.get(m, "timeout", _timeout, Peer.timeout),
     )
 
 
@@ -443,7 +574,7 @@ def _argv(ctx: _Ctx, v: _V) -> list[str] | None:
 
 
 def _address(ctx: _Ctx, v: _V) -> str | None:
-    s = _str(ctx, v)
+    s = _word(ctx, v)
     if s is None:
         return None
     try:
@@ -457,7 +588,7 @@ def _address(ctx: _Ctx, v: _V) -> str | None:
 
 def _addresses(ctx: _Ctx, v: _V) -> list[str] | None:
     out = []
-    for s in _list(ctx, v, _str) or []:
+    for s in _list(ctx, v, _word) or []:
         try:
             out.append(str(ipaddress.ip_interface(s)))
         except ValueError:
@@ -466,12 +597,14 @@ def _addresses(ctx: _Ctx, v: _V) -> list[str] | None:
 
 
 STARTTLS = ("smtp", "imap", "postgres", "ldap")
+MAX_DAYS = 3650
 
 
 def _days(ctx: _Ctx, v: _V) -> float | None:
-    if isinstance(v.value, int | float) and not isinstance(v.value, bool) and v.value >= 0:
+    ok = isinstance(v.value, int | float) and not isinstance(v.value, bool)
+    if ok and 0 <= v.value <= MAX_DAYS:
         return float(v.value)
-    ctx.error(v, f"expected a number of days >= 0, got {v.value!r}")
+    ctx.error(v, f"expected a number of days from 0 to {MAX_DAYS}, got {_short(v.value)}")
     return None
 
 
@@ -496,11 +629,11 @@ def _monitor(ctx: _Ctx, v: _V) -> Monitor:
                     endpoints.append(ep)
         else:
             ctx.error(m["endpoints"], f"expected a list, got {_kind(m['endpoints'].value)}")
-    age = ctx.get(m, "max_renew_age", _duration, -1.0)
+    age = ctx.get(m, "max_renew_age", _between(0, 366 * _DAY, above=True), -1.0)
     return Monitor(
         warning_days=warning,
         critical_days=critical,
-        timeout=ctx.get(m, "timeout", _duration, d.timeout),
+        timeout=ctx.get(m, "timeout", _between(0, _HOUR, above=True), d.timeout),
         max_renew_age=None if age < 0 else age,
         trust_roots=_roots(ctx, m, v),
         endpoints=tuple(endpoints),
@@ -512,20 +645,20 @@ def _monitor_endpoint(ctx: _Ctx, v: _V) -> MonitorEndpoint | None:
     m = ctx.mapping(v, keys, {"address"})
     if "address" not in m:
         return None
-    text = _str(ctx, m["address"]) or ""
+    text = _word(ctx, m["address"]) or ""
     parsed = _host_port(ctx, m["address"])
     if parsed is None:
         return None
     host, port = parsed
-    sni = ctx.get(m, "sni", _str, host)
-    starttls = ctx.get(m, "starttls", _str, "") or None
+    sni = ctx.get(m, "sni", _word, host)
+    starttls = ctx.get(m, "starttls", _word, "") or None
     if starttls is not None and starttls not in STARTTLS:
         ctx.error(m["starttls"], f"unknown protocol {starttls!r} (allowed: {', '.join(STARTTLS)})")
         starttls = None
     warning = ctx.get(m, "warning_days", _days, -1.0)
     critical = ctx.get(m, "critical_days", _days, -1.0)
     return MonitorEndpoint(
-        name=ctx.get(m, "name", _str, text),
+        name=ctx.get(m, "name", _word, text),
         endpoint=Endpoint(host, port, sni),
         starttls=starttls,
         warning_days=None if warning < 0 else warning,
@@ -578,10 +711,28 @@ def _ca(ctx: _Ctx, v: _V) -> CASpec | None:
         if not root.is_file():
             ctx.error(f"{v.path}.trust_roots[{i}]", f"no such file: {root}", m["trust_roots"].line)
     eab = _eab(ctx, m["eab"]) if "eab" in m else None
-    timeout = ctx.get(m, "timeout", _duration, 30.0)
+    timeout = ctx.get(m, "timeout", _between(0, _HOUR, above=True), 30.0)
     if directory is None:
         return None
     return CASpec(directory, tuple(contact), tuple(roots), eab, timeout)
+
+
+def _secret(ctx: _Ctx, v: _V) -> str | None:
+    """A secret from a file the key names (never printed); bounded, UTF-8, one value."""
+    path = _abs_path(ctx, v)
+    if path is None:
+        return None
+    try:
+        secret = read_bounded(path, MAX_SECRET_BYTES).decode("utf-8").strip()
+    except OSError as exc:
+        ctx.error(v, f"cannot read {path}: {exc.strerror}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        ctx.error(v, f"cannot use {path}: {exc}")
+    else:
+        if secret:
+            return secret
+        ctx.error(v, f"{path} is empty")
+    return None
 
 
 def _contacts(ctx: _Ctx, v: _V) -> list[str] | None:
@@ -593,12 +744,12 @@ def _paths(ctx: _Ctx, v: _V) -> list[Path] | None:
 
 
 def _contact(ctx: _Ctx, v: _V) -> str | None:
-    s = _str(ctx, v)
+    s = _word(ctx, v)
     if s is None:
         return None
     if "@" in s and ":" not in s:
         s = f"mailto:{s}"
-    if not re.match(r"^mailto:[^@\s]+@[^@\s]+$", s):
+    if not re.fullmatch(r"mailto:[^@\s]+@[^@\s]+", s):
         ctx.error(v, f"expected an e-mail address or mailto: URI, got {s!r}")
         return None
     return s
@@ -606,36 +757,39 @@ def _contact(ctx: _Ctx, v: _V) -> str | None:
 
 def _eab(ctx: _Ctx, v: _V) -> Eab | None:
     m = ctx.mapping(v, {"kid", "hmac_key", "hmac_key_file"}, {"kid"})
-    kid = _str(ctx, m["kid"]) if "kid" in m else None
+    kid = _word(ctx, m["kid"]) if "kid" in m else None
     key: str | None = None
     if ("hmac_key" in m) == ("hmac_key_file" in m):
         ctx.error(v, "give exactly one of 'hmac_key' and 'hmac_key_file'")
     elif "hmac_key" in m:
-        key = _str(ctx, m["hmac_key"])
+        key = _word(ctx, m["hmac_key"])
     else:
-        path = _abs_path(ctx, m["hmac_key_file"])
-        if path is not None:
-            try:
-                key = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                ctx.error(m["hmac_key_file"], f"cannot read {path}: {exc.strerror}")
+        key = _secret(ctx, m["hmac_key_file"])
     if kid is None or key is None:
         return None
     return Eab(kid, key)
 
 
 def _policy(ctx: _Ctx, v: _V) -> Policy:
-    m = ctx.mapping(
-        v, {"keep_releases", "order_timeout", "max_retry_after", "failure_backoff", "jitter"}
-    )
+    keys = {"keep_releases", "order_timeout", "max_retry_after", "failure_backoff",
+            "max_backoff", "jitter"}  # fmt: skip
+    m = ctx.mapping(v, keys)
     d = Policy()
-    return Policy(
-        keep_releases=ctx.get(m, "keep_releases", _count, d.keep_releases),
-        order_timeout=ctx.get(m, "order_timeout", _duration, d.order_timeout),
-        max_retry_after=ctx.get(m, "max_retry_after", _duration, d.max_retry_after),
-        failure_backoff=ctx.get(m, "failure_backoff", _duration, d.failure_backoff),
+    policy = Policy(
+        keep_releases=ctx.get(m, "keep_releases", _count_in(1, 1000), d.keep_releases),
+        order_timeout=ctx.get(m, "order_timeout", _timeout, d.order_timeout),
+        max_retry_after=ctx.get(m, "max_retry_after", _between(0, _DAY), d.max_retry_after),
+        failure_backoff=ctx.get(m, "failure_backoff", _between(0, 30 * _DAY), d.failure_backoff),
+        max_backoff=ctx.get(m, "max_backoff", _between(0, 30 * _DAY), d.max_backoff),
         jitter=ctx.get(m, "jitter", _fraction, d.jitter),
     )
+    if policy.failure_backoff > policy.max_backoff:
+        ctx.error(
+            m.get("failure_backoff", v),
+            f"failure_backoff ({_human(policy.failure_backoff)}) is above max_backoff "
+            f"({_human(policy.max_backoff)})",
+        )
+    return policy
 
 
 def _certificates(ctx: _Ctx, v: _V) -> tuple[CertSpec, ...]:
@@ -645,7 +799,7 @@ def _certificates(ctx: _Ctx, v: _V) -> tuple[CertSpec, ...]:
     specs: list[CertSpec] = []
     owner: dict[str, str] = {}
     for name, sub in v.value.items():
-        if not _CERT_NAME.match(name):
+        if not _CERT_NAME.fullmatch(name):
             ctx.error(sub, "certificate name must be letters, digits, '.', '_' or '-' (max 64)")
             continue
         spec = _certificate(ctx, name, sub)
@@ -718,7 +872,7 @@ def _staging_target(
         hook=_command(ctx, m["hook"]) if "hook" in m else None,
         user=_user(ctx, m),
         endpoints=endpoints or (),
-        verify_timeout=ctx.get(m, "verify_timeout", _duration, 10.0),
+        verify_timeout=ctx.get(m, "verify_timeout", _between(0, _HOUR, above=True), 10.0),
         trust_roots=_roots(ctx, m, v),
         challenge=challenge,
     )
@@ -747,9 +901,9 @@ def _deploy(ctx: _Ctx, v: _V, names: tuple[str, ...]) -> DeploySpec:
         hook=_command(ctx, m["hook"]) if "hook" in m else None,
         user=_user(ctx, m),
         endpoints=endpoints if endpoints is not None else default_endpoints,
-        verify_timeout=ctx.get(m, "verify_timeout", _duration, 10.0),
+        verify_timeout=ctx.get(m, "verify_timeout", _between(0, _HOUR, above=True), 10.0),
         trust_roots=_roots(ctx, m, v),
-        min_free_bytes=ctx.get(m, "min_free_mb", _count, 16) * 1024 * 1024,
+        min_free_bytes=ctx.get(m, "min_free_mb", _count_in(1, 1 << 24), 16) * 1024 * 1024,
     )
 
 
@@ -771,7 +925,7 @@ def _roots(ctx: _Ctx, m: dict[str, _V], v: _V) -> tuple[Path, ...]:
 
 
 def _user(ctx: _Ctx, m: dict[str, _V]) -> str | None:
-    user = ctx.get(m, "user", _str, "")
+    user = ctx.get(m, "user", _word, "")
     if user:
         import pwd
 
@@ -798,7 +952,7 @@ def _templates(ctx: _Ctx, v: _V) -> tuple[TemplateSpec, ...]:
     out, seen = [], set()
     for item in v.value:
         m = ctx.mapping(item, {"template", "dest"}, {"template", "dest"})
-        template = _str(ctx, m["template"]) if "template" in m else None
+        template = _word(ctx, m["template"]) if "template" in m else None
         dest = _abs_path(ctx, m["dest"]) if "dest" in m else None
         if template is None or dest is None:
             continue
@@ -829,7 +983,7 @@ def _command(ctx: _Ctx, v: _V) -> Command | None:
         )
         return None
     m = ctx.mapping(v, {"argv", "shell", "timeout"})
-    timeout = ctx.get(m, "timeout", _duration, 60.0)
+    timeout = ctx.get(m, "timeout", _timeout, 60.0)
     if ("argv" in m) == ("shell" in m):
         ctx.error(v, "give exactly one of 'argv' (a list) and 'shell' (a string run by /bin/sh)")
         return None
@@ -853,7 +1007,7 @@ def _endpoints(ctx: _Ctx, v: _V, default_sni: str) -> tuple[Endpoint, ...] | Non
         target = item
         if isinstance(item.value, dict):
             m = ctx.mapping(item, {"address", "sni"}, {"address"})
-            sni = ctx.get(m, "sni", _str, default_sni)
+            sni = ctx.get(m, "sni", _word, default_sni)
             if "address" not in m:
                 continue
             target = m["address"]
@@ -865,8 +1019,8 @@ def _endpoints(ctx: _Ctx, v: _V, default_sni: str) -> tuple[Endpoint, ...] | Non
 
 def _host_port(ctx: _Ctx, v: _V) -> tuple[str, int] | None:
     """host:port, IPv6 as [addr]:port."""
-    text = _str(ctx, v)
-    match = re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$", text or "")
+    text = _word(ctx, v)
+    match = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})", text or "")
     if not match or not 0 < int(match.group(2)) < 65536:
         if text is not None:
             ctx.error(v, f"expected host:port (IPv6 as [addr]:port), got {text!r}")
@@ -876,7 +1030,7 @@ def _host_port(ctx: _Ctx, v: _V) -> tuple[str, int] | None:
 
 def _names(ctx: _Ctx, v: _V) -> tuple[str, ...] | None:
     """The valid, lower-cased names; bad ones are reported and left out so checks go on."""
-    raw = _list(ctx, v, _str)
+    raw = _list(ctx, v, _word)
     if raw is None:
         return None
     if not raw:
@@ -898,7 +1052,7 @@ def _is_dns_name(name: str) -> bool:
     labels = name.split(".")
     if labels[0] == "*":
         labels = labels[1:]
-    return len(name) <= 253 and len(labels) >= 1 and all(_LABEL.match(x) for x in labels)
+    return len(name) <= 253 and len(labels) >= 1 and all(_LABEL.fullmatch(x) for x in labels)
 
 
 def _key_type(ctx: _Ctx, v: _V) -> KeyType | None:
@@ -912,7 +1066,7 @@ def _key_type(ctx: _Ctx, v: _V) -> KeyType | None:
 
 def _challenge(ctx: _Ctx, v: _V) -> ChallengeSpec | None:
     m = ctx.mapping(v, {"type", "webroot", "standalone"}, {"type"})
-    kind = _str(ctx, m["type"]) if "type" in m else None
+    kind = _word(ctx, m["type"]) if "type" in m else None
     if kind is None:
         return None
     if kind != "http-01":
@@ -925,7 +1079,7 @@ def _challenge(ctx: _Ctx, v: _V) -> ChallengeSpec | None:
         root = _abs_path(ctx, m["webroot"])
         return None if root is None else Http01Webroot(root)
     sm = ctx.mapping(m["standalone"], {"address", "port"}, {"port"})
-    address = ctx.get(sm, "address", _str, "0.0.0.0")  # noqa: S104 - ACME validators come from anywhere
+    address = ctx.get(sm, "address", _word, "0.0.0.0")  # noqa: S104 - ACME validators come from anywhere
     port = _port(ctx, sm["port"]) if "port" in sm else None
     return None if port is None else Http01Standalone(address, port)
 

@@ -62,7 +62,8 @@ class Policy:
     keep_releases: int = 5
     order_timeout: float = 120.0
     max_retry_after: float = 120.0
-    failure_backoff: float = 3600.0
+    failure_backoff: float = 3600.0  # after the first failure; doubled per failure after it
+    max_backoff: float = 86400.0  # the doubling stops here, whatever the failure count
     jitter: float = 0.05  # share of the lifetime over which renewals are spread
 
 

@@ -12,7 +12,6 @@ import hashlib
 from .model import CertSpec, CertState, Decision, Policy, Release
 
 SHORT_LIFETIME = dt.timedelta(days=10)
-MAX_BACKOFF = dt.timedelta(days=1)
 
 
 def decide(
@@ -85,12 +84,16 @@ def _changed(spec: CertSpec, current: Release) -> str | None:
 
 def _backoff_until(state: CertState, policy: Policy) -> dt.datetime | None:
     """Exponential backoff after failed runs, so a broken setup does not hammer the CA."""
-    if state.consecutive_failures == 0 or state.last_attempt is None or policy.failure_backoff == 0:
+    failures = state.consecutive_failures
+    if failures <= 0 or state.last_attempt is None or policy.failure_backoff == 0:
         return None
-    base = dt.timedelta(seconds=policy.failure_backoff)
-    delay = min(base * 2 ** (state.consecutive_failures - 1), max(MAX_BACKOFF, base))
-    until: dt.datetime = state.last_attempt + delay
-    return until
+    # Bounded at any failure count: the exponent stops long before a float could
+    # overflow, and the delay never exceeds max_backoff (a CA outage of any length).
+    seconds = min(policy.failure_backoff * 2.0 ** min(failures - 1, 64), policy.max_backoff)
+    try:
+        return state.last_attempt + dt.timedelta(seconds=seconds)
+    except OverflowError:  # a last_attempt at the end of time: no waiting on a bad date
+        return None
 
 
 def _stable_share(name: str, fingerprint: str) -> float:
