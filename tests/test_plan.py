@@ -161,3 +161,24 @@ def test_jitter_is_stable_and_spreads_a_fleet() -> None:
     assert all(base - 90 * DAY * 0.05 <= t <= base for t in times)
     again = {plan.renewal_time(f"c{i}", current, CertState(), policy) for i in range(50)}
     assert times == again  # stable across runs: no randomness at decision time
+
+
+@pytest.mark.parametrize("failures", [1, 2, 36, 37, 1000, 10**6, 2**62])
+def test_backoff_is_capped_at_any_failure_count(failures: int) -> None:
+    """Five weeks of a CA outage at 1h used to overflow timedelta (issue #12)."""
+    policy = Policy(failure_backoff=3600, max_backoff=6 * 3600, jitter=0.0)
+    state = CertState(last_outcome="failed_before_swap", last_attempt=T0,
+                      consecutive_failures=failures)  # fmt: skip
+    current = release(90 * DAY)
+    waiting = plan.decide(SPEC, current, state, policy, T0 + dt.timedelta(minutes=1))
+    assert not waiting.due and "backing off" in waiting.reason
+    expected = dt.timedelta(hours=min(2 ** min(failures - 1, 10), 6))
+    assert waiting.renew_at == T0 + expected
+    after = plan.decide(SPEC, current, state, policy, T0 + expected + dt.timedelta(seconds=1))
+    assert "backing off" not in after.reason
+
+
+def test_backoff_at_the_end_of_time_does_not_overflow() -> None:
+    late = dt.datetime.max.replace(tzinfo=dt.UTC) - dt.timedelta(minutes=1)
+    state = CertState(last_attempt=late, consecutive_failures=3, last_outcome="x")
+    plan.decide(SPEC, release(90 * DAY), state, Policy(), T0)  # no OverflowError
