@@ -102,7 +102,10 @@ def renew(
                 if progress is not None:
                     ctx.progress = _labelled(progress, f"[{i}/{len(specs)}] {spec.name}")
                     ctx.progress(spec.name, "planning")
-                results.append(pipeline.renew_one(ctx, spec, force))
+                try:
+                    results.append(pipeline.renew_one(ctx, spec, force))
+                except Exception as exc:  # this certificate's failure; the others go on
+                    results.append(pipeline.failed(ctx, spec, exc))
         finally:
             solvers.close()
         report = Report("renew", started, clock.now(), tuple(results))
@@ -399,7 +402,8 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
         else:
             endpoints = tuple(Endpoint(n, 443, n) for n in spec.names if not n.startswith("*."))
             roots = monitor.trust_roots
-        current = store.current(spec.name)
+        snap = store.snapshot(spec.name)
+        current = snap.current
         for ep in endpoints:
             targets.append(
                 Target(
@@ -410,6 +414,7 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
                     roots,
                     certificate=spec.name,
                     expected=current.fingerprint_sha256 if current else None,
+                    damaged=snap.damaged,
                 )
             )
     for m in monitor.endpoints:
@@ -463,10 +468,11 @@ def plan_run(
     now = clock.now()
     results = []
     for spec in specs:
-        current = store.current(spec.name)
-        decision = plan.decide(
-            spec, current, store.read_state(spec.name), config.policy, now, force
-        )
+        snap = store.snapshot(spec.name)
+        current = snap.current
+        decision = plan.decide(spec, current, snap.state, config.policy, now, force, snap.damaged)
+        if snap.problems:  # what renew will repair first, said where the operator looks
+            decision = replace(decision, reason=f"{decision.reason} ({'; '.join(snap.problems)})")
         results.append(
             CertResult(
                 spec.name,
@@ -512,9 +518,12 @@ def status(
     store = Store(config.state_dir)
     rows = []
     for spec in select(config, names):
-        current = store.current(spec.name)
-        state = store.read_state(spec.name)
-        decision = plan.decide(spec, current, state, config.policy, now)
+        snap = store.snapshot(spec.name)
+        current, state = snap.current, snap.state
+        decision = plan.decide(spec, current, state, config.policy, now, False, snap.damaged)
+        reason = decision.reason
+        if snap.problems:
+            reason = f"{reason} ({'; '.join(snap.problems)})"
         rows.append(
             StatusRow(
                 name=spec.name,
@@ -525,7 +534,7 @@ def status(
                 next_renewal=decision.renew_at,
                 last_outcome=state.last_outcome,
                 due=decision.due,
-                reason=decision.reason,
+                reason=reason,
             )
         )
     return rows
@@ -645,7 +654,10 @@ def _finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
     notifications and (for renew) the heartbeat. None of these can fail the run."""
     from . import metrics, notify  # deferred: smtplib and urllib only when a run finishes
 
-    store.append_history(_history_record(report, config))
+    try:
+        store.append_history(_history_record(report, config))
+    except OSError as exc:  # a full disk must not hide the run's own outcome
+        log.error("cannot append to %s: %s", store.root / "history.jsonl", exc.strerror or exc)
     # The run's work is done and recorded; what follows must not change its exit status.
     try:
         if config.metrics_textfile is not None:

@@ -67,6 +67,7 @@ class Target:
     starttls: str | None = None
     certificate: str | None = None  # the configured certificate it serves, if ours
     expected: str | None = None  # SHA-256 of our current release, if we have one
+    damaged: str | None = None  # why the live release on disk cannot be used, if it cannot
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,9 @@ class Checker:
                     f"serves {fingerprint[:16]}…, not the current release {target.expected[:16]}… "
                     "(a deploy that did not take effect?)"
                 )
+        if target.damaged is not None:
+            states.append(State.CRITICAL)  # the next restart of the web server fails
+            notes.append(f"the live release on disk is damaged: {target.damaged}")
         if not notes:
             notes.append(f"valid for {days:.1f} more days")
             if current:

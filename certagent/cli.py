@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="move existing state and config aside (never deleted) and restore",
     )
+    p.add_argument(
+        "--with-config",
+        action="store_true",
+        help="also restore the configuration file, to the path -c names",
+    )
 
     p = sub.add_parser("config", parents=[common], help="configuration commands")
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
@@ -253,13 +258,26 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    """Restore into the state directory of the configuration -c names (or, with
+    --with-config and no configuration there yet, the backup's own), never elsewhere."""
+    import os
     from pathlib import Path
 
     from . import backup
+    from . import config as config_mod
 
-    manifest, notes = backup.restore(Path(args.file), args.force, SystemClock().now())
+    config_path = config_mod.default_path(getattr(args, "config", None), dict(os.environ))
+    manifest, notes = backup.restore(
+        Path(args.file),
+        config_path,
+        args.force,
+        args.with_config,
+        SystemClock().now(),
+        config_mod.load,
+        config_mod.parse,
+    )
     if getattr(args, "json", False):
-        print(json.dumps({"restored": manifest.to_json(), "notes": notes}, indent=2))
+        print(json.dumps({"restored": manifest.summary(), "notes": notes}, indent=2))
     else:
         print("\n".join(notes))
     return 0
@@ -285,7 +303,7 @@ def _ops(args: argparse.Namespace, config: Config, as_json: bool) -> ExitStatus:
         manifest = backup.backup(config, Path(args.file), SystemClock().now())
         _out(
             as_json,
-            {"backup": str(Path(args.file).resolve()), **manifest.to_json()},
+            {"backup": str(Path(args.file).resolve()), **manifest.summary()},
             f"wrote {args.file}: {manifest.files} file(s) from {manifest.state_dir} "
             f"and {manifest.config_path}",
         )

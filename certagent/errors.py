@@ -72,6 +72,8 @@ class LockHeld(CertagentError):
 class StoreError(CertagentError):
     """The state directory cannot be read or written as needed."""
 
+    code = "store"
+
 
 class OrderFailed(CertagentError):
     """The CA refused or could not complete an order.

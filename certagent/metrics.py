@@ -93,8 +93,8 @@ def render(config: Config) -> str:
     staging = Store(config.staging.state_dir) if config.staging else None
     for spec in config.certificates:
         label = {"certificate": spec.name}
-        current = store.current(spec.name)
-        state = store.read_state(spec.name)
+        snap = store.snapshot(spec.name)  # a damaged state file shows as no data, not a crash
+        current, state = snap.current, snap.state
         if current is not None:
             f["certagent_certificate_expiry_timestamp_seconds"].add(label, _ts(current.not_after))
         if state.last_success is not None:

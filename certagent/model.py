@@ -279,6 +279,8 @@ class Release:
     fingerprint_sha256: str
     issuer: str
     ca: str = ""  # the ACME directory it was ordered from
+    # SHA-256 of each file as staged (key, certificates), to notice damage cheaply
+    digests: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def expiring(config: Config, now: dt.datetime) -> dict[str, str]:
     store = Store(config.state_dir)
     out = {}
     for spec in config.certificates:
-        current = store.current(spec.name)
+        current = store.snapshot(spec.name).current
         if current is None:
             continue
         days = (current.not_after - now).total_seconds() / 86400

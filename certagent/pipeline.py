@@ -26,6 +26,7 @@ from .model import (
     ChallengeSpec,
     Config,
     Decision,
+    DeploySpec,
     Outcome,
     Release,
     RenewalWindow,
@@ -87,10 +88,11 @@ class StageError(CertagentError):
 
 def decide(ctx: Context, spec: CertSpec, force: bool) -> tuple[Decision, Release | None, CertState]:
     """The pure plan over what the store holds now (call it again inside the lock)."""
-    current = ctx.store.current(spec.name)
-    state = ctx.store.read_state(spec.name)
+    snap = ctx.store.snapshot(spec.name)
     now = ctx.clock.now()
-    return plan.decide(spec, current, state, ctx.config.policy, now, force), current, state
+    decision = plan.decide(spec, snap.current, snap.state, ctx.config.policy, now, force,
+                           snap.damaged)  # fmt: skip
+    return decision, snap.current, snap.state
 
 
 @dataclass
@@ -104,8 +106,10 @@ class Attempt:
     started: dt.datetime
 
     @classmethod
-    def begin(cls, ctx: Context, spec: CertSpec, decision: Decision) -> Attempt:
-        return cls(ctx, spec, decision, Steps(ctx.clock), ctx.clock.now())
+    def begin(
+        cls, ctx: Context, spec: CertSpec, decision: Decision, steps: Steps | None = None
+    ) -> Attempt:
+        return cls(ctx, spec, decision, steps or Steps(ctx.clock), ctx.clock.now())
 
     def record(
         self,
@@ -145,16 +149,19 @@ class Attempt:
             state = replace(state, consecutive_failures=state.consecutive_failures + 1)
             if error is None:
                 error = next((s.detail for s in self.steps.results if not s.ok), outcome.value)
-        store.write_state(name, state)
+        try:
+            store.write_state(name, state)
+        except OSError as exc:  # a full disk: the outcome itself must still be reported
+            log.error("%s: cannot record the outcome: %s", name, exc.strerror or exc)
+            error = f"{error or outcome.value} (and its state could not be recorded: " \
+                f"{exc.strerror or exc})"  # fmt: skip
         return _result(self.spec, outcome, self.decision, self.steps, live, error, code)
 
 
 def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
     """Plan again (we hold the lock), then order or retry, stage and deploy if due."""
-    for leftover in ctx.store.cleanup_partial(spec.name):
-        log.warning(
-            "%s: removed a half-written release left by a run that died: %s", spec.name, leftover
-        )
+    steps = Steps(ctx.clock)
+    repair(ctx, spec, steps)
     state = ctx.store.read_state(spec.name)
     if state.pending is not None:
         resumed = resume(ctx, spec, state)
@@ -165,8 +172,8 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
         _refresh_window(ctx, spec, current, ctx.issuer)
     decision, current, state = decide(ctx, spec, force)
     if not decision.due:
-        return _result(spec, Outcome.SKIPPED, decision, Steps(ctx.clock), current)
-    attempt = Attempt.begin(ctx, spec, decision)
+        return _result(spec, Outcome.SKIPPED, decision, steps, current)
+    attempt = Attempt.begin(ctx, spec, decision, steps)
     retry = None if force else _retryable(ctx, spec, state.failed_release)
     try:
         if ctx.failover is not None:
@@ -185,6 +192,54 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
     except CertagentError as exc:
         return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
     return apply(attempt, release, current, state)
+
+
+def repair(ctx: Context, spec: CertSpec, steps: Steps) -> None:
+    """Put the store right before planning (we hold the lock): half-written releases
+    of a killed run, an unreadable state file, a missing or dangling `current` link.
+    What was done is a step of the result, so the report and the audit log say it."""
+    done = [f"removed {p.name}, left by a run that died" for p in
+            ctx.store.cleanup_partial(spec.name)]  # fmt: skip
+    snap = ctx.store.snapshot(spec.name)
+    done += ctx.store.repair(spec.name, snap, ctx.clock.now())
+    for note in done:
+        log.warning("%s: %s", spec.name, note)
+    if done:
+        steps.add("repair", True, 0.0, "; ".join(done))
+
+
+def failed(ctx: Context, spec: CertSpec, exc: BaseException) -> CertResult:
+    """What escaped one certificate's pipeline (a store it cannot write, a bug): that
+    certificate's failure, recorded, so the run goes on with the others."""
+    if isinstance(exc, CertagentError):
+        error, code = str(exc), exc.code or "failed"
+    elif isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        error, code = f"{exc.strerror or exc}{where}", "os-error"
+    else:
+        error, code = f"internal error: {type(exc).__name__}: {exc}", "internal-error"
+    log.error("%s: %s", spec.name, error, exc_info=code != "failed")
+    outcome = Outcome.FAILED_BEFORE_SWAP
+    try:
+        state = ctx.store.read_state(spec.name)
+        if state.pending is not None:  # died between swap and verify: the next run resumes
+            outcome = Outcome.BROKEN
+            error += "; the swap was not verified: the next run verifies it or rolls back"
+        ctx.store.write_state(
+            spec.name,
+            replace(
+                state,
+                last_outcome=outcome.value,
+                last_attempt=ctx.clock.now(),
+                attempts=state.attempts + 1,
+                failures=state.failures + 1,
+                consecutive_failures=state.consecutive_failures + 1,
+            ),
+        )
+    except (CertagentError, OSError) as again:
+        log.error("%s: cannot record the failure either: %s", spec.name, again)
+    decision = Decision(True, "the run for this certificate failed")
+    return CertResult(spec.name, outcome, decision, error=error, error_code=code)
 
 
 def rehearsed(ctx: Context, spec: CertSpec, steps: Steps) -> None:
@@ -258,7 +313,9 @@ def _order_and_stage(ctx: Context, spec: CertSpec, steps: Steps) -> Release:
     issuer = ctx.issuer
     if issuer is None:
         raise StageError("no CA is configured for this run")
-    with steps.step("order", issuer.label):
+    with steps.step("order", issuer.label) as notes:
+        # Space and a writable store first: an issuance that cannot be kept is wasted.
+        notes.append(ctx.store.check_writable(spec.name, _min_free(spec)))
         ctx.progress(spec.name, "ordering")
         key = crypto.generate_key(spec.key_type)
         csr = crypto.make_csr(key, spec.names)
@@ -329,6 +386,10 @@ def stage(
     )
     ctx.store.write_release(spec.name, files, meta, release_id)
     return ctx.store.release(spec.name, release_id)
+
+
+def _min_free(spec: CertSpec) -> int:
+    return spec.deploy.min_free_bytes if spec.deploy is not None else DeploySpec().min_free_bytes
 
 
 def _retryable(ctx: Context, spec: CertSpec, release_id: str | None) -> Release | None:

@@ -21,10 +21,14 @@ def decide(
     policy: Policy,
     now: dt.datetime,
     force: bool = False,
+    damaged: str | None = None,
 ) -> Decision:
-    """Decide for one certificate; the first rule that applies wins."""
+    """Decide for one certificate; the first rule that applies wins. `damaged` says why
+    the live release's key or certificate cannot be used (a new one is needed)."""
     if force:
         return Decision(True, "forced (--force)", now)
+    if damaged is not None and current is not None:
+        return Decision(True, f"the live release {current.release_id} is damaged: {damaged}", now)
     changed = _changed(spec, current) if current is not None else None
     if changed:
         return Decision(True, changed, now)  # a new input: do not wait out old failures

@@ -9,11 +9,20 @@ Side effects: filesystem only. Layout under the state directory (0700):
                                        chain.pem, fullchain.pem, meta.json
     certs/<name>/current -> releases/<id>   flipped with one os.replace
     certs/<name>/state.json            last outcome, failure streak, ARI window
+                                       (a damaged one is moved aside to
+                                       state.json.corrupt-<time> and rebuilt)
     certs/<name>/rehearsal.json        (staging store) inputs of the last passing rehearsal
 
 A release is written into `releases/.tmp-<id>`, every file fsynced, then renamed;
 a crash leaves either no release or a complete one that is not current. The next
-run removes `.tmp-*` leftovers under the lock.
+run removes `.tmp-*` leftovers under the lock. Pruning renames a release to
+`.prune-<id>` before deleting it, so a kill mid-delete never leaves half a release
+under a real id. `meta.json` records each file's SHA-256: a damaged key or
+certificate is noticed without parsing it.
+
+Nothing here trusts what it reads: a state file of the wrong shape, a release with
+unreadable metadata or a `current` link that is missing or dangles is reported in a
+`Snapshot` (read-only, for plan and status) and repaired by `repair` (under the lock).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +46,53 @@ from .model import CertState, KeyType, Release, RenewalWindow
 KEY_FILE = "privkey.pem"
 BUNDLE_FILE = "bundle.pem"  # fullchain + key in one file, for haproxy and the like
 SECRET_FILES = frozenset({KEY_FILE, BUNDLE_FILE})
+CHECKED_FILES = (KEY_FILE, "cert.pem", "chain.pem", "fullchain.pem", BUNDLE_FILE)
+MAX_META = 1 << 20  # meta.json and state.json are a few hundred bytes
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One certificate as the store holds it now, read once, with what is wrong with it.
+
+    `current` is what renew will treat as live: the `current` link's release, or, when
+    the link is missing or dangles, the newest healthy release it will be pointed at
+    (`relink`). `damaged` says why the live key or certificate cannot be used.
+    """
+
+    current: Release | None
+    state: CertState
+    problems: tuple[str, ...] = ()  # said in plan and status, fixed by `Store.repair`
+    state_corrupt: bool = False
+    relink: str | None = None
+    damaged: str | None = None
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a whole file or nothing: temp file, fsync, rename, fsync the directory."""
+    """Write a whole file or nothing: temp file, fsync, rename, fsync the directory.
+    On any failure (ENOSPC included) the temporary file is removed again."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover of a killed run with our pid; never followed
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
-        os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def fsync_dir(path: Path) -> None:
@@ -122,17 +165,22 @@ class Store:
         if final.exists():
             raise StoreError(f"release {final} already exists")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(mode=0o700)
-        for fname, data in files.items():
-            target = tmp / fname
-            if target.parent != tmp:
-                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_new(target, data, 0o600 if target.name in SECRET_FILES else 0o644)
-            if target.parent != tmp:
-                fsync_dir(target.parent)
-        _write_new(tmp / "meta.json", _dumps(meta), 0o644)
-        fsync_dir(tmp)
-        os.rename(tmp, final)
+        digests = {f: hashlib.sha256(files[f]).hexdigest() for f in CHECKED_FILES if f in files}
+        try:
+            tmp.mkdir(mode=0o700)
+            for fname, data in files.items():
+                target = tmp / fname
+                if target.parent != tmp:
+                    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _write_new(target, data, 0o600 if target.name in SECRET_FILES else 0o644)
+                if target.parent != tmp:
+                    fsync_dir(target.parent)
+            _write_new(tmp / "meta.json", _dumps({**meta, "sha256": digests}), 0o644)
+            fsync_dir(tmp)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+            raise
         fsync_dir(releases)
         return final
 
@@ -147,20 +195,28 @@ class Store:
         fsync_dir(link.parent)
 
     def cleanup_partial(self, name: str) -> list[Path]:
-        """Remove half-written releases left by a run that died (we hold the lock)."""
+        """Remove half-written and half-pruned releases left by a run that died (we hold
+        the lock)."""
         releases = self.cert_dir(name) / "releases"
         removed = []
-        for tmp in sorted(releases.glob(".tmp-*")) if releases.is_dir() else []:
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
+        for pattern in (".tmp-*", ".prune-*"):
+            for tmp in sorted(releases.glob(pattern)) if releases.is_dir() else []:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
         return removed
 
     def current(self, name: str) -> Release | None:
+        """The release `current` points at; None when the link is missing or dangles.
+        StoreError when it points at a release whose metadata is unreadable."""
         link = self.current_link(name)
-        if not link.is_symlink():
+        try:
+            target = os.readlink(link)
+        except (FileNotFoundError, OSError):
             return None
-        target = link.parent / os.readlink(link)
-        return self._read_release(name, target)
+        parts = Path(target).parts
+        if len(parts) != 2 or parts[0] != "releases" or parts[1].startswith("."):
+            raise StoreError(f"{link} points outside the releases: {target}")
+        return self._read_release(name, link.parent / target)
 
     def release(self, name: str, release_id: str) -> Release:
         rel = self._read_release(name, self.cert_dir(name) / "releases" / release_id)
@@ -169,12 +225,20 @@ class Store:
         return rel
 
     def releases(self, name: str) -> list[Release]:
-        """Every complete release, oldest first."""
+        """Every complete, readable release, oldest first (unreadable ones are skipped)."""
         base = self.cert_dir(name) / "releases"
         if not base.is_dir():
             return []
         dirs = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
-        return [r for r in (self._read_release(name, d) for d in dirs) if r is not None]
+        out = []
+        for d in dirs:
+            try:
+                rel = self._read_release(name, d)
+            except StoreError:
+                continue  # kept on disk for the operator; never a candidate
+            if rel is not None:
+                out.append(rel)
+        return out
 
     def prune(self, name: str, keep: int, protect: frozenset[str] = frozenset()) -> list[str]:
         """Delete the oldest releases beyond `keep`; never the current one or `protect`
@@ -184,59 +248,176 @@ class Store:
         candidates = [r for r in self.releases(name) if r.release_id not in protected]
         doomed = candidates[: max(0, len(candidates) - max(0, keep - len(protected)))]
         for rel in doomed:
-            shutil.rmtree(rel.path)
+            # Out of the way first: a kill mid-delete leaves `.prune-*`, never half a
+            # release under its real id (cleaned by the next run).
+            gone = rel.path.with_name(f".prune-{rel.release_id}")
+            os.rename(rel.path, gone)
+            shutil.rmtree(gone)
         return [r.release_id for r in doomed]
 
     def find(self, name: str, release_id: str | None) -> Release | None:
-        if release_id is None:
+        """A release by id; None when it is gone or unreadable (or the id is not one)."""
+        if not release_id or "/" in release_id or release_id.startswith("."):
             return None
-        return self._read_release(name, self.cert_dir(name) / "releases" / release_id)
+        try:
+            return self._read_release(name, self.cert_dir(name) / "releases" / release_id)
+        except StoreError:
+            return None
+
+    def check_writable(self, name: str, min_free: int) -> str:
+        """Before ordering: enough free space, and a file can really be written and
+        synced in the certificate's directory (a read-only or full filesystem, a quota).
+        Raises StoreError; returns a note."""
+        folder = self.cert_dir(name)
+        try:
+            make_private_dir(folder)
+            st = os.statvfs(folder)
+            free = st.f_bavail * st.f_frsize
+            if free < min_free:
+                raise StoreError(
+                    f"only {free // 2**20} MiB free under {folder} (need {min_free // 2**20} "
+                    "MiB: deploy.min_free_mb): not ordering a certificate that cannot be stored"
+                )
+            probe = folder / f".write-probe{os.getpid()}"
+            try:
+                atomic_write(probe, b"x" * 65536, 0o600)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    probe.unlink()
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write under {folder}: {exc.strerror or exc}: not ordering"
+            ) from exc
+        return f"{free // 2**20} MiB free, writable"
+
+    # -- integrity and repair -------------------------------------------------------
+
+    def damage(self, release: Release) -> str | None:
+        """Why the release's key or certificates cannot be used, or None. Compares the
+        SHA-256 recorded at staging; a release without digests is parsed instead."""
+        if not release.digests:
+            return _parse_damage(release.path)
+        for fname, digest in release.digests.items():
+            try:
+                data = (release.path / fname).read_bytes()
+            except OSError as exc:
+                return f"{release.path / fname}: {exc.strerror}"
+            if hashlib.sha256(data).hexdigest() != digest:
+                return f"{release.path / fname} changed since it was staged (SHA-256 differs)"
+        return None
+
+    def snapshot(self, name: str) -> Snapshot:
+        """Read one certificate's state and live release, saying what is wrong. Writes
+        nothing: plan and status show what renew (which calls `repair`) will do."""
+        problems: list[str] = []
+        state_corrupt = False
+        try:
+            state = self.read_state(name)
+        except StoreError as exc:
+            state, state_corrupt = CertState(), True
+            problems.append(f"{exc}: it will be moved aside and rebuilt")
+        try:
+            current = self.current(name)
+        except StoreError as exc:
+            problems.append(str(exc))
+            current = None
+        relink = None
+        if current is None:
+            exclude = {state.failed_release, state.pending[0] if state.pending else None}
+            healthy = [
+                r for r in self.releases(name)
+                if r.release_id not in exclude and self.damage(r) is None
+            ]  # fmt: skip
+            if healthy:
+                current, relink = healthy[-1], healthy[-1].release_id
+                link = self.current_link(name)
+                what = "dangles" if os.path.lexists(link) else "is missing"
+                if not problems:
+                    problems.append(f"{link} {what}")
+                problems.append(f"current will point at the newest healthy release {relink}")
+        damaged = self.damage(current) if current is not None else None
+        if damaged:
+            problems.append(f"the live release {current.release_id if current else ''} is "
+                            f"damaged: {damaged}")  # fmt: skip
+        return Snapshot(current, state, tuple(problems), state_corrupt, relink, damaged)
+
+    def repair(self, name: str, snap: Snapshot, now: dt.datetime) -> list[str]:
+        """Fix what `snapshot` found (we hold the lock); returns what was done."""
+        done = []
+        if snap.state_corrupt:
+            path = self.cert_dir(name) / "state.json"
+            aside = path.with_name(f"state.json.corrupt-{now:%Y%m%dT%H%M%S%fZ}")
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path, aside)
+                done.append(f"moved the unreadable {path.name} aside to {aside.name}")
+            self.write_state(name, snap.state)
+        if snap.relink is not None:
+            self.activate(name, snap.relink)
+            done.append(f"pointed current at the newest healthy release {snap.relink}")
+        return done
 
     def _read_release(self, name: str, path: Path) -> Release | None:
         try:
-            meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+            meta = _read_json(path / "meta.json")
+            digests = meta.get("sha256") or {}
+            if not isinstance(digests, dict) or not all(
+                f in CHECKED_FILES and isinstance(d, str) for f, d in digests.items()
+            ):
+                raise ValueError("bad sha256 table")
             return Release(
                 cert_name=name,
                 release_id=path.name,
                 path=path,
-                names=tuple(meta["names"]),
+                names=tuple(_str_list(meta["names"])),
                 key_type=KeyType(meta["key_type"]),
-                not_before=dt.datetime.fromisoformat(meta["not_before"]),
-                not_after=dt.datetime.fromisoformat(meta["not_after"]),
-                fingerprint_sha256=meta["fingerprint_sha256"],
-                issuer=meta["issuer"],
-                ca=meta.get("ca", ""),
+                not_before=_aware(meta["not_before"]),
+                not_after=_aware(meta["not_after"]),
+                fingerprint_sha256=str(meta["fingerprint_sha256"]),
+                issuer=str(meta["issuer"]),
+                ca=str(meta.get("ca", "")),
+                digests=digests,
             )
         except FileNotFoundError:
+            if path.is_dir():
+                raise StoreError(f"release {path} has no meta.json") from None
             return None
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(f"unreadable release metadata {path / 'meta.json'}: {exc}") from exc
 
     # -- per-certificate state ---------------------------------------------------------
 
     def read_state(self, name: str) -> CertState:
+        """The certificate's state; StoreError naming the file when it is unreadable or
+        of the wrong shape (never a crash: every field is checked)."""
         path = self.cert_dir(name) / "state.json"
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = _read_json(path)
+            pending = raw.get("pending")
+            if pending is not None:
+                new, old = pending  # a pair: [new release, release it replaced]
+                pending = (_opt_str(new) or "", _opt_str(old))
+                if not pending[0]:
+                    raise ValueError("pending without a release")
+            return CertState(
+                last_outcome=_opt_str(raw.get("last_outcome")),
+                last_attempt=_dt(raw.get("last_attempt")),
+                consecutive_failures=_count(raw.get("consecutive_failures", 0)),
+                window=_window(raw.get("window")),
+                pending=pending,
+                failed_release=_opt_str(raw.get("failed_release")),
+                previous_release=_opt_str(raw.get("previous_release")),
+                last_success=_dt(raw.get("last_success")),
+                attempts=_count(raw.get("attempts", 0)),
+                failures=_count(raw.get("failures", 0)),
+                refusals=_count(raw.get("refusals", 0)),
+                verify_ok=_opt_bool(raw.get("verify_ok")),
+            )
         except FileNotFoundError:
             return CertState()
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"unreadable state file {path}: {exc}") from exc
-        window = raw.get("window")
-        return CertState(
-            last_outcome=raw.get("last_outcome"),
-            last_attempt=_dt(raw.get("last_attempt")),
-            consecutive_failures=int(raw.get("consecutive_failures", 0)),
-            window=_window(window),
-            pending=(raw["pending"][0], raw["pending"][1]) if raw.get("pending") else None,
-            failed_release=raw.get("failed_release"),
-            previous_release=raw.get("previous_release"),
-            last_success=_dt(raw.get("last_success")),
-            attempts=int(raw.get("attempts", 0)),
-            failures=int(raw.get("failures", 0)),
-            refusals=int(raw.get("refusals", 0)),
-            verify_ok=raw.get("verify_ok"),
-        )
+        except OSError as exc:
+            raise StoreError(f"unreadable state file {path}: {exc.strerror or exc}") from exc
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            raise StoreError(f"state file {path} has the wrong shape: {exc}") from exc
 
     def write_state(self, name: str, state: CertState) -> None:
         make_private_dir(self.cert_dir(name))
@@ -323,13 +504,74 @@ class Store:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         os.fchmod(fd, mode)
-        os.write(fd, data)
+        _write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a small file, opened without following a symlink."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_META + 1)
+    if len(data) > MAX_META:
+        raise ValueError(f"larger than {MAX_META} bytes")
+    raw = json.loads(data.decode("utf-8"))
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def _parse_damage(folder: Path) -> str | None:
+    """For releases staged before digests were recorded: parse and match key and cert."""
+    from . import crypto  # deferred: cryptography only where it is needed
+
+    try:
+        key = crypto.load_key((folder / KEY_FILE).read_bytes())
+        if not crypto.key_matches(key, (folder / "cert.pem").read_bytes()):
+            return f"{folder / KEY_FILE} does not match {folder / 'cert.pem'}"
+    except OSError as exc:
+        return f"{exc.filename}: {exc.strerror}"
+    except (ValueError, TypeError) as exc:
+        return f"{folder}: key or certificate does not parse ({exc})"
+    return None
+
+
+def _str_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ValueError("expected a list of strings")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, got {type(value).__name__}")
+
+
+def _opt_bool(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true, false or null, got {type(value).__name__}")
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    raise ValueError(f"expected a count, got {value!r:.40}")
+
+
+def _aware(value: Any) -> dt.datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a time, got {type(value).__name__}")
+    when = dt.datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        raise ValueError(f"time without a time zone: {value}")
+    return when
 
 
 def _record(line: bytes) -> dict[str, Any] | None:
@@ -346,13 +588,11 @@ def _dumps(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _dt(value: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(value) if value else None
+def _dt(value: Any) -> dt.datetime | None:
+    return _aware(value) if value else None
 
 
-def _window(raw: dict[str, str] | None) -> RenewalWindow | None:
+def _window(raw: Any) -> RenewalWindow | None:
     if not raw:
         return None
-    return RenewalWindow(
-        dt.datetime.fromisoformat(raw["start"]), dt.datetime.fromisoformat(raw["end"])
-    )
+    return RenewalWindow(_aware(raw["start"]), _aware(raw["end"]))

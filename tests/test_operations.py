@@ -87,7 +87,7 @@ def test_backup_delete_restore_status_identical_and_account_reused(
     assert archive.stat().st_mode & 0o777 == 0o600  # it holds private keys
 
     shutil.rmtree(tmp_path / "state")
-    result = run("restore", str(archive))
+    result = run("-c", str(path), "restore", str(archive))
     assert result.code == 0, result.err
     assert "restored" in result.out
     assert run("-c", str(path), "--json", "status").out == before
@@ -101,9 +101,9 @@ def test_backup_delete_restore_status_identical_and_account_reused(
     assert next((tmp_path / "state" / "accounts").glob("*/account.json")).read_bytes() == account
 
     # Restoring over existing state needs --force, and then moves it aside.
-    result = run("restore", str(archive))
+    result = run("-c", str(path), "restore", str(archive))
     assert result.code == 64 and "refusing to overwrite" in result.err
-    assert run("restore", "--force", str(archive)).code == 0
+    assert run("-c", str(path), "restore", "--force", str(archive)).code == 0
     kept = list(tmp_path.glob("state.before-restore-*"))
     assert len(kept) == 1 and (kept[0] / "history.jsonl").is_file()
     assert run("-c", str(path), "--json", "status").out == before
@@ -188,7 +188,7 @@ def test_failure_is_notified_once_and_its_resolution_too(
 def test_nearing_expiry_is_notified_once(
     tmp_path: Path, pebble: Pebble, receiver: Receiver, run
 ) -> None:
-    notify = {"expiry_days": 100000, "webhook": {"url": f"{receiver.url}/hook", "backoff": 0}}
+    notify = {"expiry_days": 3650, "webhook": {"url": f"{receiver.url}/hook", "backoff": 0}}
     path = ops_config(tmp_path, pebble, ["www.example.test"], {"notify": notify})
     assert run("-c", str(path), "renew").code == 0
     state = tmp_path / "state" / "notify-state.json"
