@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import config as config_mod
-from . import pipeline, plan, system
+from . import pipeline, plan, system, trust
 from .challenges import Solvers
 from .check import Checker, Finding, State, Target, Watcher, plugin_output, watch
 from .deploy import Deployer, Steps
@@ -365,7 +365,7 @@ def check(config: Config, names: Sequence[str] = (), *, clock: Clock | None = No
         watcher = watch(last, config.monitor.max_renew_age, now)
     state, text = plugin_output(findings, watcher)
     report = CheckReport(state, text, tuple(findings), watcher, now)
-    if not names and config.state_dir.is_dir():
+    if not names and config.state_dir.is_dir() and trust.problem(config.state_dir) is None:
         _record_check(config, report)
     return report
 

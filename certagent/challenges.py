@@ -7,8 +7,10 @@ solver listens on a TCP port while it holds tokens. Neither imports `acme`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.server
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -30,23 +32,74 @@ class Solver(Protocol):
 
 
 class WebrootSolver:
+    """Writes `<webroot>/.well-known/acme-challenge/<token>`.
+
+    Webroots are commonly owned by the web server's user, who could plant a symlink
+    at `.well-known` or `acme-challenge` to make root write elsewhere. So below the
+    configured webroot nothing is followed: each directory is opened relative to its
+    parent's descriptor with O_NOFOLLOW, and the file is created with O_EXCL|O_NOFOLLOW.
+    The webroot itself must exist (a misspelled one is an error, not created)."""
+
+    PARTS = (".well-known", "acme-challenge")
+
     def __init__(self, webroot: Path) -> None:
+        self.webroot = webroot
         self.directory = webroot / ".well-known" / "acme-challenge"
 
     def present(self, domain: str, token: str, key_authorization: str) -> None:
+        name = _safe_token(token)
         try:
-            self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-            path = self.directory / _safe_token(token)
-            path.write_text(key_authorization, encoding="ascii")
-            path.chmod(0o644)  # served by the web server's user
+            folder = self._open_dir(create=True)
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=folder)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(name, flags, 0o644, dir_fd=folder)
+                try:
+                    os.fchmod(fd, 0o644)  # served by the web server's user
+                    os.write(fd, key_authorization.encode("ascii"))
+                finally:
+                    os.close(fd)
+            finally:
+                os.close(folder)
         except OSError as exc:
+            why = "a symlink is in the way" if exc.errno == errno.ELOOP else exc.strerror
             raise ChallengeFailed(
-                f"http-01 for {domain}: cannot write into {self.directory}: {exc.strerror}"
+                f"http-01 for {domain}: cannot write into {self.directory}: {why}"
             ) from exc
 
     def cleanup(self, domain: str, token: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.directory / _safe_token(token)).unlink()
+        try:
+            folder = self._open_dir(create=False)
+        except (OSError, ChallengeFailed):
+            return  # nothing of ours can be there
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_safe_token(token), dir_fd=folder)
+        finally:
+            os.close(folder)
+
+    def _open_dir(self, create: bool) -> int:
+        """A descriptor of the challenge directory, no link followed below the webroot."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        try:
+            fd = os.open(self.webroot, flags)
+        except FileNotFoundError:
+            raise ChallengeFailed(
+                f"the webroot {self.webroot} does not exist (challenge.webroot: a typo?)"
+            ) from None
+        try:
+            for part in self.PARTS:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                sub = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = sub
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
 
 class StandaloneSolver:

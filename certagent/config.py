@@ -531,7 +531,7 @@ def _failover(ctx: _Ctx, v: _V) -> Keepalived | None:
         peer=peer,
         vips=tuple(vips),
         pid_file=str(ctx.get(k, "pid_file", _abs_path, Path(Keepalived.pid_file))),
-        dump_dir=str(ctx.get(k, "dump_dir", _abs_path, Path(Keepalived.dump_dir))),
+        dump_dir=ctx.get(k, "dump_dir", _dump_dir, Keepalived.dump_dir),
         dump_timeout=ctx.get(
             k, "dump_timeout", _between(0, 5 * _MINUTE, above=True), Keepalived.dump_timeout
         ),
@@ -558,11 +558,19 @@ def _peer(ctx: _Ctx, v: _V) -> Peer | None:
         command=tuple(command),
         address=address,
         pid_file=str(ctx.get(m, "pid_file", _abs_path, Path(Peer.pid_file))),
-        dump_dir=str(ctx.get(m, "dump_dir", _abs_path, Path(Peer.dump_dir))),
+        dump_dir=ctx.get(m, "dump_dir", _dump_dir, Peer.dump_dir),
         certagent=tuple(ctx.get(m, "certagent", _argv, list(Peer.certagent))),
         quote=quote,
         timeout=ctx.get(m, "timeout", _timeout, Peer.timeout),
     )
+
+
+def _dump_dir(ctx: _Ctx, v: _V) -> str | None:
+    """`auto` (keepalived's own TMPDIR, read from its process) or an absolute path."""
+    if v.value == "auto":
+        return "auto"
+    path = _abs_path(ctx, v)
+    return None if path is None else str(path)
 
 
 def _argv(ctx: _Ctx, v: _V) -> list[str] | None:

@@ -26,20 +26,33 @@ from .errors import CertagentError
 from .system import RunResult
 
 # Exit codes of the script, so the caller can say what went wrong without parsing prose.
-NOT_RUNNING, NO_SIGNUM, NO_ANSWER = 3, 4, 5
+NOT_RUNNING, NO_SIGNUM, NO_ANSWER, UNTRUSTED = 3, 4, 5, 6
 
 DUMP_SCRIPT = r"""
 pidfile=$1 dir=$2 tries=$3
 pid=$(cat "$pidfile" 2>/dev/null) || { echo "no pid file $pidfile"; exit 3; }
 case $pid in ''|*[!0-9]*) echo "$pidfile holds no pid"; exit 3;; esac
 kill -0 "$pid" 2>/dev/null || { echo "no process $pid (from $pidfile)"; exit 3; }
+owner=$(stat -c %u "/proc/$pid") || { echo "no process $pid"; exit 3; }
+if [ "$dir" = auto ]; then  # where keepalived writes: its own TMPDIR, else /tmp
+    dir=$(tr '\0' '\n' < "/proc/$pid/environ" | sed -n 's/^TMPDIR=//p' | head -n 1)
+    [ -n "$dir" ] || dir=/tmp
+fi
+# Trust only files keepalived itself wrote: in a directory nobody else can write
+# (or a sticky one, where nobody can replace them), regular, owned by its user.
+duid=$(stat -L -c %u "$dir" 2>/dev/null) || { echo "no dump directory $dir"; exit 6; }
+[ "$duid" = 0 ] || [ "$duid" = "$owner" ] || { echo "$dir is owned by uid $duid"; exit 6; }
+[ -z "$(find "$dir" -maxdepth 0 \( -perm -0002 -o -perm -0020 \) ! -perm -1000)" ] || {
+    echo "$dir can be written by others and is not sticky"; exit 6; }
+mine() { [ -f "$1" ] && [ ! -L "$1" ] && [ "$(stat -c %u "$1")" = "$owner" ]; }
 json=$(keepalived --signum=JSON) && data=$(keepalived --signum=DATA) || {
     echo "keepalived --signum failed (keepalived built without JSON support?)"; exit 4; }
 rm -f "$dir/keepalived.json" "$dir/keepalived.data"
 kill "-$json" "$pid" && kill "-$data" "$pid" || { echo "cannot signal pid $pid"; exit 3; }
 i=0 last=
 while :; do
-    if [ -s "$dir/keepalived.json" ] && [ -s "$dir/keepalived.data" ]; then
+    if mine "$dir/keepalived.json" && mine "$dir/keepalived.data" \
+        && [ -s "$dir/keepalived.json" ] && [ -s "$dir/keepalived.data" ]; then
         now=$(wc -c < "$dir/keepalived.json")/$(wc -c < "$dir/keepalived.data")
         [ "$now" = "$last" ] && break
         last=$now
@@ -47,6 +60,12 @@ while :; do
     i=$((i + 1))
     if [ "$i" -ge "$tries" ]; then
         kill -0 "$pid" 2>/dev/null || { echo "process $pid exited"; exit 3; }
+        for f in "$dir/keepalived.json" "$dir/keepalived.data"; do
+            if [ -e "$f" ] || [ -L "$f" ]; then mine "$f" || {
+                echo "$f was not written by keepalived (not a file owned by uid $owner)"
+                exit 6; }
+            fi
+        done
         echo "pid $pid wrote no dump into $dir"; exit 5
     fi
     sleep 0.02
@@ -140,6 +159,8 @@ def dump(where: Where, run: Run, timeout: float) -> dict[str, Instance]:
             f"{where.label}: keepalived did not answer within {timeout:g} s "
             f"(frozen or hung?): {_last(text)}"
         )
+    if result.returncode == UNTRUSTED:
+        raise KeepalivedError(f"{where.label}: refusing the keepalived dump: {_last(text)}")
     if not result.ok:
         raise KeepalivedError(f"{where.label}: cannot read keepalived: {result.describe()}")
     try:

@@ -220,7 +220,7 @@ class Peer:
     command: tuple[str, ...]  # e.g. (ssh, -o, BatchMode=yes, root@10.0.0.12)
     address: str  # its own address: TLS checks of its web server go here
     pid_file: str = "/run/keepalived.pid"
-    dump_dir: str = "/tmp"  # noqa: S108 - keepalived's TMPDIR there: where it writes dumps
+    dump_dir: str = "auto"  # keepalived's TMPDIR there (read from its environment), or /tmp
     certagent: tuple[str, ...] = ("certagent",)  # how to run certagent there
     quote: bool = True  # the prefix passes one string to a remote shell (ssh does)
     timeout: float = 300.0  # the whole deploy on the peer
@@ -240,7 +240,7 @@ class Keepalived:
     peer: Peer
     vips: tuple[str, ...] = ()  # bare addresses; checked against both nodes when given
     pid_file: str = "/run/keepalived.pid"
-    dump_dir: str = "/tmp"  # noqa: S108 - keepalived's TMPDIR: where it writes dumps
+    dump_dir: str = "auto"  # keepalived's TMPDIR (read from its environment), or /tmp
     dump_timeout: float = 2.0  # keepalived must answer a dump signal within this
     max_advert_age: float | None = None  # None: three advert intervals, at least 1 s
     on_backup: OnBackup = OnBackup.SKIP

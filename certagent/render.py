@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import jinja2
+from . import trust
 from .errors import CertagentError
 
 
@@ -31,9 +32,16 @@ def shipped_template_dir() -> Path:
 
 
 def _environment(user_dirs: Sequence[Path]) -> jinja2.Environment:
-    import jinja2  # deferred: only staging renders; status and --help stay light
+    """A sandboxed environment: a template can reach no Python internals (attributes
+    starting with `_`, unsafe callables), so a template is a config, never a program."""
+    import jinja2  # deferred: status and --help stay light
+    from jinja2.sandbox import SandboxedEnvironment
 
-    return jinja2.Environment(  # noqa: S701 - configs, not HTML: escaping would corrupt them
+    for folder in user_dirs:
+        why = trust.problem(folder)
+        if why is not None:  # a template another user can change is a root-run config
+            raise RenderError(f"refusing templates from {folder}: {why}")
+    return SandboxedEnvironment(  # configs, not HTML: autoescape would corrupt them
         loader=jinja2.FileSystemLoader([*map(str, user_dirs), str(shipped_template_dir())]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -70,6 +78,7 @@ def sources(template: str, user_dirs: Sequence[Path] = ()) -> dict[str, str]:
 def render(template: str, context: Mapping[str, Any], user_dirs: Sequence[Path] = ()) -> str:
     """Render one template; user directories are searched before the shipped ones."""
     import jinja2
+    import jinja2.exceptions
 
     env = _environment(user_dirs)
     try:
@@ -84,6 +93,10 @@ def render(template: str, context: Mapping[str, Any], user_dirs: Sequence[Path] 
     except jinja2.UndefinedError as exc:
         line = _template_line(exc, template)
         raise RenderError(f"template {template}{line}: {exc.message}") from exc
+    except jinja2.exceptions.SecurityError as exc:
+        raise RenderError(f"template {template}: refused by the sandbox: {exc}") from exc
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"template {template}: {exc}") from exc
 
 
 def _template_line(exc: BaseException, template: str) -> str:

@@ -35,11 +35,13 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import trust
 from .errors import LockHeld, StoreError
 from .model import CertState, KeyType, Release, RenewalWindow
 
@@ -125,8 +127,14 @@ class Store:
     def lock(self) -> Iterator[None]:
         """Hold the state directory's lock, or raise LockHeld at once."""
         self._ensure_root()
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        path = self.root / "lock"
         try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:  # ELOOP: a planted symlink, never followed
+            raise StoreError(f"cannot open the lock {path}: {exc.strerror}") from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreError(f"the lock {path} is not a regular file")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -140,9 +148,13 @@ class Store:
             os.close(fd)
 
     def _ensure_root(self) -> None:
+        """Create the state directory 0700, or refuse one that another user owns or can
+        write (they could plant links that we, as root, would follow)."""
+        why = trust.problem(self.root)
+        if why is not None:
+            raise StoreError(f"refusing to use the state directory {self.root}: {why}")
         try:
             make_private_dir(self.root)
-            self.root.chmod(0o700)
         except OSError as exc:
             raise StoreError(f"cannot create state directory {self.root}: {exc.strerror}") from exc
 
@@ -463,7 +475,8 @@ class Store:
 
     def append_history(self, record: Mapping[str, Any]) -> None:
         line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
-        fd = os.open(self.root / "history.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.root / "history.jsonl", flags, 0o600)
         try:
             os.write(fd, line.encode())
             os.fsync(fd)
@@ -475,9 +488,11 @@ class Store:
         cost grows with the records read, not with the length of the history."""
         path = self.root / "history.jsonl"
         try:
-            f = path.open("rb")
+            f = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
         with f:
             end = f.seek(0, os.SEEK_END)
             tail = b""
