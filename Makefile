@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iproute2 \
 	golang-go golang-github-smallstep-certificates-dev postgresql \
-	keepalived openssh-server openssh-client
+	keepalived openssh-server openssh-client faketime
 
 .PHONY: deps venv step-ca salt-venv test lint unit demo bench clean
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import email.utils
 import json
 import logging
 import math
@@ -31,7 +32,7 @@ from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from . import crypto
 from .challenges import Solver
-from .errors import CAUnreachable, OrderFailed
+from .errors import CABusy, CAUnreachable, OrderFailed
 from .model import CASpec, Policy, RenewalWindow
 from .store import atomic_write
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "certagent/0.1 acme-python"
 BAD_NONCE_RETRIES = 10  # pebble rejects 5 % of nonces by default; the library retries once
 BUSY_RETRIES = 3  # 429 and 503 with a Retry-After we are willing to wait for
+CLOCK_TOLERANCE = 120.0  # seconds of skew against the CA's Date header that we name
 POLL_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -60,22 +62,38 @@ class _Network(client.ClientNetwork):
             # verification stays on, with the configured roots added.
             self.verify_ssl = ca_bundle  # type: ignore[assignment]
         self.last_response: requests.Response | None = None
+        self.clock_skew: float | None = None  # our clock minus the CA's, from its Date
         self._sleep = sleep
         self._max_wait = max_wait
 
     def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         self.last_response = super()._send_request(method, url, *args, **kwargs)
+        self._note_clock(self.last_response)
         return self.last_response
+
+    def _note_clock(self, resp: requests.Response) -> None:
+        """The CA's Date header against our clock (RFC 9110 section 6.6.1): a skew of
+        minutes makes new certificates look not yet valid here, so it is named."""
+        try:
+            theirs = email.utils.parsedate_to_datetime(resp.headers["Date"])
+        except (KeyError, TypeError, ValueError, IndexError):
+            return
+        if theirs.tzinfo is None:
+            return
+        self.clock_skew = (dt.datetime.now(dt.UTC) - theirs).total_seconds()
 
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
         nonce_failures = busy = 0
         while True:
             try:
                 return self._post_once(*args, **kwargs)
-            except messages.Error as error:
-                if error.code == "badNonce" and nonce_failures < BAD_NONCE_RETRIES:
+            except (messages.Error, errors.ClientError) as error:
+                code = error.code if isinstance(error, messages.Error) else None
+                if code == "badNonce" and nonce_failures < BAD_NONCE_RETRIES:
                     nonce_failures += 1
                     continue
+                # 429/503 are retried whatever the body says (a problem document, plain
+                # text or HTML from a proxy), waiting out Retry-After up to the bound.
                 wait = self._busy_wait()
                 if wait is None or busy >= BUSY_RETRIES:
                     raise
@@ -124,6 +142,7 @@ class AcmeIssuer:
         self._monotonic = monotonic
         self._client: client.ClientV2 | None = None
         self._key: JWK | None = None
+        self._down: str | None = None  # why the CA is not asked again in this run
 
     @property
     def label(self) -> str:
@@ -132,7 +151,31 @@ class AcmeIssuer:
     # -- public --------------------------------------------------------------------
 
     def issue(self, csr_pem: bytes, solver: Solver) -> bytes:
-        """Order, validate and download; returns the full chain in PEM, leaf first."""
+        """Order, validate and download; returns the full chain in PEM, leaf first.
+
+        Once the CA was unreachable or kept answering 429/503 in this run, the next
+        certificates do not send their own orders into the outage: they fail at once."""
+        if self._down is not None:
+            raise CAUnreachable(self.label, f"not ordering: {self._down}")
+        try:
+            return self._issue(csr_pem, solver)
+        except CAUnreachable as exc:
+            self._down = f"the CA was unreachable earlier in this run ({exc})"
+            raise
+        except CABusy as exc:
+            if exc.status == 503:  # the whole CA is down; a 429 may be this order's own
+                self._down = f"the CA answered 503 earlier in this run ({exc})"
+            raise
+
+    def clock_problem(self) -> str | None:
+        """A word about this machine's clock when the CA's differs by minutes, else None."""
+        skew = self._client.net.clock_skew if self._client is not None else None  # type: ignore[attr-defined]
+        if skew is None or abs(skew) < CLOCK_TOLERANCE:
+            return None
+        side = "ahead of" if skew > 0 else "behind"
+        return f"this machine's clock is {abs(skew):.0f} s {side} the CA's (check NTP)"
+
+    def _issue(self, csr_pem: bytes, solver: Solver) -> bytes:
         with self._translated("order"):
             acme = self._account()
             try:
@@ -330,9 +373,11 @@ class AcmeIssuer:
         except OrderFailed:
             raise
         except messages.Error as exc:
-            raise OrderFailed(
-                self.label, f"{what} refused: {_problem_text(exc)}", exc.typ, exc.detail
-            ) from exc
+            message = f"{what} refused: {_problem_text(exc)}"
+            status = _last_status(self)
+            if exc.code == "rateLimited" or status in (429, 503):
+                raise CABusy(self.label, message, exc.typ, exc.detail, status=status) from exc
+            raise OrderFailed(self.label, message, exc.typ, exc.detail) from exc
         except requests.exceptions.SSLError as exc:
             raise OrderFailed(
                 self.label,
@@ -348,8 +393,16 @@ class AcmeIssuer:
         except requests.exceptions.RequestException as exc:
             raise OrderFailed(self.label, f"request to the CA failed: {_root_cause(exc)}") from exc
         except errors.Error as exc:
-            raise OrderFailed(self.label, f"{what} failed: {_client_error_text(exc)}") from exc
-        except (ValueError, DeserializationError) as exc:
+            text = _client_error_text(exc)
+            status = _status(exc)
+            if status in (429, 503):
+                raise CABusy(self.label, f"{what}: the CA is busy: {text}", status=status) from exc
+            raise OrderFailed(self.label, f"{what} failed: {text}") from exc
+        except KeyError as exc:  # a directory without newNonce, newAccount or newOrder
+            raise OrderFailed(
+                self.label, f"{what}: the CA's directory does not offer {exc} (not ACME?)"
+            ) from exc
+        except (ValueError, TypeError, DeserializationError) as exc:
             raise OrderFailed(self.label, f"{what}: unexpected answer from the CA: {exc}") from exc
 
 
@@ -371,10 +424,31 @@ def _problem_text(problem: messages.Error) -> str:
     return text
 
 
-def _client_error_text(exc: errors.Error) -> str:
+def _response(exc: errors.Error) -> requests.Response | None:
     arg = exc.args[0] if exc.args else None
-    if isinstance(arg, requests.Response):
-        return f"HTTP {arg.status_code} from {arg.url}"
+    if isinstance(arg, tuple) and arg and isinstance(arg[0], requests.Response):
+        arg = arg[0]
+    return arg if isinstance(arg, requests.Response) else None
+
+
+def _status(exc: errors.Error) -> int | None:
+    resp = _response(exc)
+    return resp.status_code if resp is not None else None
+
+
+def _last_status(issuer: AcmeIssuer) -> int | None:
+    net = issuer._client.net if issuer._client is not None else None
+    resp = getattr(net, "last_response", None)
+    return resp.status_code if resp is not None else None
+
+
+def _client_error_text(exc: errors.Error) -> str:
+    resp = _response(exc)
+    if resp is not None:
+        text = f"HTTP {resp.status_code} from {resp.url}"
+        if "Retry-After" in resp.headers:
+            text += f" (Retry-After: {resp.headers['Retry-After']}, beyond what this run waits)"
+        return text
     return str(exc) or type(exc).__name__
 
 

@@ -32,6 +32,7 @@ from .store import Store
 from .system import Clock, RunResult
 
 RENDERED = "rendered"
+CLOCK_SLACK = dt.timedelta(seconds=60)  # a certificate starting sooner than this is fine
 BACKUP_SUFFIX = ".certagent-orig"
 
 
@@ -222,6 +223,16 @@ class Deployer:
             files = [release.path / "privkey.pem", release.path / "fullchain.pem"]
             files += [release.path / RENDERED / t.dest.name for t in deploy.templates]
             problems += [p for p in (self.unreadable(f, deploy.user) for f in files) if p]
+        now = self.clock.now()
+        if release.not_before > now + CLOCK_SLACK:
+            problems.append(
+                f"the new certificate is valid only from {release.not_before:%Y-%m-%d %H:%M:%S} "
+                f"UTC but this machine's clock says {now:%Y-%m-%d %H:%M:%S} UTC: its clock is "
+                "behind (check NTP); clients would reject it, so it is kept and deployed later"
+            )
+        why = self.store.damage(release)
+        if why is not None:
+            problems.append(f"the staged release is damaged: {why}")
         free = shutil.disk_usage(self.store.root).free
         if free < deploy.min_free_bytes:
             problems.append(

@@ -102,6 +102,25 @@ class CAUnreachable(OrderFailed):
     code = "ca-unreachable"
 
 
+class CABusy(OrderFailed):
+    """The CA answered 429 or 503 (rate limit, overload, maintenance) beyond the wait
+    we accept in one run."""
+
+    code = "ca-busy"
+
+    def __init__(
+        self,
+        ca: str,
+        message: str,
+        problem_type: str | None = None,
+        detail: str | None = None,
+        *,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(ca, message, problem_type, detail)
+        self.status = status
+
+
 class RehearsalFailed(CertagentError):
     """The rehearsal on the staging CA failed: production is neither ordered nor touched."""
 

@@ -13,10 +13,11 @@ import datetime as dt
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol
 
 
 class Clock(Protocol):
@@ -71,6 +72,32 @@ class RunResult:
         return f"`{' '.join(self.argv)}` {status}" + (f": {tail}" if tail else "")
 
 
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    with contextlib.suppress(OSError), pipe:  # BrokenPipeError: the child stopped reading
+        pipe.write(data)
+
+
+class _Tail:
+    """Keeps only the last `size` bytes of a stream, however much it carries: a hook
+    that prints gigabytes costs a fixed amount of memory."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.buf = bytearray()
+
+    def drain(self, stream: IO[bytes] | None) -> None:
+        if stream is None:
+            return
+        with stream:
+            while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+                self.buf += chunk
+                if len(self.buf) > 2 * self.size:
+                    del self.buf[: len(self.buf) - self.size]
+
+    def text(self) -> str:
+        return bytes(self.buf[-self.size :]).decode("utf-8", "replace")
+
+
 def run(
     argv: Sequence[str],
     timeout: float,
@@ -99,14 +126,25 @@ def run(
         return RunResult(
             tuple(argv), None, f"cannot run {argv[0]}: {exc.strerror}", time.monotonic() - start
         )
+    tail = _Tail(limit * 4)  # bytes: a character is at most 4 of them in UTF-8
+    reader = threading.Thread(target=tail.drain, args=(proc.stdout,), daemon=True)
+    reader.start()
+    if proc.stdin is not None:  # fed from a thread: a child that never reads cannot block us
+        threading.Thread(target=_feed, args=(proc.stdin, stdin or b""), daemon=True).start()
     timed_out = False
     try:
-        out, _ = proc.communicate(stdin, timeout=timeout)
+        proc.wait(timeout=timeout)
+        # The output ends when every holder of the pipe is gone (a child's own child
+        # too), within the same deadline.
+        reader.join(max(0.0, timeout - (time.monotonic() - start)))
+        timed_out = reader.is_alive()
     except subprocess.TimeoutExpired:
         timed_out = True
+    if timed_out:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-    text = out.decode("utf-8", "replace")[-limit:]
+        proc.wait()
+        reader.join(5)
+    text = tail.text()[-limit:]
     code = None if timed_out else proc.returncode
     return RunResult(tuple(argv), code, text, time.monotonic() - start, timed_out)

@@ -1,0 +1,136 @@
+"""Acceptance: what a CA says on a bad day, and a wrong clock (issue #12).
+
+A broken ACME server on loopback (testbed/brokenca.py) answers `{}` or HTML for its
+directory, and 503/429 with a plain-text body and a Retry-After; a real pebble behind
+it for the cases that recover. A clock ten minutes slow (faketime) against a real
+pebble. Every case ends in a documented exit status with the reason named."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.brokenca import BrokenCA
+from testbed.pebble import Pebble
+
+from .conftest import ROOT, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def broken_config(tmp_path: Path, ca: BrokenCA, names: tuple[str, ...] = ("aaa", "bbb")) -> Path:
+    lines = [f"state_dir: {tmp_path / 'state'}",
+             f"ca: {{directory: '{ca.url}', timeout: 5}}",
+             "policy: {max_retry_after: 30, failure_backoff: 0}",
+             "certificates:"]  # fmt: skip
+    for n in names:
+        challenge = "{type: http-01, standalone: {address: 127.0.0.1, port: 1}}"
+        lines += [f"  {n}:", f"    names: [{n}.example.test]", f"    challenge: {challenge}"]
+    path = tmp_path / "c.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def renew_json(run, path: Path, *extra: str) -> tuple[int, dict[str, object], str]:  # type: ignore[no-untyped-def]
+    result = run("-c", str(path), "--json", "renew", *extra)
+    assert "internal error" not in result.err + result.out
+    return result.code, json.loads(result.out), result.err
+
+
+@pytest.mark.parametrize("mode,words", [("empty-directory", "directory does not offer"),
+                                        ("html", "Content-Type: text/html")])  # fmt: skip
+def test_a_directory_that_is_not_acme_is_a_clear_failure(tmp_path: Path, run, mode: str,
+                                                          words: str) -> None:  # fmt: skip
+    ca = BrokenCA(mode).start()
+    try:
+        code, report, _ = renew_json(run, broken_config(tmp_path, ca))
+    finally:
+        ca.stop()
+    assert code == 1
+    certs = report["certificates"]
+    assert isinstance(certs, list)
+    assert all(words in c["error"] for c in certs), certs
+
+
+def test_503_with_a_plain_body_is_retried_then_stops_the_run(tmp_path: Path, run) -> None:
+    ca = BrokenCA("busy-post", status=503, retry_after="0").start()
+    try:
+        code, report, _ = renew_json(run, broken_config(tmp_path, ca))
+    finally:
+        ca.stop()
+    assert code == 1
+    first, second = report["certificates"]  # type: ignore[misc]
+    assert first["error_code"] == "ca-busy" and "503" in first["error"]
+    assert ca.hits["/account"] == 4  # the first try and three retries, Retry-After honoured
+    assert "not ordering" in second["error"]  # no second order into a CA-wide outage
+
+
+def test_a_long_retry_after_is_not_waited_for_and_is_named(tmp_path: Path, run) -> None:
+    ca = BrokenCA("busy-post", status=503, retry_after="7200").start()
+    try:
+        code, report, _ = renew_json(run, broken_config(tmp_path, ca, ("aaa",)))
+    finally:
+        ca.stop()
+    assert code == 1
+    (only,) = report["certificates"]  # type: ignore[misc]
+    assert "Retry-After: 7200" in only["error"]
+    assert ca.hits["/account"] == 1
+
+
+def test_429_is_retried_per_certificate_without_stopping_the_others(tmp_path: Path, run) -> None:
+    ca = BrokenCA("busy-post", status=429, retry_after="0").start()
+    try:
+        code, report, _ = renew_json(run, broken_config(tmp_path, ca))
+    finally:
+        ca.stop()
+    assert code == 1
+    assert ca.hits["/account"] == 8  # each certificate tried (a 429 may be its own limit)
+    assert all(c["error_code"] == "ca-busy" for c in report["certificates"])  # type: ignore[union-attr]
+
+
+def test_a_busy_directory_is_waited_out_then_pebble_issues(
+    tmp_path: Path, run, pebble: Pebble
+) -> None:
+    upstream = ssl.create_default_context(cafile=str(pebble.tls_root))
+    ca = BrokenCA("busy-directory", fail_first=2, upstream=pebble.directory_url,
+                  upstream_ctx=upstream).start()  # fmt: skip
+    try:
+        path = write_config(tmp_path, pebble, directory=ca.url)
+        code, _, err = renew_json(run, path)
+    finally:
+        ca.stop()
+    assert code == 0, err
+    assert ca.hits["/dir"] == 3
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="make deps installs faketime")
+def test_a_slow_clock_is_named_and_the_certificate_kept_for_later(
+    tmp_path: Path, pebble: Pebble
+) -> None:
+    path = write_config(tmp_path, pebble, {"www": ["www.example.test"]})
+    text = path.read_text() + "    deploy: {hook: ['true'], endpoints: []}\n"
+    path.write_text(
+        text.replace("  order_timeout: 20\n", "  order_timeout: 20\n  failure_backoff: 0\n")
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "certagent", "-c", str(path), "--json", "renew"]
+    slow = subprocess.run(["faketime", "-f", "-10m", *base], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)  # fmt: skip
+    assert slow.returncode == 1, slow.stderr
+    (cert,) = json.loads(slow.stdout)["certificates"]
+    assert "clock is behind" in cert["error"] and "NTP" in cert["error"]
+    releases = list((tmp_path / "state" / "certs" / "www" / "releases").iterdir())
+    assert len(releases) == 1  # the issued certificate is kept, not thrown away
+    fixed = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120,
+                           check=False)  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr
+    (cert,) = json.loads(fixed.stdout)["certificates"]
+    assert "trying again" in cert["decision"]["reason"]  # deployed, no second order
+    assert not [s for s in cert["steps"] if s["step"] == "order"]
