@@ -158,14 +158,25 @@ class AcmeIssuer:
         if self._down is not None:
             raise CAUnreachable(self.label, f"not ordering: {self._down}")
         try:
-            return self._issue(csr_pem, solver)
-        except CAUnreachable as exc:
+            chain = self._issue(csr_pem, solver)
+        except OrderFailed as exc:
+            clock = self.clock_problem()
+            if clock is not None:  # say it where the operator looks: in the error itself
+                exc.args = (f"{exc.args[0]} ({clock})", *exc.args[1:])
+            self._trip(exc)
+            raise
+        clock = self.clock_problem()
+        if clock is not None:
+            log.warning("%s: %s", self.label, clock)
+        return chain
+
+    def _trip(self, exc: OrderFailed) -> None:
+        """Remember a CA-wide outage so that this run sends it no more orders."""
+        if isinstance(exc, CAUnreachable):
             self._down = f"the CA was unreachable earlier in this run ({exc})"
-            raise
-        except CABusy as exc:
-            if exc.status == 503:  # the whole CA is down; a 429 may be this order's own
-                self._down = f"the CA answered 503 earlier in this run ({exc})"
-            raise
+        elif isinstance(exc, CABusy) and exc.status == 503:
+            # the whole CA is down; a 429 may be this order's own rate limit
+            self._down = f"the CA answered 503 earlier in this run ({exc})"
 
     def clock_problem(self) -> str | None:
         """A word about this machine's clock when the CA's differs by minutes, else None."""

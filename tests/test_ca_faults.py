@@ -126,6 +126,7 @@ def test_a_slow_clock_is_named_and_the_certificate_kept_for_later(
     assert slow.returncode == 1, slow.stderr
     (cert,) = json.loads(slow.stdout)["certificates"]
     assert "clock is behind" in cert["error"] and "NTP" in cert["error"]
+    assert "behind the CA's (check NTP)" in slow.stderr  # from the CA's Date header
     releases = list((tmp_path / "state" / "certs" / "www" / "releases").iterdir())
     assert len(releases) == 1  # the issued certificate is kept, not thrown away
     fixed = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120,
