@@ -91,7 +91,9 @@ def main(folder: str) -> None:
             signal.alarm(0)
         for args in commands:
             print(json.dumps(run_one(path, args)), flush=True)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's across exec)
+    status = Path("/proc/self/status").read_text().splitlines()
+    rss = int(next(line.split()[1] for line in status if line.startswith("VmHWM")))
     print(json.dumps({"max_rss_kib": rss}), flush=True)
 
 
