@@ -222,8 +222,9 @@ def failed(ctx: Context, spec: CertSpec, exc: BaseException) -> CertResult:
     outcome = Outcome.FAILED_BEFORE_SWAP
     try:
         state = ctx.store.read_state(spec.name)
-        if state.pending is not None:  # died between swap and verify: the next run resumes
-            outcome = Outcome.BROKEN
+        live = ctx.store.current(spec.name)
+        if state.pending is not None and live is not None and live.release_id == state.pending[0]:
+            outcome = Outcome.BROKEN  # swapped, not verified: said loudly; the next run resumes
             error += "; the swap was not verified: the next run verifies it or rolls back"
         ctx.store.write_state(
             spec.name,
@@ -384,7 +385,13 @@ def stage(
             ctx.deployer.stage,
         )
     )
-    ctx.store.write_release(spec.name, files, meta, release_id)
+    try:
+        ctx.store.write_release(spec.name, files, meta, release_id)
+    except OSError as exc:  # ENOSPC, EIO: nothing half-written stays (write_release)
+        raise StageError(
+            f"cannot write release {release_id}: {exc.strerror or exc}"
+            + (f" ({exc.filename})" if exc.filename else "")
+        ) from exc
     return ctx.store.release(spec.name, release_id)
 
 

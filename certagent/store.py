@@ -215,6 +215,12 @@ class Store:
             for tmp in sorted(releases.glob(pattern)) if releases.is_dir() else []:
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed.append(tmp)
+        folder = self.cert_dir(name)  # a killed atomic_write or disk probe
+        for pattern in (".*.tmp[0-9]*", ".write-probe*"):
+            for tmp in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+                if tmp.is_file() or tmp.is_symlink():
+                    tmp.unlink()
+                    removed.append(tmp)
         return removed
 
     def current(self, name: str) -> Release | None:
