@@ -30,7 +30,7 @@ from josepy.errors import DeserializationError
 from josepy.jwa import ES256, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
-from . import crypto
+from . import __version__, crypto
 from .challenges import Solver
 from .errors import CABusy, CAUnreachable, OrderFailed
 from .model import CASpec, Policy, RenewalWindow
@@ -38,7 +38,7 @@ from .store import atomic_write
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "certagent/0.1 acme-python"
+USER_AGENT = f"certagent/{__version__} acme-python"
 BAD_NONCE_RETRIES = 10  # pebble rejects 5 % of nonces by default; the library retries once
 BUSY_RETRIES = 3  # 429 and 503 with a Retry-After we are willing to wait for
 CLOCK_TOLERANCE = 120.0  # seconds of skew against the CA's Date header that we name

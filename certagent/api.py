@@ -551,6 +551,9 @@ def exit_status(report: Report) -> ExitStatus:
     if report.command == "rehearse":  # staging's own rollback is not production's exit 2
         ok = all(r.outcome in (Outcome.RENEWED, Outcome.SKIPPED) for r in report.results)
         return ExitStatus.OK if ok else ExitStatus.FAILED
+    if report.command == "rollback":  # asked for and done: the old certificate is serving
+        outcome = report.results[0].outcome if report.results else Outcome.ROLLED_BACK
+        return ExitStatus.OK if outcome is Outcome.ROLLED_BACK else _SEVERITY[outcome]
     return max((_SEVERITY[r.outcome] for r in report.results), default=ExitStatus.OK)
 
 
@@ -559,11 +562,25 @@ def select(config: Config, names: Sequence[str]) -> tuple[CertSpec, ...]:
         return config.certificates
     unknown = [n for n in names if config.certificate(n) is None]
     if unknown:
-        known = ", ".join(c.name for c in config.certificates)
+        known = [c.name for c in config.certificates]
+        hints = [h for h in (_hint(config, n) for n in unknown) if h]
         raise UsageError(
-            f"unknown certificate(s) {', '.join(unknown)} in {config.source} (configured: {known})"
+            f"unknown certificate(s) {', '.join(unknown)} in {config.source} "
+            f"(configured: {', '.join(known)})" + "".join(f"; {h}" for h in hints)
         )
     return tuple(c for c in config.certificates if c.name in names)
+
+
+def _hint(config: Config, name: str) -> str | None:
+    """A DNS name finds its certificate; a typo finds the closest certificate name."""
+    import difflib
+
+    owner = next((c.name for c in config.certificates if name.lower().rstrip(".") in c.names),
+                 None)  # fmt: skip
+    if owner is not None:
+        return f"{name} is a name in certificate '{owner}': use `{owner}`"
+    close = difflib.get_close_matches(name, [c.name for c in config.certificates], n=1)
+    return f"did you mean '{close[0]}'?" if close else None
 
 
 def _context(

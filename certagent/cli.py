@@ -7,13 +7,15 @@ Imports nothing heavy at start-up (no acme, josepy, requests or jinja2).
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
-from . import api
+from . import __version__, api
 from .errors import CertagentError, ConfigError, ExitStatus, UsageError
 from .model import Config, Outcome, Report
 from .system import SystemClock
@@ -22,7 +24,20 @@ log = logging.getLogger("certagent")
 
 
 class _Parser(argparse.ArgumentParser):
+    """No abbreviations (`--forc` is not `--force`), usage errors as UsageError (exit
+    64), and a suggestion for a mistyped command."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2))
+            close = difflib.get_close_matches(m.group(1), choices, n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
@@ -75,17 +90,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="say more (repeat for debug output)",
     )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print only failures (and what --json asks for)",
+    )
 
     parser = _Parser(
         prog="certagent",
         parents=[common],
         description="Renew ACME certificates safely; see README for the exit codes.",
     )
+    parser.add_argument("--version", action="version", version=f"certagent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     p = sub.add_parser("renew", parents=[common], help="renew what is due (for cron, Salt, people)")
     p.add_argument("--force", action="store_true", help="renew even if not due")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="touch nothing in production: show what is due and rehearse it on the staging "
+        "CA (if one is configured)",
+    )
     p.add_argument(
         "--splay",
         type=_seconds(86400),
@@ -192,11 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     verbose = 0
     checking = False
+    words = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in words  # known before parsing, so a usage error is JSON too
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(words)
         checking = args.command == "check"
         verbose = getattr(args, "verbose", 0) or 0
-        _setup_logging(verbose)
+        _setup_logging(verbose, getattr(args, "quiet", False))
         if checking:
             return _check(args)
         if args.command == "restore":  # needs no configuration: the backup carries it
@@ -209,6 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"CERTAGENT UNKNOWN - {str(exc).splitlines()[0]}")
             print(str(exc), file=sys.stderr)
             return 3
+        if as_json:  # the same schema as a report: a caller parses one thing
+            error = {"schema": 1, "error": str(exc), "error_code": _code(exc),
+                     "exit_status": int(exc.exit_status)}  # fmt: skip
+            if isinstance(exc, ConfigError):
+                error["problems"] = [
+                    {"path": p.path, "line": p.line, "message": p.message} for p in exc.problems
+                ]
+            print(json.dumps(error, indent=2))
         print(f"certagent: {exc}", file=sys.stderr)
         return int(exc.exit_status)
     except KeyboardInterrupt:
@@ -224,6 +263,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return int(ExitStatus.FAILED)
+
+
+def _code(exc: CertagentError) -> str:
+    if exc.code:
+        return exc.code
+    name = type(exc).__name__.removesuffix("Error")
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower() or "error"
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -357,8 +403,12 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
         report = api.deploy(config, args.name, failover_override=args.failover_override)
     elif args.command == "rollback":
         report = api.rollback(config, args.name)
+    elif args.command == "renew" and args.dry_run:
+        report = _dry_run(config, args)
     else:
-        progress = _TerminalProgress(sys.stderr) if sys.stderr.isatty() and not as_json else None
+        quiet = getattr(args, "quiet", False)
+        tty = sys.stderr.isatty() and not as_json and not quiet
+        progress = _TerminalProgress(sys.stderr) if tty else None
         update = progress.update if progress else None
         try:
             if args.command == "rehearse":
@@ -377,25 +427,39 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
             if progress:
                 progress.clear()
     status = api.exit_status(report)
-    if args.command == "rollback" and status is ExitStatus.ROLLED_BACK:
-        status = ExitStatus.OK  # asked for and done: the old certificate is serving
     if as_json and args.command == "receive":  # one line: the MASTER reads it after logs
         print(json.dumps({**report.to_json(), "exit_status": int(status)}))
     elif as_json:
         _out(True, {**report.to_json(), "exit_status": int(status)}, "")
     else:
-        _print_report(report, verbose)
+        _print_report(report, verbose, getattr(args, "quiet", False))
     return status
+
+
+def _dry_run(config: Config, args: argparse.Namespace) -> Report:
+    """`renew --dry-run`: production is neither locked, ordered nor touched. What is due
+    is shown, and rehearsed on the staging CA when one is configured (certbot's
+    --dry-run, which orders from a staging CA, is the habit this keeps)."""
+    planned = api.plan_run(config, args.names, args.force)
+    due = [r.name for r in planned.results if r.decision.due]
+    if config.staging is None or not due:
+        if config.staging is None:
+            log.warning("renew --dry-run: no staging CA is configured; showing the plan only")
+        return planned
+    return api.rehearse(config, due)
 
 
 def _out(as_json: bool, data: dict[str, Any], text: str) -> None:
     print(json.dumps(data, indent=2) if as_json else text)
 
 
-def _print_report(report: Report, verbose: int) -> None:
+def _print_report(report: Report, verbose: int, quiet: bool = False) -> None:
     planning = report.command == "plan"
     rehearsing = report.command == "rehearse"
     for r in report.results:
+        failed = r.outcome not in (Outcome.SKIPPED, Outcome.RENEWED)
+        if quiet and not planning and not failed:
+            continue
         if r.outcome is Outcome.SKIPPED and not (verbose or planning or rehearsing or r.steps):
             continue  # silent when nothing is due: cron mails only what matters (a due
             # certificate skipped on a keepalived BACKUP has steps and is said)
@@ -413,17 +477,23 @@ def _print_report(report: Report, verbose: int) -> None:
                 f"{r.name}: renewed ({r.decision.reason}); release {r.release}, "
                 f"valid until {r.not_after:%Y-%m-%d %H:%M UTC}"
             )
+        elif report.command == "rollback" and r.outcome is Outcome.ROLLED_BACK:
+            print(f"{r.name}: rolled back; release {r.release} is live again")
         else:
-            print(f"{r.name}: {r.outcome.value.upper()}: {r.error}", file=sys.stderr)
+            print(f"{r.name}: {r.outcome.value.upper()}: {r.error or 'see the steps'}",
+                  file=sys.stderr)  # fmt: skip
             if r.outcome is Outcome.BROKEN:
                 print(
                     f"{r.name}: BROKEN: the rollback failed too; check the web server NOW",
                     file=sys.stderr,
                 )
-        if verbose or rehearsing or r.outcome not in (Outcome.SKIPPED, Outcome.RENEWED):
+        if verbose or rehearsing or failed:
+            out = sys.stderr if failed else sys.stdout
             for s in r.steps:
                 mark = "ok" if s.ok else "FAILED"
-                print(f"  {s.step:<17} {mark:<6} {s.seconds:7.3f}s  {s.detail}")
+                # the failing step's detail is the error just printed: not twice
+                detail = "(above)" if not s.ok and s.detail == r.error else s.detail
+                print(f"  {s.step:<17} {mark:<6} {s.seconds:7.3f}s  {detail}", file=out)
 
 
 def _print_status(rows: list[api.StatusRow]) -> None:
@@ -462,8 +532,10 @@ class _TerminalProgress:
         self.stream.flush()
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, quiet: bool = False) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if quiet:
+        level = logging.ERROR
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("certagent: %(levelname)s: %(message)s"))
     root = logging.getLogger()

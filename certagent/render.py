@@ -8,7 +8,6 @@ Side effects: reads template files. jinja2 is imported on first use.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,12 +22,22 @@ class RenderError(CertagentError):
     """A template is missing, malformed, or uses an undefined variable."""
 
 
+ETC_TEMPLATES = Path("/etc/certagent/templates")
+
+
 def shipped_template_dir() -> Path:
-    """templates/ of a source checkout, else where the wheel installs it."""
-    checkout = Path(__file__).resolve().parent.parent / "templates"
-    if checkout.is_dir():
-        return checkout
-    return Path(sys.prefix) / "share" / "certagent" / "templates"
+    """The templates the wheel carries (certagent/templates), else a checkout's."""
+    packaged = Path(__file__).resolve().parent / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def search_path(user_dirs: Sequence[Path]) -> list[Path]:
+    """Where templates are looked up, in order: `template_dirs`, then
+    /etc/certagent/templates (when it exists), then the shipped ones."""
+    etc = [ETC_TEMPLATES] if ETC_TEMPLATES.is_dir() and ETC_TEMPLATES not in user_dirs else []
+    return [*user_dirs, *etc, shipped_template_dir()]
 
 
 def _environment(user_dirs: Sequence[Path]) -> jinja2.Environment:
@@ -37,12 +46,13 @@ def _environment(user_dirs: Sequence[Path]) -> jinja2.Environment:
     import jinja2  # deferred: status and --help stay light
     from jinja2.sandbox import SandboxedEnvironment
 
-    for folder in user_dirs:
+    search = search_path(user_dirs)
+    for folder in search:
         why = trust.problem(folder)
         if why is not None:  # a template another user can change is a root-run config
             raise RenderError(f"refusing templates from {folder}: {why}")
     return SandboxedEnvironment(  # configs, not HTML: autoescape would corrupt them
-        loader=jinja2.FileSystemLoader([*map(str, user_dirs), str(shipped_template_dir())]),
+        loader=jinja2.FileSystemLoader([str(p) for p in search]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -84,7 +94,7 @@ def render(template: str, context: Mapping[str, Any], user_dirs: Sequence[Path] 
     try:
         return env.get_template(template).render(**context)
     except jinja2.TemplateNotFound as exc:
-        searched = ", ".join([*map(str, user_dirs), str(shipped_template_dir())])
+        searched = ", ".join(map(str, search_path(user_dirs)))
         raise RenderError(f"template {template} not found (searched {searched})") from exc
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError(
