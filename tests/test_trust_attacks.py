@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -200,7 +201,7 @@ def test_planted_keepalived_dumps_are_refused(tmp_path: Path, dump_dir: str) -> 
         "runuser", "-u", "nobody", "--", "sh", "-c",
         f"while :; do printf '%s' '{body}' > {folder}/keepalived.json 2>/dev/null; "
         f"printf '%s' '{data}' > {folder}/keepalived.data 2>/dev/null; sleep 0.01; done",
-    ])  # fmt: skip
+    ], start_new_session=True)  # fmt: skip
     fake = _fake_keepalived(tmp_path)
     try:
         deadline = time.monotonic() + 10
@@ -211,7 +212,7 @@ def test_planted_keepalived_dumps_are_refused(tmp_path: Path, dump_dir: str) -> 
         with pytest.raises(keepalived.KeepalivedError, match="refusing the keepalived dump"):
             keepalived.dump(where, system.run, 0.5)
     finally:
-        planter.kill()
+        os.killpg(planter.pid, signal.SIGKILL)  # runuser and the shell loop it started
         fake.kill()
         planter.wait()
         fake.wait()
