@@ -6,7 +6,7 @@ APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iprout
 	golang-go golang-github-smallstep-certificates-dev postgresql \
 	keepalived openssh-server openssh-client faketime
 
-.PHONY: deps venv step-ca salt-venv test lint unit demo bench clean
+.PHONY: deps venv step-ca salt-venv wheelhouse test lint unit demo bench clean install
 
 deps:
 	@sh scripts/install-deps $(APT_PACKAGES)
@@ -34,11 +34,22 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# Wheels of certagent's dependencies and of its build backend, made before the tests
+# (which run in a private network namespace, without PyPI): the install tests build
+# and install the wheel from this checkout with `--no-index --find-links` here.
+WHEELHOUSE := build/wheelhouse
+$(WHEELHOUSE)/.done: pyproject.toml $(VENV)/.installed
+	mkdir -p $(WHEELHOUSE)
+	$(BIN)/pip wheel -q -w $(WHEELHOUSE) . 'setuptools>=77' wheel
+	touch $@
+
+wheelhouse: $(WHEELHOUSE)/.done
+
 lint: venv
 	$(BIN)/ruff check certagent tests testbed bench
 	$(BIN)/mypy certagent
 
-test: deps venv step-ca salt-venv lint
+test: deps venv step-ca salt-venv wheelhouse lint
 	$(BIN)/python -m pytest -q
 
 unit: venv
@@ -50,6 +61,11 @@ demo: deps venv step-ca
 bench: deps venv
 	$(BIN)/python bench/renew_many.py
 	$(BIN)/python bench/check_many.py
+
+# certagent for real use: /opt/certagent, /usr/local/bin/certagent, units, cron, /etc/certagent.
+install:
+	@sh scripts/install-deps
+	@sh scripts/install
 
 clean:
 	rm -rf $(VENV) build

@@ -38,6 +38,8 @@ if [ "$dir" = auto ]; then  # where keepalived writes: its own TMPDIR, else /tmp
     dir=$(tr '\0' '\n' < "/proc/$pid/environ" | sed -n 's/^TMPDIR=//p' | head -n 1)
     [ -n "$dir" ] || dir=/tmp
 fi
+# Through keepalived's own root: its /tmp even when we run with PrivateTmp (or it does).
+[ -d "/proc/$pid/root$dir" ] && dir="/proc/$pid/root$dir"
 # Trust only files keepalived itself wrote: in a directory nobody else can write
 # (or a sticky one, where nobody can replace them), regular, owned by its user.
 duid=$(stat -L -c %u "$dir" 2>/dev/null) || { echo "no dump directory $dir"; exit 6; }

@@ -140,6 +140,18 @@ def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     return _run
 
 
+WHEELHOUSE = ROOT / "build" / "wheelhouse"
+
+
+def offline_pip_env() -> dict[str, str]:
+    """pip inside the tests' network namespace: only the wheels `make wheelhouse` made."""
+    if not (WHEELHOUSE / ".done").is_file():
+        pytest.fail(f"{WHEELHOUSE} is missing: run `make wheelhouse` (`make test` does)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**env, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELHOUSE),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
+
+
 def run_subprocess(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(

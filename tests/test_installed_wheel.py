@@ -16,7 +16,7 @@ import pytest
 from testbed.nginx import Nginx
 from testbed.pebble import Pebble
 
-from .conftest import ROOT
+from .conftest import ROOT, offline_pip_env
 from .test_deploy_nginx import Setup, served
 from .test_deploy_nginx import nginx as nginx
 from .test_deploy_nginx import pebble_root as pebble_root
@@ -28,8 +28,9 @@ pytestmark = pytest.mark.integration
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `certagent` command of a venv that holds only the built wheel and its deps."""
     where = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                    str(where / "dist"), str(ROOT)], check=True, cwd=where)  # fmt: skip
+    pip_env = offline_pip_env()
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(where / "dist")]
+    subprocess.run([*build, str(ROOT)], check=True, cwd=where, env=pip_env)
     (wheel,) = (where / "dist").glob("certagent-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("certagent/templates/nginx/nginx.conf.j2", "certagent/examples/certagent.yaml",
@@ -38,7 +39,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True,
-                   cwd=where)  # fmt: skip
+                   cwd=where, env=pip_env)  # fmt: skip
     return venv / "bin" / "certagent"
 
 
