@@ -990,19 +990,44 @@ def _command(ctx: _Ctx, v: _V) -> Command | None:
             f"got {_kind(v.value)}",
         )
         return None
-    m = ctx.mapping(v, {"argv", "shell", "timeout"})
+    m = ctx.mapping(v, {"argv", "shell", "timeout", "env"})
     timeout = ctx.get(m, "timeout", _timeout, 60.0)
+    env = _env(ctx, m["env"]) if "env" in m else ()
     if ("argv" in m) == ("shell" in m):
         ctx.error(v, "give exactly one of 'argv' (a list) and 'shell' (a string run by /bin/sh)")
         return None
     if "shell" in m:
         script = _str(ctx, m["shell"])
-        return None if script is None else Command(("/bin/sh", "-c", script), timeout, True)
+        return None if script is None else Command(("/bin/sh", "-c", script), timeout, True, env)
     argv = _list(ctx, m["argv"], _str)
     if not argv:
         ctx.error(m["argv"], "expected a non-empty list of arguments")
         return None
-    return Command(tuple(argv), timeout)
+    return Command(tuple(argv), timeout, False, env)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def _env(ctx: _Ctx, v: _V) -> tuple[tuple[str, str], ...]:
+    """Extra environment for a hook: NAME: value (scalars become strings). The names
+    certagent sets itself (CERTAGENT_*, RENEWED_*, LEGO_*) cannot be overridden."""
+    if not isinstance(v.value, dict):
+        ctx.error(v, f"expected a mapping of NAME: value, got {_kind(v.value)}")
+        return ()
+    out = []
+    for name, sub in v.value.items():
+        if not _ENV_NAME.fullmatch(name):
+            ctx.error(sub, f"not an environment variable name: {name!r}")
+        elif name.startswith(("CERTAGENT_", "RENEWED_", "LEGO_")):
+            ctx.error(sub, f"{name} is set by certagent itself")
+        elif isinstance(sub.value, bool) or not isinstance(sub.value, str | int | float):
+            ctx.error(sub, f"expected a string or number, got {_kind(sub.value)}")
+        elif "\0" in str(sub.value):
+            ctx.error(sub, "a NUL byte cannot be in an environment variable")
+        else:
+            out.append((name, str(sub.value)))
+    return tuple(out)
 
 
 def _endpoints(ctx: _Ctx, v: _V, default_sni: str) -> tuple[Endpoint, ...] | None:

@@ -321,16 +321,32 @@ class Deployer:
             .replace("{name}", spec.name)
             for a in command.argv
         ]
-        env = {
-            "CERTAGENT_CERT_NAME": spec.name,
-            "CERTAGENT_NAMES": " ".join(spec.names),
-            "CERTAGENT_RELEASE_DIR": str(release.path),
-            "CERTAGENT_FULLCHAIN": str(release.path / "fullchain.pem"),
-            "CERTAGENT_KEY": str(release.path / "privkey.pem"),
-            "CERTAGENT_ACTION": action,
-            "CERTAGENT_STAGE": self.stage,
-        }
-        return self.run(argv, command.timeout, env)
+        return self.run(argv, command.timeout, hook_env(command, spec, release, action, self.stage))
+
+
+def hook_env(
+    command: Command, spec: CertSpec, release: Release, action: str, stage: str
+) -> dict[str, str]:
+    """The child's environment: the command's own `env:`, then certagent's variables,
+    with the names certbot's and lego's deploy hooks read, so they work unchanged."""
+    path = release.path
+    return {
+        **dict(command.env),
+        "CERTAGENT_CERT_NAME": spec.name,
+        "CERTAGENT_NAMES": " ".join(spec.names),
+        "CERTAGENT_RELEASE_DIR": str(path),
+        "CERTAGENT_FULLCHAIN": str(path / "fullchain.pem"),
+        "CERTAGENT_KEY": str(path / "privkey.pem"),
+        "CERTAGENT_ACTION": action,
+        "CERTAGENT_STAGE": stage,
+        # certbot --deploy-hook: a directory holding cert/chain/fullchain/privkey.pem
+        "RENEWED_LINEAGE": str(path),
+        "RENEWED_DOMAINS": " ".join(spec.names),
+        # lego run --run-hook (its certificate file is the full chain)
+        "LEGO_CERT_DOMAIN": spec.names[0],
+        "LEGO_CERT_PATH": str(path / "fullchain.pem"),
+        "LEGO_CERT_KEY_PATH": str(path / "privkey.pem"),
+    }
 
 
 def link_dest(dest: Path, target: Path) -> str | None:

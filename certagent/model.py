@@ -74,6 +74,7 @@ class Command:
     argv: tuple[str, ...]
     timeout: float = 60.0
     shell: bool = False
+    env: tuple[tuple[str, str], ...] = ()  # added to the child's environment (`env:`)
 
 
 @dataclass(frozen=True)
