@@ -25,7 +25,7 @@ from . import pipeline, plan, system, trust
 from .challenges import Solvers
 from .check import Checker, Finding, State, Target, Watcher, plugin_output, watch
 from .deploy import Deployer, Steps
-from .errors import CertagentError, ExitStatus, GateRefused, UsageError
+from .errors import CertagentError, ExitStatus, GateRefused, StoreError, UsageError
 from .model import (
     CASpec,
     CertResult,
@@ -34,6 +34,7 @@ from .model import (
     Decision,
     DeploySpec,
     Endpoint,
+    Monitor,
     Outcome,
     Report,
     iso,
@@ -348,26 +349,82 @@ class CheckReport:
         }
 
 
-def check(config: Config, names: Sequence[str] = (), *, clock: Clock | None = None) -> CheckReport:
+@dataclass(frozen=True)
+class Thresholds:
+    """Command-line overrides of the configured thresholds (`check -w/-C/-t`)."""
+
+    warning_days: float | None = None
+    critical_days: float | None = None
+    timeout: float | None = None
+
+    def apply(self, target: Target) -> Target:
+        return replace(
+            target,
+            warning_days=target.warning_days if self.warning_days is None else self.warning_days,
+            critical_days=(
+                target.critical_days if self.critical_days is None else self.critical_days
+            ),
+        )
+
+
+def check(
+    config: Config,
+    names: Sequence[str] = (),
+    *,
+    clock: Clock | None = None,
+    thresholds: Thresholds = Thresholds(),
+) -> CheckReport:
     """Probe every configured certificate's endpoints and every monitor endpoint, at once.
 
     Reads the store (current releases, the last renew run) and never locks it. A full
-    check (no names) that finds a state directory leaves its findings there
-    (`check.json`) for the metrics, and rewrites the metrics textfile if one is set.
+    check (no names, no overrides) that finds a state directory it may write leaves its
+    findings there (`check.json`) for the metrics, and rewrites the metrics textfile if
+    one is set. A user who cannot read the store still gets every endpoint probed.
     """
     now = (clock or SystemClock()).now()
-    targets = check_targets(config, names)
-    findings = Checker(config.monitor.timeout, now).check_all(targets)
+    targets = [thresholds.apply(t) for t in check_targets(config, names)]
+    findings = Checker(thresholds.timeout or config.monitor.timeout, now).check_all(targets)
     watcher = None
     if config.monitor.max_renew_age is not None and not names:
-        record = Store(config.state_dir).last_record("renew")
-        last = dt.datetime.fromisoformat(str(record["time"])) if record else None
-        watcher = watch(last, config.monitor.max_renew_age, now)
+        try:
+            record = Store(config.state_dir).last_record("renew")
+        except (StoreError, OSError) as exc:
+            watcher = Watcher(State.UNKNOWN, f"cannot read the history: {exc}", None, None,
+                              config.monitor.max_renew_age)  # fmt: skip
+        else:
+            last = dt.datetime.fromisoformat(str(record["time"])) if record else None
+            watcher = watch(last, config.monitor.max_renew_age, now)
     state, text = plugin_output(findings, watcher)
     report = CheckReport(state, text, tuple(findings), watcher, now)
-    if not names and config.state_dir.is_dir() and trust.problem(config.state_dir) is None:
+    full = not names and thresholds == Thresholds()
+    if full and _writable_state(config.state_dir):
         _record_check(config, report)
     return report
+
+
+def check_endpoint(
+    endpoint: Endpoint,
+    *,
+    starttls: str | None = None,
+    trust_roots: Sequence[Path] = (),
+    thresholds: Thresholds = Thresholds(),
+    clock: Clock | None = None,
+) -> CheckReport:
+    """One endpoint given on the command line (`check -H host[:port]`): no configuration
+    is needed; the defaults are the `monitor` section's."""
+    now = (clock or SystemClock()).now()
+    d = Monitor()
+    label = f"{endpoint.host}:{endpoint.port}"
+    roots = tuple(trust_roots)
+    target = Target(label, endpoint, d.warning_days, d.critical_days, roots, starttls=starttls)
+    target = thresholds.apply(target)
+    findings = Checker(thresholds.timeout or d.timeout, now).check_all([target])
+    state, text = plugin_output(findings, None)
+    return CheckReport(state, text, tuple(findings), None, now)
+
+
+def _writable_state(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.W_OK) and trust.problem(folder) is None
 
 
 def _record_check(config: Config, report: CheckReport) -> None:
@@ -402,8 +459,11 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
         else:
             endpoints = tuple(Endpoint(n, 443, n) for n in spec.names if not n.startswith("*."))
             roots = monitor.trust_roots
-        snap = store.snapshot(spec.name)
-        current = snap.current
+        try:
+            snap = store.snapshot(spec.name)
+        except OSError:  # a monitoring user without access to the store: probe anyway
+            snap = None
+        current = snap.current if snap else None
         for ep in endpoints:
             targets.append(
                 Target(
@@ -414,7 +474,7 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
                     roots,
                     certificate=spec.name,
                     expected=current.fingerprint_sha256 if current else None,
-                    damaged=snap.damaged,
+                    damaged=snap.damaged if snap else None,
                 )
             )
     for m in monitor.endpoints:

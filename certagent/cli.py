@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 from . import __version__, api
+from .config import STARTTLS
 from .errors import CertagentError, ConfigError, ExitStatus, UsageError
-from .model import Config, Outcome, Report
+from .model import Config, Endpoint, Outcome, Report
 from .system import SystemClock
 
 log = logging.getLogger("certagent")
@@ -56,6 +57,26 @@ def _seconds(limit: float, least: float = 0.0) -> Any:
         return value
 
     return convert
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not 0 <= value <= 3650:
+        raise argparse.ArgumentTypeError(f"expected 0 to 3650 days, got {text!r}")
+    return value
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """host, host:port, [v6] or [v6]:port; port 443 when not given."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^:\s\[\]]+)(?::(\d{1,5}))?", text)
+    port_text = (m.group(2) or m.group(4)) if m else None
+    port = int(port_text) if port_text else 443
+    if m is None or not 0 < port < 65536:
+        raise UsageError(f"-H: expected HOST or HOST:PORT (IPv6 as [addr]:port), got {text!r}")
+    return m.group(1) or m.group(3), port
 
 
 def _count(text: str) -> int:
@@ -163,6 +184,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe every endpoint; monitoring-plugin output and exit codes (0-3)",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="certificates or monitor endpoints")
+    p.add_argument(
+        "-w",
+        "--warning",
+        type=_days,
+        metavar="DAYS",
+        help="WARNING at or below this many days left (default: monitor.warning_days)",
+    )
+    p.add_argument(
+        "-C",
+        "--critical",
+        type=_days,
+        metavar="DAYS",
+        help="CRITICAL at or below this many days left (-c is the config file)",
+    )
+    p.add_argument(
+        "-t",
+        "--timeout",
+        type=_seconds(600, least=0.01),
+        metavar="SECONDS",
+        help="per endpoint: connect, STARTTLS and handshake (default: monitor.timeout)",
+    )
+    p.add_argument(
+        "-H",
+        "--host",
+        metavar="HOST[:PORT]",
+        help="probe only this endpoint (port 443 unless given; no config needed)",
+    )
+    p.add_argument("--sni", metavar="NAME", help="with -H: the server name (default: HOST)")
+    p.add_argument("--starttls", choices=STARTTLS, help="with -H: the plaintext opening")
+    p.add_argument("--trust-root", action="append", default=[], metavar="PEM",
+                   help="with -H: also trust this root (repeatable)")  # fmt: skip
 
     p = sub.add_parser(
         "health",
@@ -237,8 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(_dispatch(args))
     except CertagentError as exc:
         if checking:  # a monitoring system must read "cannot check" as UNKNOWN, not as OK
-            print(f"CERTAGENT UNKNOWN - {str(exc).splitlines()[0]}")
-            print(str(exc), file=sys.stderr)
+            summary = str(exc).splitlines()[0]
+            if isinstance(exc, ConfigError):  # the reason itself on the status line
+                summary = f"{exc.source}: " + "; ".join(str(p) for p in exc.problems[:3])
+            print(f"CERTAGENT UNKNOWN - {summary}")  # plugins speak on stdout only
+            for line in str(exc).splitlines()[1:]:
+                print(line)
             return 3
         if as_json:  # the same schema as a report: a caller parses one thing
             error = {"schema": 1, "error": str(exc), "error_code": _code(exc),
@@ -273,8 +329,21 @@ def _code(exc: CertagentError) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = api.load_config(getattr(args, "config", None))
-    report = api.check(config, args.names)
+    from pathlib import Path
+
+    thresholds = api.Thresholds(args.warning, args.critical, args.timeout)
+    if args.host is not None:
+        if args.names:
+            raise UsageError("check: give certificate names or -H, not both")
+        host, port = _host_port(args.host)
+        endpoint = Endpoint(host, port, args.sni or host)
+        report = api.check_endpoint(endpoint, starttls=args.starttls, thresholds=thresholds,
+                                    trust_roots=[Path(p) for p in args.trust_root])  # fmt: skip
+    else:
+        if args.sni or args.starttls or args.trust_root:
+            raise UsageError("check: --sni, --starttls and --trust-root go with -H")
+        config = api.load_config(getattr(args, "config", None))
+        report = api.check(config, args.names, thresholds=thresholds)
     if getattr(args, "json", False):
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -58,7 +58,7 @@ def render(config: Config) -> str:
     f = {
         name: _Family(name, kind, text)
         for name, kind, text in (
-            ("certagent_certificate_expiry_timestamp_seconds", "gauge",
+            ("certagent_certificate_not_after_timestamp_seconds", "gauge",
              "Not-after of the current release (Unix time)."),
             ("certagent_certificate_last_success_timestamp_seconds", "gauge",
              "When a renewal or deploy last succeeded (Unix time)."),
@@ -84,8 +84,8 @@ def render(config: Config) -> str:
              "Exit status of the last run of each command."),
             ("certagent_endpoint_check_state", "gauge",
              "Last `certagent check` state per endpoint: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."),
-            ("certagent_endpoint_days_left", "gauge",
-             "Days left on the certificate an endpoint served at the last check."),
+            ("certagent_endpoint_not_after_timestamp_seconds", "gauge",
+             "Not-after of the certificate an endpoint served at the last check (Unix time)."),
             ("certagent_check_timestamp_seconds", "gauge",
              "When the last full `certagent check` ran (Unix time)."),
         )
@@ -96,7 +96,9 @@ def render(config: Config) -> str:
         snap = store.snapshot(spec.name)  # a damaged state file shows as no data, not a crash
         current, state = snap.current, snap.state
         if current is not None:
-            f["certagent_certificate_expiry_timestamp_seconds"].add(label, _ts(current.not_after))
+            f["certagent_certificate_not_after_timestamp_seconds"].add(
+                label, _ts(current.not_after)
+            )
         if state.last_success is not None:
             f["certagent_certificate_last_success_timestamp_seconds"].add(
                 label, _ts(state.last_success)
@@ -134,10 +136,18 @@ def render(config: Config) -> str:
                 "certificate": str(e.get("certificate") or ""),
             }
             f["certagent_endpoint_check_state"].add(label, _STATES.get(str(e.get("state")), 3))
-            if isinstance(e.get("days_left"), int | float):
-                f["certagent_endpoint_days_left"].add(label, float(e["days_left"]))
+            not_after = _parse_time(e.get("not_after"))
+            if not_after is not None:
+                f["certagent_endpoint_not_after_timestamp_seconds"].add(label, _ts(not_after))
     lines = [line for family in f.values() for line in family.render()]
     return "\n".join(lines) + "\n"
+
+
+def _parse_time(value: object) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _last_runs(records: Iterable[dict[str, object]]) -> dict[str, dict[str, object]]:

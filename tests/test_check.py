@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import socket
 import sys
@@ -307,3 +308,26 @@ def test_a_broken_config_is_unknown_to_the_monitoring_system(tmp_path: Path, run
     result = run("-c", str(path), "check")
     assert result.code == 3
     assert result.out.startswith("CERTAGENT UNKNOWN - ")
+
+
+def test_plugin_options_probe_one_host_without_a_config(
+    sites: dict[str, int], certs: Pki, run
+) -> None:
+    """-H/--sni/--trust-root/-w/-C/-t as monitoring systems call plugins (issue #13)."""
+    base = ["check", "-H", f"127.0.0.1:{sites['soon']}", "--sni", HOST,
+            "--trust-root", str(certs.root_file)]  # fmt: skip
+    result = run("-c", "/nonexistent/certagent.yaml", *base)
+    assert result.code == 1 and result.out.startswith("CERTAGENT WARNING"), result.out
+    assert re.search(r"\| '127\.0\.0\.1:\d+'=[45]\.\d+;14:;3:", result.out)  # perfdata
+    result = run(*base, "-w", "3", "-C", "1")
+    assert result.code == 0, result.out
+    result = run(*base, "-w", "10", "-C", "6", "-t", "2")
+    assert result.code == 2, result.out
+    untrusted = run("check", "-H", f"127.0.0.1:{sites['soon']}", "--sni", HOST)
+    assert untrusted.code == 2 and "untrusted" in untrusted.out
+
+
+def test_unknown_reason_is_on_stdout(run, tmp_path: Path) -> None:
+    result = run("-c", str(tmp_path / "missing.yaml"), "check")
+    assert result.code == 3 and result.out.startswith("CERTAGENT UNKNOWN - ")
+    assert "cannot read" in result.out

@@ -133,7 +133,7 @@ def test_metrics_textfile_parses_and_matches_the_store(tmp_path: Path, pebble: P
                 return float(s.value)
         raise AssertionError(f"{name} {labels} not in {families[name].samples}")
 
-    assert value("certagent_certificate_expiry_timestamp_seconds", certificate="www") == round(
+    assert value("certagent_certificate_not_after_timestamp_seconds", certificate="www") == round(
         current.not_after.timestamp(), 3
     )
     assert value("certagent_certificate_attempts", certificate="www") == 1  # _total dropped
