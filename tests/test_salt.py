@@ -111,12 +111,36 @@ def test_salt_call_state_apply_predicts_renews_then_is_idempotent(
     assert again["result"] is True and again["changes"] == {}
     assert "nothing to do" in again["comment"]
 
-    # A watched state with changes (say, the web server's config) forces a renewal.
+    # A watched state with changes (a template, the pillar, the web server's config)
+    # re-deploys the current release; it orders nothing that is not due.
+    config.write_text(config.read_text() + "    deploy: {hook: ['true'], endpoints: []}\n")
     minion.write_watching_sls(config)
     watched = minion.apply()
     assert watched["result"] is True, watched["comment"]
-    assert watched["changes"]["www"]["old"] == change["new"]
-    assert watched["changes"]["www"]["reason"] == "forced (--force)"
+    assert watched["changes"]["www"]["reason"] == "a watched state changed"
+    assert "deployed release" in watched["comment"]
+    store = tmp_path / "state" / "certs" / "www"
+    redeployed = json.loads((store / "current" / "meta.json").read_text())
+    first = json.loads((store / "releases" / change["new"] / "meta.json").read_text())
+    assert redeployed["fingerprint_sha256"] == first["fingerprint_sha256"]  # no new order
+
+
+def test_test_true_before_the_config_exists_is_none(tmp_path: Path) -> None:
+    """An earlier state in the same run would write the configuration (issue #13)."""
+    minion = Minion(tmp_path, tmp_path / "not-yet.yaml")
+    predicted = minion.apply("test=True")
+    assert predicted["result"] is None, predicted
+    assert "does not exist yet" in predicted["comment"]
+
+
+def test_salt_call_exits_non_zero_when_certagent_fails(tmp_path: Path) -> None:
+    minion = Minion(tmp_path, tmp_path / "missing.yaml")
+    argv = [str(SALT_VENV / "bin" / "salt-call"), "--local", "--config-dir", str(minion.conf),
+            "--out", "json", "certagent.renew", f"config={tmp_path / 'missing.yaml'}"]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, env=minion.env(), timeout=120)
+    # Salt turns any retcode into salt-call's exit 1; the exact status is in the data
+    assert proc.returncode != 0, (proc.stdout, proc.stderr[-2000:])
+    assert json.loads(proc.stdout)["local"]["exit_status"] == 78
 
 
 def test_salt_call_failure_is_result_false_with_the_reason(tmp_path: Path, pebble: Pebble) -> None:

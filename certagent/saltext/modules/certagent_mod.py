@@ -8,6 +8,7 @@
 
 `config` (every function) is the configuration file; default: $CERTAGENT_CONFIG, then
 /etc/certagent/certagent.yaml. Errors come back as {"error": ..., "exit_status": N}.
+A non-zero exit status is also Salt's `retcode`, so `salt-call` exits with it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ def _names(name: str | None) -> list[str]:
 
 
 def _error(exc: CertagentError) -> dict[str, Any]:
+    _retcode(int(exc.exit_status))
     return {"error": str(exc), "exit_status": int(exc.exit_status)}
+
+
+def _retcode(status: int) -> None:
+    """Salt's way for an execution module to fail `salt-call` (and `salt`) with a code."""
+    if status:
+        __context__["retcode"] = status  # type: ignore[name-defined]  # noqa: F821 - Salt's
 
 
 def renew(
@@ -41,7 +49,9 @@ def renew(
         report = api.renew(cfg, _names(name), bool(force))
     except CertagentError as exc:
         return _error(exc)
-    return {**report.to_json(), "exit_status": int(api.exit_status(report))}
+    status = int(api.exit_status(report))
+    _retcode(status)
+    return {**report.to_json(), "exit_status": status}
 
 
 def plan(name: str | None = None, force: bool = False, config: str | None = None) -> dict[str, Any]:
@@ -68,6 +78,9 @@ def check(name: str | None = None, config: str | None = None) -> dict[str, Any]:
     """Probe every endpoint, as `certagent check --json`."""
     try:
         cfg = api.load_config(config)
-        return api.check(cfg, _names(name)).to_json()
+        report = api.check(cfg, _names(name))
     except CertagentError as exc:
+        _retcode(3)
         return {"error": str(exc), "state": "UNKNOWN", "exit_status": 3}
+    _retcode(int(report.state))
+    return report.to_json()

@@ -5,9 +5,13 @@
         - name: all              # or one certificate's name
         - config: /etc/certagent/certagent.yaml
 
-test=True runs certagent's plan and predicts the changes without touching anything.
-`changes` lists only certificates that really changed (a new release went live). A
-failure is `result: False` with the report's own reason. `watch` forces a renewal.
+test=True runs certagent's plan and predicts the changes without touching anything
+(when the configuration does not exist yet, because an earlier state in the same run
+writes it, the prediction is `None` with that said). `changes` lists only certificates
+that really changed (a new release went live). A failure is `result: False` with the
+report's own reason. `watch` (a template, pillar or web server change) re-deploys the
+current release (fresh render, config test, hook, verify): a new certificate is
+ordered only when what shapes it changed (names, key type) or it is due anyway.
 """
 
 from __future__ import annotations
@@ -31,10 +35,18 @@ def _names(name: str) -> list[str]:
 
 def renewed(name: str, config: str | None = None, force: bool = False) -> dict[str, Any]:
     ret: dict[str, Any] = {"name": name, "result": True, "changes": {}, "comment": ""}
+    testing = bool(__opts__["test"])  # type: ignore[name-defined]  # noqa: F821 - Salt's
     try:
+        if testing and _missing(config):
+            ret["result"] = None
+            ret["comment"] = (
+                f"the configuration {_missing(config)} does not exist yet (an earlier state "
+                "may write it); certagent would plan and renew after it is written"
+            )
+            return ret
         cfg = api.load_config(config)
         names = _names(name)
-        if __opts__["test"]:  # type: ignore[name-defined]  # noqa: F821 - injected by Salt
+        if testing:
             report = api.plan_run(cfg, names, bool(force))
             due = [r for r in report.results if r.decision.due]
             for r in due:
@@ -74,12 +86,43 @@ def renewed(name: str, config: str | None = None, force: bool = False) -> dict[s
 
 
 def mod_watch(name: str, sfun: str | None = None, **kwargs: Any) -> dict[str, Any]:
-    """A watched requisite changed (e.g. the web server's config): renew now."""
-    if sfun == "renewed":
-        return renewed(name, config=kwargs.get("config"), force=True)  # not Salt's __reqs__ etc.
-    return {
-        "name": name,
-        "result": False,
-        "changes": {},
-        "comment": f"certagent.{sfun} does not support watch",
-    }
+    """A watched requisite changed (a template, the pillar, the web server's config):
+    deploy the current release again, so the change is rendered, tested, reloaded and
+    verified; order only what is due (changed names or key type make it due)."""
+    if sfun != "renewed":
+        return {"name": name, "result": False, "changes": {},
+                "comment": f"certagent.{sfun} does not support watch"}  # fmt: skip
+    config = kwargs.get("config")
+    ret = renewed(name, config=config)
+    if ret["result"] is False or __opts__["test"]:  # type: ignore[name-defined]  # noqa: F821
+        return ret
+    lines = [ret["comment"]] if ret["comment"] else []
+    try:
+        cfg = api.load_config(config)
+        for spec in api.select(cfg, _names(name)):
+            if spec.name in ret["changes"] or spec.deploy is None:
+                continue  # just renewed (and so deployed), or nothing to deploy
+            report = api.deploy(cfg, spec.name)
+            r = report.results[0]
+            if r.outcome is Outcome.RENEWED:
+                ret["changes"][spec.name] = {"redeployed": r.release,
+                                             "reason": "a watched state changed"}  # fmt: skip
+                lines.append(f"{spec.name}: deployed release {r.release} again")
+            else:
+                ret["result"] = False
+                lines.append(f"{spec.name}: re-deploy {r.outcome.value}: {r.error}")
+    except CertagentError as exc:
+        ret["result"] = False
+        lines.append(str(exc))
+    ret["comment"] = "\n".join(lines)
+    return ret
+
+
+def _missing(config: str | None) -> str | None:
+    """The configuration's path if it does not exist (yet), else None."""
+    import os
+
+    from certagent import config as config_mod
+
+    path = config_mod.default_path(config, dict(os.environ))
+    return None if path.exists() else str(path)
