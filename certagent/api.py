@@ -84,7 +84,7 @@ def renew(
     """
     specs = select(config, names)
     clock = clock or SystemClock()
-    store = Store(config.state_dir)
+    store = Store(config.state_dir, config.state_group)
     started = clock.now()
     with store.lock():
         solvers = Solvers()
@@ -127,7 +127,7 @@ def deploy(
     if spec.deploy is None:
         raise UsageError(f"certificate {name} has no deploy section in {config.source}")
     clock = clock or SystemClock()
-    store = Store(config.state_dir)
+    store = Store(config.state_dir, config.state_group)
     started = clock.now()
     with store.lock():
         current = store.current(name)
@@ -183,7 +183,7 @@ def receive(config: Config, name: str, payload: bytes, *, clock: Clock | None = 
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"receive: stdin is not a release from certagent: {exc}") from None
     clock = clock or SystemClock()
-    store = Store(config.state_dir)
+    store = Store(config.state_dir, config.state_group)
     started = clock.now()
     with store.lock():
         failover = _failover(config, None)
@@ -244,7 +244,7 @@ def rollback(config: Config, name: str, *, clock: Clock | None = None) -> Report
     """Re-activate the release that was current before this one, reload and verify it."""
     spec = select(config, [name])[0]
     clock = clock or SystemClock()
-    store = Store(config.state_dir)
+    store = Store(config.state_dir, config.state_group)
     started = clock.now()
     with store.lock():
         current = store.current(name)
@@ -448,7 +448,7 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
         raise UsageError(
             f"unknown certificate or monitor endpoint(s) {', '.join(unknown)} in {config.source}"
         )
-    store = Store(config.state_dir)
+    store = Store(config.state_dir, config.state_group)
     targets = []
     for spec in config.certificates:
         if names and spec.name not in names:
@@ -524,7 +524,7 @@ def plan_run(
     """What `renew` would do now, and why. Reads the store; writes nothing; no network."""
     specs = select(config, names)
     clock = clock or SystemClock()
-    store = Store(config.state_dir)
+    store = Store(config.state_dir, config.state_group)
     now = clock.now()
     results = []
     for spec in specs:
@@ -575,7 +575,7 @@ def status(
     config: Config, names: Sequence[str] = (), *, clock: Clock | None = None
 ) -> list[StatusRow]:
     now = (clock or SystemClock()).now()
-    store = Store(config.state_dir)
+    store = Store(config.state_dir, config.state_group)
     rows = []
     for spec in select(config, names):
         snap = store.snapshot(spec.name)
@@ -692,7 +692,7 @@ def _rehearsal(
     from .rehearse import Rehearsal  # deferred: imports render (jinja2 on use)
 
     def make_ctx() -> Context:
-        store = Store(staging.state_dir)
+        store = Store(staging.state_dir, config.state_group)
         staging_config = replace(config, state_dir=staging.state_dir, ca=staging.ca, staging=None)
         staging_issuer = issuer or _acme_issuer(staging.ca, config, store, clock)
         return _context(staging_config, store, staging_issuer, solvers, clock, "staging")

@@ -388,6 +388,7 @@ def _config(ctx: _Ctx, root: _V) -> Config | None:
             "notify",
             "heartbeat",
             "failover",
+            "state_group",
         },
         {"ca", "certificates"},
     )
@@ -404,6 +405,7 @@ def _config(ctx: _Ctx, root: _V) -> Config | None:
     notify = _notify(ctx, m["notify"]) if "notify" in m else Notify()
     heartbeat = _heartbeat(ctx, m["heartbeat"]) if "heartbeat" in m else None
     failover = _failover(ctx, m["failover"]) if "failover" in m else None
+    state_group = _group(ctx, m["state_group"]) if "state_group" in m else None
     certs = _certificates(ctx, m["certificates"]) if "certificates" in m else ()
     if "certificates" in m and isinstance(m["certificates"].value, dict):
         _check_staging_targets(ctx, m["certificates"], certs, "staging" in m)
@@ -422,6 +424,7 @@ def _config(ctx: _Ctx, root: _V) -> Config | None:
         notify,
         heartbeat,
         failover,
+        state_group,
     )
 
 
@@ -930,6 +933,21 @@ def _roots(ctx: _Ctx, m: dict[str, _V], v: _V) -> tuple[Path, ...]:
         if not root.is_file():
             ctx.error(f"{v.path}.trust_roots[{i}]", f"no such file: {root}", m["trust_roots"].line)
     return tuple(roots)
+
+
+def _group(ctx: _Ctx, v: _V) -> int | None:
+    """A group on this machine (name or gid) whose members may read the state."""
+    import grp
+
+    raw = v.value
+    try:
+        if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 2**32:
+            return grp.getgrgid(raw).gr_gid
+        name = _word(ctx, v)
+        return None if name is None else grp.getgrnam(name).gr_gid
+    except KeyError:
+        ctx.error(v, f"no such group {raw!r} on this machine")
+        return None
 
 
 def _user(ctx: _Ctx, m: dict[str, _V]) -> str | None:

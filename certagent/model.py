@@ -261,6 +261,7 @@ class Config:
     notify: Notify = field(default_factory=lambda: Notify())
     heartbeat: Heartbeat | None = None
     failover: Keepalived | None = None
+    state_group: int | None = None  # gid that may read certificates, keys and run state
 
     def certificate(self, name: str) -> CertSpec | None:
         return next((c for c in self.certificates if c.name == name), None)

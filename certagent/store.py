@@ -69,7 +69,7 @@ class Snapshot:
     damaged: str | None = None
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, group: int | None = None) -> None:
     """Write a whole file or nothing: temp file, fsync, rename, fsync the directory.
     On any failure (ENOSPC included) the temporary file is removed again."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -78,6 +78,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         try:
+            if group is not None:
+                os.fchown(fd, -1, group)
             os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
             _write_all(fd, data)
             os.fsync(fd)
@@ -105,8 +107,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def make_private_dir(path: Path) -> None:
-    """Create path and any missing parents 0700 (mkdir's parents=True would use the umask)."""
+def make_private_dir(path: Path, group: int | None = None) -> None:
+    """Create path and any missing parents 0700 (mkdir's parents=True would use the
+    umask); with `group`, 0750 and owned by that group, for its readers."""
     missing = []
     probe = path
     while not probe.exists():
@@ -114,12 +117,31 @@ def make_private_dir(path: Path) -> None:
         probe = probe.parent
     for folder in reversed(missing):
         folder.mkdir(mode=0o700, exist_ok=True)
-        folder.chmod(0o700)
+        _share(folder, group, 0o750 if group is not None else 0o700)
+
+
+def _share(path: Path, group: int | None, mode: int) -> None:
+    """Set mode, and the group when one is given, without following a link."""
+    if path.is_symlink():
+        return
+    if group is not None:
+        os.chown(path, -1, group, follow_symlinks=False)
+    os.chmod(path, mode)
 
 
 class Store:
-    def __init__(self, root: Path) -> None:
+    """`group`: a group (gid) that may read the certificates and the run state (the
+    `state_group` setting): directories 0750, keys and state files 0640, all of that
+    group. Accounts stay 0700/0600 whatever it says. None: everything private."""
+
+    def __init__(self, root: Path, group: int | None = None) -> None:
         self.root = root
+        self.group = group
+        self.dir_mode = 0o750 if group is not None else 0o700
+        self.secret_mode = 0o640 if group is not None else 0o600
+
+    def _dir(self, path: Path) -> None:
+        make_private_dir(path, self.group)
 
     # -- lock -----------------------------------------------------------------------
 
@@ -154,7 +176,9 @@ class Store:
         if why is not None:
             raise StoreError(f"refusing to use the state directory {self.root}: {why}")
         try:
-            make_private_dir(self.root)
+            self._dir(self.root)
+            if self.group is not None:  # kept across runs: a renew never narrows it again
+                _share(self.root, self.group, self.dir_mode)
         except OSError as exc:
             raise StoreError(f"cannot create state directory {self.root}: {exc.strerror}") from exc
 
@@ -171,7 +195,7 @@ class Store:
     ) -> Path:
         """Write a complete, immutable release; it is not current until `activate`."""
         releases = self.cert_dir(name) / "releases"
-        make_private_dir(releases)
+        self._dir(releases)
         final = releases / release_id
         tmp = releases / f".tmp-{release_id}"
         if final.exists():
@@ -180,11 +204,14 @@ class Store:
         digests = {f: hashlib.sha256(files[f]).hexdigest() for f in CHECKED_FILES if f in files}
         try:
             tmp.mkdir(mode=0o700)
+            _share(tmp, self.group, self.dir_mode)
             for fname, data in files.items():
                 target = tmp / fname
-                if target.parent != tmp:
+                if target.parent != tmp and not target.parent.is_dir():
                     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                _write_new(target, data, 0o600 if target.name in SECRET_FILES else 0o644)
+                    _share(target.parent, self.group, self.dir_mode)
+                secret = target.name in SECRET_FILES
+                _write_new(target, data, self.secret_mode if secret else 0o644, self.group)
                 if target.parent != tmp:
                     fsync_dir(target.parent)
             _write_new(tmp / "meta.json", _dumps({**meta, "sha256": digests}), 0o644)
@@ -229,7 +256,9 @@ class Store:
         link = self.current_link(name)
         try:
             target = os.readlink(link)
-        except (FileNotFoundError, OSError):
+        except PermissionError as exc:
+            raise StoreError(f"cannot read {link}: {exc.strerror}") from exc
+        except OSError:  # missing, or not a link at all
             return None
         parts = Path(target).parts
         if len(parts) != 2 or parts[0] != "releases" or parts[1].startswith("."):
@@ -288,7 +317,7 @@ class Store:
         Raises StoreError; returns a note."""
         folder = self.cert_dir(name)
         try:
-            make_private_dir(folder)
+            self._dir(folder)
             st = os.statvfs(folder)
             free = st.f_bavail * st.f_frsize
             if free < min_free:
@@ -342,10 +371,14 @@ class Store:
         relink = None
         if current is None:
             exclude = {state.failed_release, state.pending[0] if state.pending else None}
+            try:
+                candidates = self.releases(name)
+            except OSError as exc:  # a reader without access to the store
+                problems.append(f"cannot read the releases: {exc.strerror or exc}")
+                candidates = []
             healthy = [
-                r for r in self.releases(name)
-                if r.release_id not in exclude and self.damage(r) is None
-            ]  # fmt: skip
+                r for r in candidates if r.release_id not in exclude and self.damage(r) is None
+            ]
             if healthy:
                 current, relink = healthy[-1], healthy[-1].release_id
                 link = self.current_link(name)
@@ -372,7 +405,25 @@ class Store:
         if snap.relink is not None:
             self.activate(name, snap.relink)
             done.append(f"pointed current at the newest healthy release {snap.relink}")
+        if self.group is not None:
+            self.share(name)
         return done
+
+    def share(self, name: str) -> None:
+        """Give `group` read access to everything of one certificate (releases made
+        before `state_group` was set included); idempotent, a few chmods per run."""
+        base = self.cert_dir(name)
+        if not base.is_dir():
+            return
+        for part in (self.root / "certs", base):
+            _share(part, self.group, self.dir_mode)
+        for folder, dirs, files in os.walk(base, followlinks=False):
+            for d in dirs:
+                _share(Path(folder) / d, self.group, self.dir_mode)
+            for f in files:
+                path = Path(folder) / f
+                secret = f in SECRET_FILES or path.parent == base  # state files: 0640
+                _share(path, self.group, self.secret_mode if secret else 0o644)
 
     def _read_release(self, name: str, path: Path) -> Release | None:
         try:
@@ -438,7 +489,7 @@ class Store:
             raise StoreError(f"state file {path} has the wrong shape: {exc}") from exc
 
     def write_state(self, name: str, state: CertState) -> None:
-        make_private_dir(self.cert_dir(name))
+        self._dir(self.cert_dir(name))
         raw = {
             "last_outcome": state.last_outcome,
             "last_attempt": state.last_attempt.isoformat() if state.last_attempt else None,
@@ -455,7 +506,7 @@ class Store:
             "refusals": state.refusals,
             "verify_ok": state.verify_ok,
         }
-        atomic_write(self.cert_dir(name) / "state.json", _dumps(raw), 0o600)
+        atomic_write(self.cert_dir(name) / "state.json", _dumps(raw), self.secret_mode, self.group)
 
     def read_rehearsal(self, name: str) -> tuple[str, dt.datetime, str] | None:
         """The last passing rehearsal: (inputs digest, when, staging release), or None."""
@@ -469,9 +520,11 @@ class Store:
             raise StoreError(f"unreadable rehearsal record {path}: {exc}") from exc
 
     def write_rehearsal(self, name: str, inputs: str, passed: dt.datetime, release: str) -> None:
-        make_private_dir(self.cert_dir(name))
+        self._dir(self.cert_dir(name))
         raw = {"inputs": inputs, "passed": passed.isoformat(), "release": release}
-        atomic_write(self.cert_dir(name) / "rehearsal.json", _dumps(raw), 0o600)
+        atomic_write(
+            self.cert_dir(name) / "rehearsal.json", _dumps(raw), self.secret_mode, self.group
+        )
 
     def forget_rehearsal(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -484,6 +537,9 @@ class Store:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self.root / "history.jsonl", flags, 0o600)
         try:
+            if self.group is not None:
+                os.fchown(fd, -1, self.group)
+                os.fchmod(fd, self.secret_mode)
             os.write(fd, line.encode())
             os.fsync(fd)
         finally:
@@ -524,9 +580,11 @@ class Store:
         return path
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
+def _write_new(path: Path, data: bytes, mode: int, group: int | None = None) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
+        if group is not None:
+            os.fchown(fd, -1, group)
         os.fchmod(fd, mode)
         _write_all(fd, data)
         os.fsync(fd)
