@@ -228,21 +228,71 @@ class AcmeIssuer:
         return self._client
 
     def _account(self, register: bool = False) -> client.ClientV2:
+        """The ACME account of our key: from account.json when it is sound, else found at
+        the CA (onlyReturnExisting, RFC 8555 section 7.3.1), else registered. A record
+        with an empty or foreign URL is repaired, never used."""
         acme = self._directory_client()
         regr_file = self._account_dir / "account.json"
         if acme.net.account is not None and not register:
             return acme
-        if regr_file.exists() and not register:
-            stored = json.loads(regr_file.read_text(encoding="utf-8"))
-            if stored.get("directory") == self.ca.directory:
-                acme.net.account = messages.RegistrationResource.from_json(stored["registration"])
+        if not register:
+            stored = self._stored_account(regr_file)
+            if stored is not None:
+                acme.net.account = stored
                 return acme
         acme.net.account = None
-        regr = self._register(acme)
+        existed = (self._account_dir / "key.pem").exists()
+        regr = self._find_existing(acme) if existed else None
+        if regr is None:
+            regr = self._register(acme)
+            log.info("registered ACME account %s", regr.uri)
+        else:
+            log.warning("recovered the ACME account %s of our key from the CA", regr.uri)
+        acme.net.account = regr
         record = {"directory": self.ca.directory, "registration": regr.to_json()}
         atomic_write(regr_file, json.dumps(record, indent=2).encode(), 0o600)
-        log.info("registered ACME account %s", regr.uri)
         return acme
+
+    def _stored_account(self, path: Path) -> messages.RegistrationResource | None:
+        """account.json if it is for this CA and names an account URL on its host."""
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            if stored.get("directory") != self.ca.directory:
+                return None
+            regr: messages.RegistrationResource = messages.RegistrationResource.from_json(
+                stored["registration"]
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError,
+                DeserializationError) as exc:  # fmt: skip
+            log.warning("%s is unreadable (%s): looking the account up at the CA", path, exc)
+            return None
+        if not _same_origin(regr.uri or "", self.ca.directory):
+            log.warning("%s names no account URL of this CA (%r): looking it up", path, regr.uri)
+            return None
+        return regr
+
+    def _find_existing(self, acme: client.ClientV2) -> messages.RegistrationResource | None:
+        """The account our key already has at this CA, or None (accountDoesNotExist)."""
+        query = messages.NewRegistration.from_data(only_return_existing=True)
+        try:
+            acme.new_account(query)
+        except errors.ConflictError as exc:  # 200 + Location: it exists
+            return self._located(exc)
+        except messages.Error as exc:
+            if exc.code == "accountDoesNotExist":
+                return None
+            raise
+        # A CA that ignored onlyReturnExisting created or returned the account: use it.
+        account: messages.RegistrationResource | None = acme.net.account
+        return account if account is not None and account.uri else None
+
+    def _located(self, exc: errors.ConflictError) -> messages.RegistrationResource:
+        location = getattr(exc, "location", "") or ""
+        if not _same_origin(location, self.ca.directory):
+            raise OrderFailed(self.label, f"the CA named no usable account URL ({location!r})")
+        return messages.RegistrationResource(body=messages.Registration(), uri=location)
 
     def _register(self, acme: client.ClientV2) -> messages.RegistrationResource:
         key = self._account_key()
@@ -257,10 +307,9 @@ class AcmeIssuer:
         try:
             return acme.new_account(new)
         except errors.ConflictError as exc:
-            # The key already has an account (RFC 8555 section 7.3.1): reuse it.
-            regr = messages.RegistrationResource(body=messages.Registration(), uri=str(exc))
-            acme.net.account = regr
-            return regr
+            # The key already has an account (RFC 8555 section 7.3.1): its URL is the
+            # Location header, which the library keeps in `location`.
+            return self._located(exc)
 
     def _account_key(self) -> JWK:
         if self._key is None:
@@ -496,6 +545,22 @@ def _ari_cert_id(cert: x509.Certificate) -> str:
     b64 = base64.urlsafe_b64encode
     return (
         f"{b64(aki.key_identifier).decode().rstrip('=')}.{b64(serial_bytes).decode().rstrip('=')}"
+    )
+
+
+def _same_origin(url: str, directory: str) -> bool:
+    """An account URL must be an http(s) URL on the directory's own scheme and host."""
+    from urllib.parse import urlsplit
+
+    a, b = urlsplit(url), urlsplit(directory)
+    return (
+        bool(url)
+        and a.scheme in ("http", "https")
+        and (a.scheme, a.netloc)
+        == (
+            b.scheme,
+            b.netloc,
+        )
     )
 
 

@@ -24,6 +24,21 @@ from .system import SystemClock
 log = logging.getLogger("certagent")
 
 
+EPILOG = """\
+exit status (a contract for cron and Salt):
+  0   renewed, or nothing was due          64  usage error
+  1   failed before the swap; live         75  another run holds the lock
+      untouched                            78  configuration error
+  2   rolled back; the old certificate is serving
+  3   BROKEN: the rollback failed too; check the web server now
+  `check` follows the monitoring-plugin convention: 0 OK, 1 WARNING, 2 CRITICAL,
+  3 UNKNOWN. `health` exits 1 unless this node serves valid certificates.
+
+configuration: -c FILE, else $CERTAGENT_CONFIG, else /etc/certagent/certagent.yaml.
+`certagent COMMAND --help` describes each command.
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """No abbreviations (`--forc` is not `--force`), usage errors as UsageError (exit
     64), and a suggestion for a mistyped command."""
@@ -122,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="certagent",
         parents=[common],
-        description="Renew ACME certificates safely; see README for the exit codes.",
+        description="Renew ACME certificates; stage, rehearse, deploy, verify, roll back.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"certagent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
