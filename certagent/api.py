@@ -59,6 +59,21 @@ _SEVERITY = {
 }
 
 
+def validate(config: Config) -> None:
+    """`config validate` beyond parsing: what would make an issued certificate unusable
+    (templates that are missing, broken or use an undefined variable, destination
+    directories and webroots that do not exist), as ConfigError (exit 78)."""
+    from .errors import ConfigError, ConfigProblem
+
+    store = Store(config.state_dir)
+    problems = []
+    for spec in config.certificates:
+        for problem in pipeline.precheck(spec, config.template_dirs, store):
+            problems.append(ConfigProblem(f"certificates.{spec.name}", problem))
+    if problems:
+        raise ConfigError(str(config.source), problems)
+
+
 def load_config(path: str | None = None) -> Config:
     """-c, then $CERTAGENT_CONFIG, then /etc/certagent/certagent.yaml."""
     return config_mod.load(config_mod.default_path(path, dict(os.environ)))

@@ -464,6 +464,7 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
     if args.command in ("history", "metrics", "backup"):
         return _ops(args, config, as_json)
     if args.command == "config":
+        api.validate(config)
         _out(
             as_json,
             {

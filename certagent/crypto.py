@@ -27,6 +27,14 @@ def generate_key(key_type: KeyType) -> PrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
+def key_type_of(key: PrivateKey) -> KeyType | None:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return {"secp256r1": KeyType.EC_P256, "secp384r1": KeyType.EC_P384}.get(key.curve.name)
+    return {2048: KeyType.RSA_2048, 3072: KeyType.RSA_3072, 4096: KeyType.RSA_4096}.get(
+        key.key_size
+    )
+
+
 def key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 from . import crypto, plan
@@ -27,6 +28,7 @@ from .model import (
     Config,
     Decision,
     DeploySpec,
+    Http01Webroot,
     Outcome,
     Release,
     RenewalWindow,
@@ -84,6 +86,33 @@ GATES = frozenset({GateRefused.code, RehearsalFailed.code})  # refusals counted 
 
 class StageError(CertagentError):
     """The CA's answer cannot become a release (wrong key, missing names)."""
+
+
+class PrecheckFailed(CertagentError):
+    """Something that would fail after the order was found before it: nothing ordered."""
+
+    code = "precheck"
+
+
+def precheck(
+    spec: CertSpec, template_dirs: Sequence[Path], store: Store, stage: str = "production"
+) -> list[str]:
+    """What would make an issued certificate unusable, found without the CA: templates
+    that are missing, broken or use an undefined variable (rendered with a placeholder
+    release), destination directories and a webroot that do not exist."""
+    problems = []
+    if isinstance(spec.challenge, Http01Webroot) and not spec.challenge.webroot.is_dir():
+        problems.append(f"the webroot {spec.challenge.webroot} does not exist")
+    if spec.deploy is not None:
+        for t in spec.deploy.templates:
+            if not t.dest.parent.is_dir():
+                problems.append(f"the directory of {t.dest} does not exist")
+        placeholder = store.cert_dir(spec.name) / "releases" / "PLACEHOLDER"
+        try:
+            render_configs(spec, placeholder, store.current_link(spec.name), template_dirs, stage)
+        except CertagentError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def decide(ctx: Context, spec: CertSpec, force: bool) -> tuple[Decision, Release | None, CertState]:
@@ -188,7 +217,8 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
         if retry is not None:
             release = restage(ctx, spec, retry, attempt.steps)
         else:
-            release = _order_and_stage(ctx, spec, attempt.steps)
+            kept = None if force else _kept_issuance(ctx, spec, attempt.steps)
+            release = kept or _order_and_stage(ctx, spec, attempt.steps)
     except CertagentError as exc:
         return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
     return apply(attempt, release, current, state)
@@ -315,18 +345,52 @@ def _order_and_stage(ctx: Context, spec: CertSpec, steps: Steps) -> Release:
     if issuer is None:
         raise StageError("no CA is configured for this run")
     with steps.step("order", issuer.label) as notes:
-        # Space and a writable store first: an issuance that cannot be kept is wasted.
+        # All that could fail after the CA issues is checked first: an issuance that
+        # cannot be staged or deployed is wasted (public CAs allow ~5 duplicates a week).
+        problems = precheck(spec, ctx.config.template_dirs, ctx.store, ctx.deployer.stage)
+        if problems:
+            raise PrecheckFailed("not ordering: " + "; ".join(problems))
         notes.append(ctx.store.check_writable(spec.name, _min_free(spec)))
         ctx.progress(spec.name, "ordering")
         key = crypto.generate_key(spec.key_type)
         csr = crypto.make_csr(key, spec.names)
         fullchain = issuer.issue(csr, ctx.solvers.for_spec(spec.challenge))
+        # Kept before anything else can fail: a stage that fails or a kill from here on
+        # leaves it for the next run, which stages it instead of ordering again.
+        kept = ctx.store.keep_issued(spec.name, crypto.key_pem(key), fullchain, issuer.label)
     with steps.step("stage") as notes:
         release = stage(ctx, spec, key, fullchain, issuer.label)
+        ctx.store.forget_issued(kept)
         notes.append(
             f"release {release.release_id}, valid until {release.not_after:%Y-%m-%d %H:%M}"
         )
     return release
+
+
+def _kept_issuance(ctx: Context, spec: CertSpec, steps: Steps) -> Release | None:
+    """A certificate an earlier run was issued but never staged (a stage that failed, a
+    kill): staged now instead of a new order, if it still fits the spec and is far from
+    expiry. Unusable ones are left on disk for the operator, never deleted here."""
+    now = ctx.clock.now()
+    for kept in ctx.store.issued(spec.name):  # newest first
+        try:
+            key = crypto.load_key(kept.key_pem)
+            chain = crypto.split_pem_chain(kept.fullchain)
+            facts = crypto.facts(chain[0])
+        except (ValueError, IndexError):
+            continue
+        fits = set(facts.names) >= set(spec.names) and crypto.key_type_of(key) == spec.key_type
+        life = facts.not_after - facts.not_before
+        fresh = facts.not_after - now > life / 3 and facts.not_before <= now + dt.timedelta(
+            minutes=5
+        )
+        if not (fits and fresh and crypto.key_matches(key, chain[0])):
+            continue
+        with steps.step("stage", f"from {kept.path.name}, issued earlier and kept: no new order"):
+            release = stage(ctx, spec, key, kept.fullchain, kept.ca)
+            ctx.store.forget_issued(kept.path)
+        return release
+    return None
 
 
 def restage(ctx: Context, spec: CertSpec, old: Release, steps: Steps) -> Release:

@@ -53,6 +53,16 @@ MAX_META = 1 << 20  # meta.json and state.json are a few hundred bytes
 
 
 @dataclass(frozen=True)
+class Issued:
+    """A certificate the CA issued that is not (yet) part of a release."""
+
+    path: Path
+    key_pem: bytes
+    fullchain: bytes
+    ca: str
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """One certificate as the store holds it now, read once, with what is wrong with it.
 
@@ -336,6 +346,37 @@ class Store:
                 f"cannot write under {folder}: {exc.strerror or exc}: not ordering"
             ) from exc
         return f"{free // 2**20} MiB free, writable"
+
+    # -- issued, not yet staged ------------------------------------------------------
+
+    def keep_issued(self, name: str, key_pem: bytes, fullchain: bytes, ca: str) -> Path:
+        """Write an issued key and chain at once (0600), before staging: a precious
+        issuance survives a stage failure or a kill."""
+        folder = self.cert_dir(name) / "issued"
+        make_private_dir(folder)
+        digest = hashlib.sha256(fullchain).hexdigest()[:16]
+        path = folder / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}-{digest}.json"
+        record = {"ca": ca, "key": key_pem.decode(), "fullchain": fullchain.decode()}
+        atomic_write(path, _dumps(record), 0o600)
+        return path
+
+    def issued(self, name: str) -> list[Issued]:
+        """Kept issuances, newest first; unreadable ones are skipped (and kept)."""
+        folder = self.cert_dir(name) / "issued"
+        out = []
+        for path in sorted(folder.glob("*.json"), reverse=True) if folder.is_dir() else []:
+            try:
+                raw = _read_json(path)
+                key, chain = str(raw["key"]).encode(), str(raw["fullchain"]).encode()
+                out.append(Issued(path, key, chain, str(raw.get("ca", ""))))
+            except (OSError, ValueError, KeyError):
+                continue
+        return out
+
+    def forget_issued(self, path: Path) -> None:
+        """The issuance is in a release now (which holds the same key and chain)."""
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
     # -- integrity and repair -------------------------------------------------------
 

@@ -40,3 +40,39 @@ def test_a_lost_or_damaged_account_record_is_recovered_from_the_ca(
     assert "registered ACME account" not in result.err  # the same account, not a new one
     assert "recovered the ACME account" in result.err
     assert json.loads(account_file(tmp_path).read_text())["registration"]["uri"] == url
+
+
+def test_a_missing_template_or_webroot_is_found_before_any_order(
+    tmp_path: Path, pebble: Pebble, run
+) -> None:
+    """Issue #14: a deploy that cannot work must not spend an issuance."""
+    path = write_config(tmp_path, pebble)
+    text = path.read_text()
+    text += (
+        "    deploy:\n"
+        f"      templates: [{{template: nginx/nosuch.conf.j2, dest: {tmp_path}/nginx/x.conf}}]\n"
+    )
+    path.write_text(text)
+    validate = run("-c", str(path), "config", "validate")
+    assert validate.code == 78
+    assert "nginx/nosuch.conf.j2 not found" in validate.err
+    assert f"the directory of {tmp_path}/nginx/x.conf does not exist" in validate.err
+    result = run("-c", str(path), "--json", "renew")
+    assert result.code == 1
+    (cert,) = json.loads(result.out)["certificates"]
+    assert cert["error_code"] == "precheck" and "not ordering" in cert["error"]
+    assert not (tmp_path / "state" / "certs" / "www" / "releases").exists()
+    assert not list((tmp_path / "state" / "accounts").glob("*/account.json"))  # no CA call
+
+    webroot = (
+        write_config(tmp_path, pebble)
+        .read_text()
+        .replace(
+            f"standalone: {{address: 127.0.0.1, port: {pebble.http_port}}}",
+            f"webroot: {tmp_path}/typo",
+        )
+    )
+    path.write_text(webroot)
+    result = run("-c", str(path), "renew", "--force")  # past the failure's backoff
+    assert result.code == 1 and f"the webroot {tmp_path}/typo does not exist" in result.err
+    assert not (tmp_path / "typo").exists()

@@ -132,3 +132,24 @@ def test_concurrent_runs_one_waits_its_turn(setup: Setup) -> None:
     codes = sorted(p.wait(timeout=120) for p in procs)
     assert set(codes) <= {0, 75} and codes[0] == 0, codes
     holds_promises(setup, before)
+
+
+def test_an_issuance_killed_before_staging_is_used_by_the_next_run(
+    tmp_path: Path, pebble: Pebble, pebble_root: Path, nginx: Nginx
+) -> None:
+    """The CA issued, the run died before the release was written: the next run stages
+    that certificate instead of ordering another (issue #14: never waste an issuance)."""
+    s = Setup(tmp_path, pebble, pebble_root, nginx)
+    s.write(extra={"verify_timeout": 3})
+    killed = certagent("-c", str(s.path), "renew", rule="stage")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    kept = list((tmp_path / "state" / "certs" / "www" / "issued").glob("*.json"))
+    assert len(kept) == 1 and kept[0].stat().st_mode & 0o077 == 0  # a key inside: 0600
+    healed = certagent("-c", str(s.path), "--json", "renew")
+    assert healed.returncode == 0, healed.stderr
+    (cert,) = json.loads(healed.stdout)["certificates"]
+    steps = [st["step"] for st in cert["steps"]]
+    assert "order" not in steps, steps  # exactly one order at pebble, by the killed run
+    assert "issued earlier and kept" in cert["steps"][steps.index("stage")]["detail"]
+    assert not list((tmp_path / "state" / "certs" / "www" / "issued").glob("*.json"))
+    assert served(nginx.port, pebble_root) == s.current_fp()

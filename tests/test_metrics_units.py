@@ -16,14 +16,17 @@ from .fakes import LocalIssuer
 
 
 def test_metric_names_follow_the_prometheus_conventions(tmp_path: Path) -> None:
-    cfg = config.parse(textwrap.dedent(f"""\
+    cfg = config.parse(
+        textwrap.dedent(f"""\
         state_dir: {tmp_path / "state"}
         ca: {{directory: https://ca.invalid/dir}}
         certificates:
           www:
             names: [www.example.test]
             challenge: {{type: http-01, webroot: {tmp_path}}}
-        """), tmp_path / "c.yaml")
+        """),
+        tmp_path / "c.yaml",
+    )
     api.renew(cfg, issuer=LocalIssuer())
     text = metrics.render(cfg)
     families = list(text_string_to_metric_families(text))

@@ -26,6 +26,7 @@ Members = list[tuple[tarfile.TarInfo, bytes | None]]
 
 def setup_state(tmp_path: Path) -> tuple[Path, Path]:
     """A config, a state dir with two releases, and a backup of it."""
+    (tmp_path / "webroot").mkdir(exist_ok=True)
     cfg_path = tmp_path / "etc" / "certagent.yaml"
     cfg_path.parent.mkdir()
     cfg_path.write_text(

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def local_config(tmp_path: Path, keep: int = 5) -> Config:
+    (tmp_path / "webroot").mkdir(exist_ok=True)
     text = textwrap.dedent(f"""\
         state_dir: {tmp_path / "state"}
         ca: {{directory: https://ca.invalid/dir}}

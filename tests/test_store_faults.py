@@ -21,6 +21,7 @@ from .fakes import LocalIssuer
 
 
 def two_certs(tmp_path: Path, state_dir: Path | None = None) -> Config:
+    (tmp_path / "webroot").mkdir(exist_ok=True)
     text = textwrap.dedent(f"""\
         state_dir: {state_dir or tmp_path / "state"}
         ca: {{directory: https://ca.invalid/dir}}
