@@ -143,6 +143,7 @@ class AcmeIssuer:
         self._client: client.ClientV2 | None = None
         self._key: JWK | None = None
         self._down: str | None = None  # why the CA is not asked again in this run
+        self._hold: dt.datetime | None = None  # until when (the CA's Retry-After)
 
     @property
     def label(self) -> str:
@@ -155,8 +156,12 @@ class AcmeIssuer:
 
         Once the CA was unreachable or kept answering 429/503 in this run, the next
         certificates do not send their own orders into the outage: they fail at once."""
+        if self._down is None:
+            self._down = self._held()
         if self._down is not None:
-            raise CAUnreachable(self.label, f"not ordering: {self._down}")
+            refused = CAUnreachable(self.label, f"not ordering: {self._down}")
+            refused.retry_at = self._hold
+            raise refused
         try:
             chain = self._issue(csr_pem, solver)
         except OrderFailed as exc:
@@ -171,12 +176,36 @@ class AcmeIssuer:
         return chain
 
     def _trip(self, exc: OrderFailed) -> None:
-        """Remember a CA-wide outage so that this run sends it no more orders."""
+        """Remember a CA-wide outage so that this run sends it no more orders, and a
+        CA-wide Retry-After across runs (hold.json beside the account)."""
         if isinstance(exc, CAUnreachable):
             self._down = f"the CA was unreachable earlier in this run ({exc})"
         elif isinstance(exc, CABusy) and exc.status == 503:
             # the whole CA is down; a 429 may be this order's own rate limit
-            self._down = f"the CA answered 503 earlier in this run ({exc})"
+            until = f" until {exc.retry_at:%Y-%m-%d %H:%M:%S} UTC" if exc.retry_at else ""
+            self._down = f"the CA answered 503 and asked to wait{until}"
+            self._hold = exc.retry_at
+            if exc.retry_at is not None:
+                record = {"until": exc.retry_at.isoformat(), "why": str(exc)[:500]}
+                atomic_write(self._account_dir / "hold.json", json.dumps(record).encode(), 0o600)
+
+    def _held(self) -> str | None:
+        """Why no order may go to this CA now (its Retry-After from an earlier run)."""
+        try:
+            raw = json.loads((self._account_dir / "hold.json").read_text(encoding="utf-8"))
+            until = dt.datetime.fromisoformat(raw["until"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if until.tzinfo is None or _utcnow() >= until:
+            return None
+        self._hold = until
+        return f"the CA asked every client to wait until {until:%Y-%m-%d %H:%M:%S} UTC"
+
+    def _retry_at(self) -> dt.datetime | None:
+        resp = self._client.net.last_response if self._client is not None else None  # type: ignore[attr-defined]
+        if resp is None or "Retry-After" not in resp.headers:
+            return None
+        return _utcnow() + dt.timedelta(seconds=_retry_after_seconds(resp, 0.0))
 
     def clock_problem(self) -> str | None:
         """A word about this machine's clock when the CA's differs by minutes, else None."""
@@ -213,7 +242,12 @@ class AcmeIssuer:
             resp = acme.net.get(f"{base.rstrip('/')}/{_ari_cert_id(cert)}")
             info = messages.RenewalInfo.from_json(resp.json())
             window = info.suggested_window
-            return RenewalWindow(_aware(window.start), _aware(window.end))
+            wait = _retry_after_seconds(resp, 0.0)
+            next_check = _utcnow() + dt.timedelta(seconds=wait) if wait > 0 else None
+            url = getattr(info, "explanation_url", None)
+            return RenewalWindow(
+                _aware(window.start), _aware(window.end), str(url) if url else None, next_check
+            )
 
     # -- account -------------------------------------------------------------------
 
@@ -436,7 +470,9 @@ class AcmeIssuer:
             message = f"{what} refused: {_problem_text(exc)}"
             status = _last_status(self)
             if exc.code == "rateLimited" or status in (429, 503):
-                raise CABusy(self.label, message, exc.typ, exc.detail, status=status) from exc
+                busy = CABusy(self.label, message, exc.typ, exc.detail, status=status)
+                busy.retry_at = self._retry_at()
+                raise busy from exc
             raise OrderFailed(self.label, message, exc.typ, exc.detail) from exc
         except requests.exceptions.SSLError as exc:
             raise OrderFailed(
@@ -456,7 +492,9 @@ class AcmeIssuer:
             text = _client_error_text(exc)
             status = _status(exc)
             if status in (429, 503):
-                raise CABusy(self.label, f"{what}: the CA is busy: {text}", status=status) from exc
+                busy = CABusy(self.label, f"{what}: the CA is busy: {text}", status=status)
+                busy.retry_at = self._retry_at()
+                raise busy from exc
             raise OrderFailed(self.label, f"{what} failed: {text}") from exc
         except KeyError as exc:  # a directory without newNonce, newAccount or newOrder
             raise OrderFailed(
@@ -546,6 +584,10 @@ def _ari_cert_id(cert: x509.Certificate) -> str:
     return (
         f"{b64(aki.key_identifier).decode().rstrip('=')}.{b64(serial_bytes).decode().rstrip('=')}"
     )
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _same_origin(url: str, directory: str) -> bool:

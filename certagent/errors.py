@@ -6,6 +6,7 @@ Side effects: none. Every shell (CLI, Salt, Python callers) catches
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -92,6 +93,7 @@ class OrderFailed(CertagentError):
         self.ca = ca
         self.problem_type = problem_type
         self.detail = detail
+        self.retry_at: dt.datetime | None = None  # the CA's Retry-After, when it gave one
         super().__init__(f"CA {ca}: {message}")
 
 

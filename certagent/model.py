@@ -291,6 +291,8 @@ class RenewalWindow:
 
     start: dt.datetime
     end: dt.datetime
+    explanation_url: str | None = None  # why the CA moved the window (e.g. a revocation)
+    next_check: dt.datetime | None = None  # the CA's Retry-After for renewalInfo
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,8 @@ class CertState:
     failures: int = 0
     refusals: int = 0  # a gate (rehearsal, preflight) refused the swap
     verify_ok: bool | None = None  # the last verify step's result, when there was one
+    # The CA's Retry-After (429, 503): nothing for this certificate goes to it before.
+    retry_after: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,7 @@ class Attempt:
                 consecutive_failures=0,
                 window=None,
                 pending=None,
+                retry_after=None,
                 last_success=self.ctx.clock.now(),
             )
             keep = frozenset(x for x in (state.previous_release,) if x)
@@ -176,6 +177,9 @@ class Attempt:
                 log.info("%s: pruned %d old release(s)", name, len(pruned))
         else:
             state = replace(state, consecutive_failures=state.consecutive_failures + 1)
+            retry_at = getattr(error, "retry_at", None)
+            if isinstance(retry_at, dt.datetime):  # remembered: the next runs wait for it
+                state = replace(state, retry_after=retry_at)
             if error is None:
                 error = next((s.detail for s in self.steps.results if not s.ok), outcome.value)
         try:
@@ -472,7 +476,11 @@ def _retryable(ctx: Context, spec: CertSpec, release_id: str | None) -> Release 
 
 
 def _refresh_window(ctx: Context, spec: CertSpec, current: Release, issuer: Issuer) -> None:
-    """Ask the CA for its renewal window; a failure only means we plan without it."""
+    """Ask the CA for its renewal window, no sooner than its Retry-After for it said
+    (RFC 9773 section 4.3); a failure only means we plan without it."""
+    known = ctx.store.read_state(spec.name).window
+    if known is not None and known.next_check is not None and ctx.clock.now() < known.next_check:
+        return
     try:
         window = issuer.renewal_window((current.path / "cert.pem").read_bytes())
     except (CertagentError, OSError) as exc:

@@ -25,6 +25,14 @@ def decide(
 ) -> Decision:
     """Decide for one certificate; the first rule that applies wins. `damaged` says why
     the live release's key or certificate cannot be used (a new one is needed)."""
+    if state.retry_after is not None and now < state.retry_after:
+        # The CA's own word (Retry-After on a 429/503) outranks everything, --force too.
+        return Decision(
+            False,
+            f"the CA asked not to be asked again before {_fmt(state.retry_after)} "
+            f"(Retry-After, after: {state.last_outcome or 'a refusal'})",
+            state.retry_after,
+        )
     if force:
         return Decision(True, "forced (--force)", now)
     if damaged is not None and current is not None:

@@ -521,6 +521,7 @@ class Store:
                 failures=_count(raw.get("failures", 0)),
                 refusals=_count(raw.get("refusals", 0)),
                 verify_ok=_opt_bool(raw.get("verify_ok")),
+                retry_after=_dt(raw.get("retry_after")),
             )
         except FileNotFoundError:
             return CertState()
@@ -535,9 +536,7 @@ class Store:
             "last_outcome": state.last_outcome,
             "last_attempt": state.last_attempt.isoformat() if state.last_attempt else None,
             "consecutive_failures": state.consecutive_failures,
-            "window": {"start": state.window.start.isoformat(), "end": state.window.end.isoformat()}
-            if state.window
-            else None,
+            "window": _window_json(state.window),
             "pending": list(state.pending) if state.pending else None,
             "failed_release": state.failed_release,
             "previous_release": state.previous_release,
@@ -546,6 +545,7 @@ class Store:
             "failures": state.failures,
             "refusals": state.refusals,
             "verify_ok": state.verify_ok,
+            "retry_after": state.retry_after.isoformat() if state.retry_after else None,
         }
         atomic_write(self.cert_dir(name) / "state.json", _dumps(raw), self.secret_mode, self.group)
 
@@ -715,4 +715,21 @@ def _dt(value: Any) -> dt.datetime | None:
 def _window(raw: Any) -> RenewalWindow | None:
     if not raw:
         return None
-    return RenewalWindow(_aware(raw["start"]), _aware(raw["end"]))
+    url = raw.get("explanation_url")
+    return RenewalWindow(
+        _aware(raw["start"]),
+        _aware(raw["end"]),
+        url if isinstance(url, str) else None,
+        _dt(raw.get("next_check")),
+    )
+
+
+def _window_json(window: RenewalWindow | None) -> dict[str, Any] | None:
+    if window is None:
+        return None
+    return {
+        "start": window.start.isoformat(),
+        "end": window.end.isoformat(),
+        "explanation_url": window.explanation_url,
+        "next_check": window.next_check.isoformat() if window.next_check else None,
+    }

@@ -135,3 +135,29 @@ def test_a_slow_clock_is_named_and_the_certificate_kept_for_later(
     (cert,) = json.loads(fixed.stdout)["certificates"]
     assert "trying again" in cert["decision"]["reason"]  # deployed, no second order
     assert not [s for s in cert["steps"] if s["step"] == "order"]
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_retry_after_is_remembered_across_runs(tmp_path: Path, run, status: int) -> None:
+    """Issue #14: the next cron run sends nothing to the CA before its Retry-After,
+    whatever failure_backoff (0 here) or --force say."""
+    ca = BrokenCA("busy-post", status=status, retry_after="7200").start()
+    try:
+        path = broken_config(tmp_path, ca)
+        code, report, _ = renew_json(run, path)
+        assert code == 1
+        hits = dict(ca.hits)
+        for extra in ((), ("--force",)):
+            code, report, _ = renew_json(run, path, *extra)
+            assert code == 0, report
+            for cert in report["certificates"]:  # type: ignore[union-attr]
+                assert cert["outcome"] == "skipped"
+                assert "Retry-After" in cert["decision"]["reason"]
+        assert ca.hits == hits  # not one request more
+        plan = json.loads(run("-c", str(path), "--json", "plan").out)
+        assert all(not c["decision"]["due"] for c in plan["certificates"])
+    finally:
+        ca.stop()
+    if status == 503:
+        holds = list((tmp_path / "state" / "accounts").glob("*/hold.json"))
+        assert len(holds) == 1  # the CA-wide wait, for certificates added later too
