@@ -150,6 +150,7 @@ class Attempt:
         """Remember the outcome for the planner, prune, and build the result."""
         store, name = self.ctx.store, self.spec.name
         code = error.code if isinstance(error, CertagentError) else None
+        retry_at = getattr(error, "retry_at", None)  # the CA's Retry-After, if it gave one
         if isinstance(error, CertagentError):
             error = str(error)
         verify = [s.ok for s in self.steps.results if s.step == "verify"]
@@ -177,7 +178,6 @@ class Attempt:
                 log.info("%s: pruned %d old release(s)", name, len(pruned))
         else:
             state = replace(state, consecutive_failures=state.consecutive_failures + 1)
-            retry_at = getattr(error, "retry_at", None)
             if isinstance(retry_at, dt.datetime):  # remembered: the next runs wait for it
                 state = replace(state, retry_after=retry_at)
             if error is None:
