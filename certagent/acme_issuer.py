@@ -27,13 +27,14 @@ from acme import challenges, client, errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.errors import DeserializationError
+from josepy.json_util import field as jose_field
 from josepy.jwa import ES256, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from . import __version__, crypto
 from .challenges import Solver
 from .errors import CABusy, CAUnreachable, OrderFailed
-from .model import CASpec, Policy, RenewalWindow
+from .model import CASpec, OrderOptions, Policy, RenewalWindow
 from .store import atomic_write
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,24 @@ BAD_NONCE_RETRIES = 10  # pebble rejects 5 % of nonces by default; the library r
 BUSY_RETRIES = 3  # 429 and 503 with a Retry-After we are willing to wait for
 CLOCK_TOLERANCE = 120.0  # seconds of skew against the CA's Date header that we name
 POLL_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class _NewOrder(messages.NewOrder):
+    """newOrder with ARI's `replaces` (RFC 9773 section 5)."""
+
+    replaces: str | None = jose_field("replaces", omitempty=True)
+
+
+class ProfileUnknown(OrderFailed):
+    """The configured profile is not among the CA's `meta.profiles`."""
+
+    code = "profile"
+
+
+class TermsNotAgreed(OrderFailed):
+    """The CA has terms of service and the configuration does not agree to them."""
+
+    code = "terms-of-service"
 
 
 class _Network(client.ClientNetwork):
@@ -151,7 +170,12 @@ class AcmeIssuer:
 
     # -- public --------------------------------------------------------------------
 
-    def issue(self, csr_pem: bytes, solver: Solver) -> bytes:
+    def issue(
+        self,
+        csr_pem: bytes,
+        solver: Solver,
+        options: OrderOptions = OrderOptions(),  # noqa: B008
+    ) -> bytes:
         """Order, validate and download; returns the full chain in PEM, leaf first.
 
         Once the CA was unreachable or kept answering 429/503 in this run, the next
@@ -163,7 +187,7 @@ class AcmeIssuer:
             refused.retry_at = self._hold
             raise refused
         try:
-            chain = self._issue(csr_pem, solver)
+            chain = self._issue(csr_pem, solver, options)
         except OrderFailed as exc:
             clock = self.clock_problem()
             if clock is not None:  # say it where the operator looks: in the error itself
@@ -215,20 +239,100 @@ class AcmeIssuer:
         side = "ahead of" if skew > 0 else "behind"
         return f"this machine's clock is {abs(skew):.0f} s {side} the CA's (check NTP)"
 
-    def _issue(self, csr_pem: bytes, solver: Solver) -> bytes:
+    def _issue(self, csr_pem: bytes, solver: Solver, options: OrderOptions) -> bytes:
         with self._translated("order"):
             acme = self._account()
+            profile = self._profile(acme, options.profile)
+            replaces = self._replaces(acme, options.replaces)
             try:
-                orderr = acme.new_order(csr_pem)
+                orderr = self._new_order(acme, csr_pem, profile, replaces)
             except messages.Error as exc:
-                if exc.code != "accountDoesNotExist":
+                if exc.code == "accountDoesNotExist":
+                    # The CA forgot us (a test CA restarted, an account purged): again.
+                    acme = self._account(register=True)
+                elif replaces is not None and _about_replaces(exc):
+                    # alreadyReplaced, or a CA that does not take the field (RFC 9773
+                    # section 5): the renewal goes on as a plain order.
+                    log.info("%s: ordering without `replaces`: %s", self.label, exc)
+                    replaces = None
+                else:
                     raise
-                # The CA forgot us (a test CA restarted, an account purged): register the key again.
-                acme = self._account(register=True)
-                orderr = acme.new_order(csr_pem)
+                orderr = self._new_order(acme, csr_pem, profile, replaces)
             deadline = self._monotonic() + self._policy.order_timeout
             self._authorize(acme, orderr, solver, deadline)
-            return self._finalize(acme, orderr, deadline)
+            return self._choose_chain(acme, self._finalize(acme, orderr, deadline))
+
+    def _profile(self, acme: client.ClientV2, wanted: str | None) -> str | None:
+        """The profile to order, checked against what the directory advertises."""
+        if wanted is None:
+            return None
+        meta = getattr(acme.directory, "meta", None)
+        offered = dict(getattr(meta, "profiles", None) or {})
+        if wanted not in offered:
+            names = ", ".join(sorted(offered)) or "none"
+            raise ProfileUnknown(
+                self.label, f"the CA offers no profile {wanted!r} (it offers: {names})"
+            )
+        return wanted
+
+    def _replaces(self, acme: client.ClientV2, cert_pem: bytes | None) -> str | None:
+        """The ARI id of the certificate a renewal replaces, when the CA speaks ARI."""
+        if cert_pem is None:
+            return None
+        try:
+            acme.directory["renewalInfo"]
+        except KeyError:
+            return None
+        try:
+            return _ari_cert_id(x509.load_pem_x509_certificate(cert_pem))
+        except ValueError:
+            return None
+
+    def _new_order(
+        self, acme: client.ClientV2, csr_pem: bytes, profile: str | None, replaces: str | None
+    ) -> messages.OrderResource:
+        """newOrder (RFC 8555 section 7.4) with `profile` and ARI's `replaces`, which the
+        library's new_order cannot send."""
+        csr = x509.load_pem_x509_csr(csr_pem)
+        names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        identifiers = [
+            messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n)
+            for n in names.get_values_for_type(x509.DNSName)
+        ]
+        order = _NewOrder(identifiers=identifiers, profile=profile or "", replaces=replaces)
+        resp = acme.net.post(acme.directory["newOrder"], order,
+                             new_nonce_url=acme.directory["newNonce"])  # fmt: skip
+        body = messages.Order.from_json(resp.json())
+        authorizations = []
+        for url in body.authorizations:
+            authz = messages.Authorization.from_json(self._post_as_get(acme, url).json())
+            authorizations.append(messages.AuthorizationResource(body=authz, uri=url))
+        return messages.OrderResource(
+            body=body,
+            uri=resp.headers.get("Location"),
+            authorizations=authorizations,
+            csr_pem=csr_pem,
+        )
+
+    def _choose_chain(self, acme: client.ClientV2, resp: requests.Response) -> bytes:
+        """The default chain, or with `ca.preferred_chain` the first of the default and
+        its `alternate` links (RFC 8555 section 7.4.2) whose topmost certificate was
+        issued by (or is) that name."""
+        default = resp.text.encode()
+        wanted = self.ca.preferred_chain
+        if not wanted or _top_names(default) & {wanted}:
+            return default
+        links = requests.utils.parse_header_links(resp.headers.get("Link", "")) if (
+            "Link" in resp.headers) else []  # fmt: skip
+        for link in links:
+            if link.get("rel") != "alternate" or not link.get("url"):
+                continue
+            other = self._post_as_get(acme, link["url"]).text.encode()
+            if wanted in _top_names(other):
+                log.info("%s: using the alternate chain to %s", self.label, wanted)
+                return other
+        log.warning("%s: no chain leads to %r; keeping the default", self.label, wanted)
+        return default
 
     def renewal_window(self, cert_pem: bytes) -> RenewalWindow | None:
         """The CA's suggested window from ARI (RFC 9773), or None if it offers none."""
@@ -335,8 +439,18 @@ class AcmeIssuer:
             eab = messages.ExternalAccountBinding.from_data(
                 key.public_key(), self.ca.eab.kid, self.ca.eab.hmac_key, acme.directory
             )
+        meta = getattr(acme.directory, "meta", None)
+        tos = getattr(meta, "terms_of_service", None)
+        if tos and not self.ca.agree_tos:
+            raise TermsNotAgreed(
+                self.label,
+                f"registering an account needs the CA's terms of service, {tos}: read them, "
+                "then set ca.agree_tos: true (nothing was registered)",
+            )
         new = messages.NewRegistration.from_data(
-            contact=self.ca.contact, terms_of_service_agreed=True, external_account_binding=eab
+            contact=self.ca.contact,
+            terms_of_service_agreed=True if tos else None,
+            external_account_binding=eab,
         )
         try:
             return acme.new_account(new)
@@ -418,7 +532,7 @@ class AcmeIssuer:
 
     def _finalize(
         self, acme: client.ClientV2, orderr: messages.OrderResource, deadline: float
-    ) -> bytes:
+    ) -> requests.Response:
         try:
             body = acme.begin_finalization(orderr).body
         except messages.Error as exc:
@@ -428,7 +542,7 @@ class AcmeIssuer:
         resp: requests.Response | None = None
         for delay in self._delays(deadline, "issuance"):
             if body.status == messages.STATUS_VALID and body.certificate:
-                return self._post_as_get(acme, body.certificate).text.encode()
+                return self._post_as_get(acme, body.certificate)
             if body.status == messages.STATUS_INVALID:
                 raise OrderFailed(
                     self.label,
@@ -584,6 +698,26 @@ def _ari_cert_id(cert: x509.Certificate) -> str:
     return (
         f"{b64(aki.key_identifier).decode().rstrip('=')}.{b64(serial_bytes).decode().rstrip('=')}"
     )
+
+
+def _about_replaces(exc: messages.Error) -> bool:
+    """alreadyReplaced, or a CA that refuses the `replaces` field itself."""
+    return exc.code == "alreadyReplaced" or (
+        exc.code in ("malformed", "badRequest") and "replaces" in (exc.detail or "")
+    )
+
+
+def _top_names(fullchain: bytes) -> set[str]:
+    """The issuer CN and subject CN of the topmost certificate of a chain."""
+    try:
+        top = x509.load_pem_x509_certificates(fullchain)[-1]
+    except (ValueError, IndexError):
+        return set()
+    names = set()
+    for name in (top.issuer, top.subject):
+        for attr in name.get_attributes_for_oid(x509.NameOID.COMMON_NAME):
+            names.add(str(attr.value))
+    return names
 
 
 def _utcnow() -> dt.datetime:

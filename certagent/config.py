@@ -714,7 +714,9 @@ def _check_staging_targets(
 
 
 def _ca(ctx: _Ctx, v: _V) -> CASpec | None:
-    m = ctx.mapping(v, {"directory", "contact", "trust_roots", "eab", "timeout"}, {"directory"})
+    keys = {"directory", "contact", "trust_roots", "eab", "timeout", "agree_tos",
+            "preferred_chain"}  # fmt: skip
+    m = ctx.mapping(v, keys, {"directory"})
     directory = _url(ctx, m["directory"]) if "directory" in m else None
     contact: list[str] = ctx.get(m, "contact", _contacts, [])
     roots: list[Path] = ctx.get(m, "trust_roots", _paths, [])
@@ -723,9 +725,18 @@ def _ca(ctx: _Ctx, v: _V) -> CASpec | None:
             ctx.error(f"{v.path}.trust_roots[{i}]", f"no such file: {root}", m["trust_roots"].line)
     eab = _eab(ctx, m["eab"]) if "eab" in m else None
     timeout = ctx.get(m, "timeout", _between(0, _HOUR, above=True), 30.0)
+    agree = ctx.get(m, "agree_tos", _bool, False)
+    chain = ctx.get(m, "preferred_chain", _word, "") or None
     if directory is None:
         return None
-    return CASpec(directory, tuple(contact), tuple(roots), eab, timeout)
+    return CASpec(directory, tuple(contact), tuple(roots), eab, timeout, agree, chain)
+
+
+def _bool(ctx: _Ctx, v: _V) -> bool | None:
+    if isinstance(v.value, bool):
+        return v.value
+    ctx.error(v, f"expected true or false, got {_short(v.value)}")
+    return None
 
 
 def _secret(ctx: _Ctx, v: _V) -> str | None:
@@ -827,9 +838,8 @@ def _certificates(ctx: _Ctx, v: _V) -> tuple[CertSpec, ...]:
 
 
 def _certificate(ctx: _Ctx, name: str, v: _V) -> CertSpec | None:
-    m = ctx.mapping(
-        v, {"names", "key_type", "challenge", "deploy", "staging"}, {"names", "challenge"}
-    )
+    keys = {"names", "key_type", "challenge", "deploy", "staging", "profile", "reuse_key"}
+    m = ctx.mapping(v, keys, {"names", "challenge"})
     names = _names(ctx, m["names"]) if "names" in m else None
     key_type = ctx.get(m, "key_type", _key_type, KeyType.EC_P256)
     challenge = _challenge(ctx, m["challenge"]) if "challenge" in m else None
@@ -846,7 +856,9 @@ def _certificate(ctx: _Ctx, name: str, v: _V) -> CertSpec | None:
         for dns in names:
             if dns.startswith("*."):
                 ctx.error(m["names"], f"wildcard {dns} needs dns-01; http-01 cannot validate it")
-    return CertSpec(name, names, key_type, challenge, deploy, staging)
+    profile = ctx.get(m, "profile", _word, "") or None
+    reuse = ctx.get(m, "reuse_key", _bool, False)
+    return CertSpec(name, names, key_type, challenge, deploy, staging, profile, reuse)
 
 
 def _staging_target(

@@ -55,6 +55,8 @@ class CASpec:
     trust_roots: tuple[Path, ...] = ()
     eab: Eab | None = None
     timeout: float = 30.0
+    agree_tos: bool = False  # the CA's terms of service, agreed to by the operator
+    preferred_chain: str | None = None  # the issuer CN of the chain's top, among alternates
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,8 @@ class CertSpec:
     challenge: ChallengeSpec
     deploy: DeploySpec | None = None
     staging: StagingTarget | None = None
+    profile: str | None = None  # the CA's certificate profile to order
+    reuse_key: bool = False  # renew with the current key instead of a new one
 
 
 @dataclass(frozen=True)
@@ -283,6 +287,15 @@ class Release:
     ca: str = ""  # the ACME directory it was ordered from
     # SHA-256 of each file as staged (key, certificates), to notice damage cheaply
     digests: Mapping[str, str] = field(default_factory=dict)
+    profile: str | None = None  # the ACME profile it was ordered with
+
+
+@dataclass(frozen=True)
+class OrderOptions:
+    """What shapes an order beyond the CSR."""
+
+    profile: str | None = None  # an ACME profile the CA advertises (meta.profiles)
+    replaces: bytes | None = None  # PEM of the certificate this renews (ARI `replaces`)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from .model import (
     Decision,
     DeploySpec,
     Http01Webroot,
+    OrderOptions,
     Outcome,
     Release,
     RenewalWindow,
@@ -43,7 +44,7 @@ class Issuer(Protocol):
     @property
     def label(self) -> str: ...
 
-    def issue(self, csr_pem: bytes, solver: Solver) -> bytes: ...
+    def issue(self, csr_pem: bytes, solver: Solver, options: OrderOptions) -> bytes: ...
 
     def renewal_window(self, cert_pem: bytes) -> RenewalWindow | None: ...
 
@@ -222,7 +223,7 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
             release = restage(ctx, spec, retry, attempt.steps)
         else:
             kept = None if force else _kept_issuance(ctx, spec, attempt.steps)
-            release = kept or _order_and_stage(ctx, spec, attempt.steps)
+            release = kept or _order_and_stage(ctx, spec, attempt.steps, current)
     except CertagentError as exc:
         return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
     return apply(attempt, release, current, state)
@@ -344,7 +345,9 @@ def _result(
     )
 
 
-def _order_and_stage(ctx: Context, spec: CertSpec, steps: Steps) -> Release:
+def _order_and_stage(
+    ctx: Context, spec: CertSpec, steps: Steps, current: Release | None = None
+) -> Release:
     issuer = ctx.issuer
     if issuer is None:
         raise StageError("no CA is configured for this run")
@@ -356,9 +359,11 @@ def _order_and_stage(ctx: Context, spec: CertSpec, steps: Steps) -> Release:
             raise PrecheckFailed("not ordering: " + "; ".join(problems))
         notes.append(ctx.store.check_writable(spec.name, _min_free(spec)))
         ctx.progress(spec.name, "ordering")
-        key = crypto.generate_key(spec.key_type)
+        key = _order_key(spec, current, notes)
         csr = crypto.make_csr(key, spec.names)
-        fullchain = issuer.issue(csr, ctx.solvers.for_spec(spec.challenge))
+        replaces = (current.path / "cert.pem").read_bytes() if current is not None else None
+        options = OrderOptions(spec.profile, replaces)
+        fullchain = issuer.issue(csr, ctx.solvers.for_spec(spec.challenge), options)
         # Kept before anything else can fail: a stage that fails or a kill from here on
         # leaves it for the next run, which stages it instead of ordering again.
         kept = ctx.store.keep_issued(spec.name, crypto.key_pem(key), fullchain, issuer.label)
@@ -369,6 +374,19 @@ def _order_and_stage(ctx: Context, spec: CertSpec, steps: Steps) -> Release:
             f"release {release.release_id}, valid until {release.not_after:%Y-%m-%d %H:%M}"
         )
     return release
+
+
+def _order_key(spec: CertSpec, current: Release | None, notes: list[str]) -> crypto.PrivateKey:
+    """A new key, unless `reuse_key` asks for the current one (same type, readable)."""
+    if spec.reuse_key and current is not None and current.key_type == spec.key_type:
+        try:
+            key = crypto.load_key((current.path / KEY_FILE).read_bytes())
+        except (OSError, ValueError) as exc:
+            notes.append(f"a new key: the current one is unusable ({exc})")
+        else:
+            notes.append(f"reusing the key of release {current.release_id} (reuse_key)")
+            return key
+    return crypto.generate_key(spec.key_type)
 
 
 def _kept_issuance(ctx: Context, spec: CertSpec, steps: Steps) -> Release | None:
@@ -434,6 +452,7 @@ def stage(
         "issuer": facts.issuer,
         "serial": format(facts.serial, "x"),
         "ca": ca,
+        "profile": spec.profile,
     }
     key_pem = crypto.key_pem(key)
     files = {
@@ -471,6 +490,8 @@ def _retryable(ctx: Context, spec: CertSpec, release_id: str | None) -> Release 
     """A release whose deploy failed is deployed again if it still fits and is valid."""
     old = ctx.store.find(spec.name, release_id)
     if old is None or set(old.names) != set(spec.names) or old.key_type != spec.key_type:
+        return None
+    if old.profile != spec.profile:
         return None
     return old if old.not_after > ctx.clock.now() else None
 

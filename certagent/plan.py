@@ -91,6 +91,8 @@ def _changed(spec: CertSpec, current: Release) -> str | None:
         return f"names changed ({', '.join(parts)})"
     if spec.key_type != current.key_type:
         return f"key type changed ({current.key_type.value} -> {spec.key_type.value})"
+    if spec.profile != current.profile:
+        return f"profile changed ({current.profile or 'none'} -> {spec.profile or 'none'})"
     return None
 
 

@@ -486,6 +486,7 @@ class Store:
                 issuer=str(meta["issuer"]),
                 ca=str(meta.get("ca", "")),
                 digests=digests,
+                profile=_opt_str(meta.get("profile")),
             )
         except FileNotFoundError:
             if path.is_dir():

@@ -19,6 +19,7 @@ class Pebble:
     nonce_reject: int = 0
     authz_reuse: int | None = None
     blocklist: tuple[str, ...] = ()
+    alternate_roots: int = 0  # extra chains offered through Link: rel="alternate"
     host: str = "127.0.0.1"  # where pebble listens (a LAN address for a cluster)
     answer: str = "127.0.0.1"  # what its DNS answers for every name (where it validates)
     http_port: int = field(default_factory=free_port)
@@ -66,6 +67,8 @@ class Pebble:
         env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject)}
         if self.authz_reuse is not None:
             env["PEBBLE_AUTHZREUSE"] = str(self.authz_reuse)
+        if self.alternate_roots:
+            env["PEBBLE_ALTERNATE_ROOTS"] = str(self.alternate_roots)
         peb = Server(
             [
                 "pebble",
@@ -81,10 +84,10 @@ class Pebble:
         peb.wait_until(port_open(self.host, self.port), what="ACME port")
         return self
 
-    def issuing_roots(self) -> bytes:
-        """pebble makes a new issuing root at every start: fetch it from /roots/0."""
+    def issuing_roots(self, index: int = 0) -> bytes:
+        """pebble makes new issuing roots at every start: fetch one from /roots/N."""
         ctx = ssl.create_default_context(cafile=str(self.tls_root))
-        url = f"https://{self.host}:{self.management_port}/roots/0"
+        url = f"https://{self.host}:{self.management_port}/roots/{index}"
         with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
             return bytes(resp.read())
 

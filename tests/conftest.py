@@ -112,6 +112,7 @@ def write_config(
         "ca:\n"
         f"  directory: {directory or pebble.directory_url}\n"
         "  contact: [ops@example.test]\n"
+        "  agree_tos: true\n"
         f"  trust_roots: [{pebble.tls_root}]\n"
         "  timeout: 5\n"
         "policy:\n"

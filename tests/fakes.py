@@ -23,7 +23,7 @@ class LocalIssuer:
         self.orders = 0
         self.window: RenewalWindow | None = None
 
-    def issue(self, csr_pem: bytes, solver: Solver) -> bytes:
+    def issue(self, csr_pem: bytes, solver: Solver, options: object = None) -> bytes:
         self.orders += 1
         csr = x509.load_pem_x509_csr(csr_pem)
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

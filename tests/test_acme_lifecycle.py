@@ -76,3 +76,72 @@ def test_a_missing_template_or_webroot_is_found_before_any_order(
     result = run("-c", str(path), "renew", "--force")  # past the failure's backoff
     assert result.code == 1 and f"the webroot {tmp_path}/typo does not exist" in result.err
     assert not (tmp_path / "typo").exists()
+
+
+def test_terms_of_service_must_be_agreed_before_registering(
+    tmp_path: Path, pebble: Pebble, run
+) -> None:
+    path = write_config(tmp_path, pebble)
+    agreed = path.read_text()
+    path.write_text(agreed.replace("  agree_tos: true\n", ""))
+    result = run("-c", str(path), "--json", "renew")
+    assert result.code == 1
+    (cert,) = json.loads(result.out)["certificates"]
+    assert cert["error_code"] == "terms-of-service"
+    assert "data:text/plain" in cert["error"] and "ca.agree_tos: true" in cert["error"]
+    assert not list((tmp_path / "state" / "accounts").glob("*/account.json"))
+    path.write_text(agreed)
+    assert run("-c", str(path), "renew", "--force").code == 0
+    # an account that exists is unaffected by the setting
+    path.write_text(agreed.replace("  agree_tos: true\n", ""))
+    assert run("-c", str(path), "renew", "--force").code == 0
+
+
+def _ca_block(path: Path, extra: str) -> None:
+    path.write_text(path.read_text().replace("  agree_tos: true\n", f"  agree_tos: true\n{extra}"))
+
+
+def test_preferred_chain_is_chosen_among_the_alternates(
+    tmp_path: Path, make_pebble: type[Pebble], run
+) -> None:
+    from cryptography import x509
+
+    server = make_pebble(tmp_path / "pebble", alternate_roots=1).start()
+    alternate = x509.load_pem_x509_certificate(server.issuing_roots(1))
+    cn = alternate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    path = write_config(tmp_path, server)
+    _ca_block(path, f"  preferred_chain: '{cn}'\n")
+    result = run("-c", str(path), "renew")
+    assert result.code == 0, result.err
+    chain = next((tmp_path / "state" / "certs" / "www" / "releases").glob("*/fullchain.pem"))
+    top = x509.load_pem_x509_certificates(chain.read_bytes())[-1]
+    assert top.issuer == alternate.subject  # not the default chain's root
+
+
+def test_an_unknown_profile_is_a_clear_error(tmp_path: Path, pebble: Pebble, run) -> None:
+    path = write_config(tmp_path, pebble)
+    key = "    key_type: ec-p256\n"
+    path.write_text(path.read_text().replace(key, f"{key}    profile: shortlived\n"))
+    result = run("-c", str(path), "--json", "renew")
+    assert result.code == 1
+    (cert,) = json.loads(result.out)["certificates"]
+    assert cert["error_code"] == "profile" and "offers no profile 'shortlived'" in cert["error"]
+
+
+def test_reuse_key_keeps_the_key_and_the_default_does_not(
+    tmp_path: Path, pebble: Pebble, run
+) -> None:
+    path = write_config(tmp_path, pebble)
+    base = path.read_text()
+
+    def key_after_renew() -> bytes:
+        assert run("-c", str(path), "renew", "--force").code == 0
+        return (tmp_path / "state" / "certs" / "www" / "current" / "privkey.pem").read_bytes()
+
+    first = key_after_renew()
+    assert key_after_renew() != first
+    path.write_text(
+        base.replace("    key_type: ec-p256\n", "    key_type: ec-p256\n    reuse_key: true\n")
+    )
+    kept = key_after_renew()
+    assert key_after_renew() == kept

@@ -254,7 +254,7 @@ def test_every_configured_certificate_is_checked_without_a_monitor_section(
         path = tmp_path / "five.yaml"
         cfg = {
             "state_dir": str(tmp_path / "state"),
-            "ca": {"directory": pebble.directory_url},
+            "ca": {"directory": pebble.directory_url, "agree_tos": True},
             "certificates": certificates,
         }
         path.write_text(json.dumps(cfg))  # JSON is YAML

@@ -82,6 +82,7 @@ class Setup:
             "template_dirs": [str(self.tmp / "templates")],
             "ca": {
                 "directory": self.pebble.directory_url,
+                "agree_tos": True,
                 "trust_roots": [str(self.pebble.tls_root)],
             },
             "policy": {"failure_backoff": 0},  # the retry rule is under test, not the backoff

@@ -81,6 +81,7 @@ class Bed:
             "template_dirs": [str(ROOT / "templates")],
             "ca": {
                 "directory": self.pebble.directory_url,
+                "agree_tos": True,
                 "trust_roots": [str(self.pebble.tls_root)],
                 "timeout": 5,
             },

@@ -79,6 +79,7 @@ class Bed:
             "template_dirs": [str(self.templates)],
             "ca": {
                 "directory": self.pebble.directory_url,
+                "agree_tos": True,
                 "trust_roots": [str(self.pebble.tls_root)],
             },
             "policy": {"failure_backoff": 0},

@@ -162,10 +162,10 @@ class _RacingIssuer:
     def label(self) -> str:
         return self.inner.label
 
-    def issue(self, csr_pem: bytes, solver) -> bytes:  # type: ignore[no-untyped-def]
+    def issue(self, csr_pem: bytes, solver, options) -> bytes:  # type: ignore[no-untyped-def]
         proc = run_subprocess("-c", str(self.cfg), "renew", "--force")
         self.second = (proc.returncode, proc.stderr)
-        return self.inner.issue(csr_pem, solver)
+        return self.inner.issue(csr_pem, solver, options)
 
     def renewal_window(self, cert_pem: bytes):  # type: ignore[no-untyped-def]
         return self.inner.renewal_window(cert_pem)

@@ -123,7 +123,7 @@ def test_failed_order_keeps_current_and_counts(tmp_path: Path) -> None:
     before = Store(cfg.state_dir).current("www")
 
     class Refusing(LocalIssuer):
-        def issue(self, csr_pem: bytes, solver: object) -> bytes:  # type: ignore[override]
+        def issue(self, csr_pem: bytes, solver: object, options: object = None) -> bytes:  # type: ignore[override]
             from certagent.errors import OrderFailed
 
             raise OrderFailed(
@@ -144,7 +144,7 @@ def test_stage_rejects_a_certificate_for_other_names(tmp_path: Path) -> None:
     cfg = local_config(tmp_path)
 
     class WrongNames(LocalIssuer):
-        def issue(self, csr_pem: bytes, solver: object) -> bytes:  # type: ignore[override]
+        def issue(self, csr_pem: bytes, solver: object, options: object = None) -> bytes:  # type: ignore[override]
             from testbed import pki
 
             cert, _key = pki.issue(self.ca, ["other.example.test"])

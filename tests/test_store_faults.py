@@ -151,11 +151,11 @@ def test_a_bug_in_one_certificate_does_not_stop_the_others(tmp_path: Path) -> No
     cfg = two_certs(tmp_path)
 
     class Buggy(LocalIssuer):
-        def issue(self, csr_pem: bytes, solver: object) -> bytes:  # type: ignore[override]
+        def issue(self, csr_pem: bytes, solver: object, options: object = None) -> bytes:  # type: ignore[override]
             if self.orders == 0:
                 self.orders += 1
                 raise RuntimeError("a bug in an adapter")
-            return super().issue(csr_pem, solver)  # type: ignore[arg-type]
+            return super().issue(csr_pem, solver, options)  # type: ignore[arg-type]
 
     report = api.renew(cfg, issuer=Buggy())
     first, second = report.results
