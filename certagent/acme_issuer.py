@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from acme import challenges, client, errors, messages
+from acme import challenges, client, errors, jws, messages
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.errors import DeserializationError
+from josepy.interfaces import JSONDeSerializable
 from josepy.json_util import field as jose_field
 from josepy.jwa import ES256, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
@@ -50,6 +51,20 @@ class _NewOrder(messages.NewOrder):
     """newOrder with ARI's `replaces` (RFC 9773 section 5)."""
 
     replaces: str | None = jose_field("replaces", omitempty=True)
+
+
+class _Raw(JSONDeSerializable):
+    """A JSON object posted as it is (the inner JWS of a keyChange)."""
+
+    def __init__(self, jobj: dict[str, Any]) -> None:
+        self.jobj = jobj
+
+    def to_partial_json(self) -> dict[str, Any]:
+        return self.jobj
+
+    @classmethod
+    def from_json(cls, jobj: Any) -> _Raw:
+        return cls(jobj)
 
 
 class ProfileUnknown(OrderFailed):
@@ -472,6 +487,69 @@ class AcmeIssuer:
             )
         return self._key
 
+    # -- lifecycle: revoke, account (RFC 8555 sections 7.6, 7.3.5, 7.3.6) -----------
+
+    def revoke(self, cert_pem: bytes, reason: int) -> None:
+        """Revoke a certificate we were issued, signed with our account key."""
+        with self._translated("revocation"):
+            acme = self._account()
+            acme.revoke(x509.load_pem_x509_certificate(cert_pem), reason)
+
+    def account(self) -> dict[str, object]:
+        """The account as the CA holds it: URL, status, contacts (no key material)."""
+        with self._translated("account"):
+            acme = self._account()
+            regr = _registered(acme)
+            try:  # POST-as-GET (RFC 8555 section 6.3); some servers want an empty update
+                resp = self._post_as_get(acme, regr.uri)
+            except messages.Error:
+                resp = acme.net.post(regr.uri, _Raw({}),
+                                     new_nonce_url=acme.directory["newNonce"])  # fmt: skip
+            body = resp.json()
+            return {
+                "url": regr.uri,
+                "status": body.get("status"),
+                "contact": list(body.get("contact") or []),
+                "orders": body.get("orders"),
+                "key_thumbprint": _thumbprint(self._account_key()),
+            }
+
+    def deactivate(self) -> str:
+        """Deactivate the account for good; returns its URL. Our key is kept."""
+        with self._translated("account deactivation"):
+            acme = self._account()
+            regr = _registered(acme)
+            acme.deactivate_registration(regr)
+            (self._account_dir / "account.json").rename(
+                self._account_dir / f"account.json.deactivated-{_utcnow():%Y%m%dT%H%M%SZ}"
+            )
+            return str(regr.uri)
+
+    def rollover(self) -> str:
+        """Replace the account key (keyChange): the new key is written aside first, the CA
+        is told, then it takes the old one's place (which is kept as key.pem.old-<time>)."""
+        with self._translated("account key rollover"):
+            acme = self._account()
+            old_key = self._account_key()
+            new_pem = crypto.key_pem(ec.generate_private_key(ec.SECP256R1()))
+            pending = self._account_dir / "key.pem.new"
+            atomic_write(pending, new_pem, 0o600)  # a kill from here keeps both keys
+            new_key = JWKEC(key=crypto.load_key(new_pem))
+            url = acme.directory["keyChange"]
+            inner = jws.JWS.sign(
+                json.dumps({"account": _registered(acme).uri,
+                            "oldKey": old_key.public_key().to_partial_json()}).encode(),
+                key=new_key, alg=ES256, nonce=None, url=url,
+            )  # fmt: skip
+            acme.net.post(url, _Raw(inner.to_partial_json()),
+                          new_nonce_url=acme.directory["newNonce"])  # fmt: skip
+            key_file = self._account_dir / "key.pem"
+            key_file.rename(self._account_dir / f"key.pem.old-{_utcnow():%Y%m%dT%H%M%SZ}")
+            pending.rename(key_file)
+            self._key = None
+            self._client = None
+            return _thumbprint(new_key)
+
     # -- order ---------------------------------------------------------------------
 
     def _authorize(
@@ -698,6 +776,18 @@ def _ari_cert_id(cert: x509.Certificate) -> str:
     return (
         f"{b64(aki.key_identifier).decode().rstrip('=')}.{b64(serial_bytes).decode().rstrip('=')}"
     )
+
+
+def _registered(acme: client.ClientV2) -> messages.RegistrationResource:
+    account: messages.RegistrationResource | None = acme.net.account
+    if account is None or not account.uri:
+        raise OrderFailed("ACME", "no account")  # _account() always sets one
+    return account
+
+
+def _thumbprint(key: JWK) -> str:
+    """RFC 7638 thumbprint of the public key, base64url: names the key, reveals nothing."""
+    return base64.urlsafe_b64encode(key.thumbprint()).decode().rstrip("=")
 
 
 def _about_replaces(exc: messages.Error) -> bool:

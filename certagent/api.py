@@ -45,6 +45,7 @@ from .system import Clock, SystemClock
 from .verify import TlsProber
 
 if TYPE_CHECKING:
+    from .acme_issuer import AcmeIssuer
     from .failover import Failover
     from .rehearse import Rehearsal
 
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 _SEVERITY = {
     Outcome.SKIPPED: ExitStatus.OK,
     Outcome.RENEWED: ExitStatus.OK,
+    Outcome.REVOKED: ExitStatus.OK,
     Outcome.FAILED_BEFORE_SWAP: ExitStatus.FAILED,
     Outcome.ROLLED_BACK: ExitStatus.ROLLED_BACK,
     Outcome.BROKEN: ExitStatus.BROKEN,
@@ -106,7 +108,7 @@ def renew(
         ctx = _context(
             config,
             store,
-            issuer or _acme_issuer(config.ca, config, store, clock),
+            issuer or acme_issuer(config.ca, config, store, clock),
             solvers,
             clock,
             failover=_failover(config, failover_override),
@@ -125,7 +127,7 @@ def renew(
         finally:
             solvers.close()
         report = Report("renew", started, clock.now(), tuple(results))
-        _finish(config, store, report, clock)
+        finish(config, store, report, clock)
     return report
 
 
@@ -171,7 +173,7 @@ def deploy(
         finally:
             solvers.close()
         report = Report("deploy", started, clock.now(), (result,))
-        _finish(config, store, report, clock)
+        finish(config, store, report, clock)
     return report
 
 
@@ -216,7 +218,7 @@ def receive(config: Config, name: str, payload: bytes, *, clock: Clock | None = 
         else:
             result = pipeline.apply(attempt, release, current, state)
         report = Report("receive", started, clock.now(), (result,))
-        _finish(config, store, report, clock)
+        finish(config, store, report, clock)
     return report
 
 
@@ -302,7 +304,7 @@ def rollback(config: Config, name: str, *, clock: Clock | None = None) -> Report
             error,
         )
         report = Report("rollback", started, clock.now(), (result,))
-        _finish(config, store, report, clock)
+        finish(config, store, report, clock)
     return report
 
 
@@ -709,13 +711,14 @@ def _rehearsal(
     def make_ctx() -> Context:
         store = Store(staging.state_dir, config.state_group)
         staging_config = replace(config, state_dir=staging.state_dir, ca=staging.ca, staging=None)
-        staging_issuer = issuer or _acme_issuer(staging.ca, config, store, clock)
+        staging_issuer = issuer or acme_issuer(staging.ca, config, store, clock)
         return _context(staging_config, store, staging_issuer, solvers, clock, "staging")
 
     return Rehearsal(config, staging, make_ctx)
 
 
-def _acme_issuer(ca: CASpec, config: Config, store: Store, clock: Clock) -> Issuer:
+def acme_issuer(ca: CASpec, config: Config, store: Store, clock: Clock) -> AcmeIssuer:
+    """The ACME adapter for one CA, its account kept under `store`."""
     from .acme_issuer import AcmeIssuer  # deferred: acme/josepy/requests cost ~0.3 s to import
 
     account_dir = store.account_dir(ca.directory)
@@ -741,7 +744,7 @@ def _trust_bundle(ca: CASpec, state_dir: Path) -> Path:
     return path
 
 
-def _finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
+def finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
     """After every run that can change something: the audit record, then metrics,
     notifications and (for renew) the heartbeat. None of these can fail the run."""
     from . import metrics, notify  # deferred: smtplib and urllib only when a run finishes

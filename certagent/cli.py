@@ -280,6 +280,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="also restore the configuration file, to the path -c names",
     )
 
+    p = sub.add_parser(
+        "revoke", parents=[common], help="revoke NAME's live certificate (renewed next run)"
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "--reason",
+        default="unspecified",
+        choices=[
+            "unspecified",
+            "keyCompromise",
+            "affiliationChanged",
+            "superseded",
+            "cessationOfOperation",
+        ],
+        help="RFC 5280 reason (keyCompromise: the next key is always new)",
+    )
+
+    p = sub.add_parser("account", parents=[common], help="the ACME account of the configured CA")
+    asub = p.add_subparsers(dest="account_command", metavar="ACTION", parser_class=_Parser)
+    asub.required = True
+    asub.add_parser("show", parents=[common], help="URL, status and contacts, as the CA has them")
+    asub.add_parser("rollover", parents=[common], help="replace the account key (keyChange)")
+    q = asub.add_parser("deactivate", parents=[common], help="deactivate the account for good")
+    q.add_argument("--yes", action="store_true", help="required: this cannot be undone")
+
     p = sub.add_parser("config", parents=[common], help="configuration commands")
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
     csub.required = True
@@ -461,6 +486,16 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
     as_json = getattr(args, "json", False)
     config = api.load_config(getattr(args, "config", None))
     verbose = getattr(args, "verbose", 0) or 0
+    if args.command == "account":
+        from . import lifecycle
+
+        action = args.account_command
+        if action == "deactivate" and not args.yes:
+            raise UsageError("account deactivate cannot be undone: add --yes to mean it")
+        result = lifecycle.account(config, action)
+        details = "\n".join(f"{k}: {v}" for k, v in result.details.items())
+        _out(as_json, result.to_json(), f"account {action} at {result.directory}\n{details}")
+        return ExitStatus.OK
     if args.command in ("history", "metrics", "backup"):
         return _ops(args, config, as_json)
     if args.command == "config":
@@ -490,6 +525,10 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
         report = api.deploy(config, args.name, failover_override=args.failover_override)
     elif args.command == "rollback":
         report = api.rollback(config, args.name)
+    elif args.command == "revoke":
+        from . import lifecycle
+
+        report = lifecycle.revoke(config, args.name, args.reason)
     elif args.command == "renew" and args.dry_run:
         report = _dry_run(config, args)
     else:
@@ -544,7 +583,7 @@ def _print_report(report: Report, verbose: int, quiet: bool = False) -> None:
     planning = report.command == "plan"
     rehearsing = report.command == "rehearse"
     for r in report.results:
-        failed = r.outcome not in (Outcome.SKIPPED, Outcome.RENEWED)
+        failed = r.outcome not in (Outcome.SKIPPED, Outcome.RENEWED, Outcome.REVOKED)
         if quiet and not planning and not failed:
             continue
         if r.outcome is Outcome.SKIPPED and not (verbose or planning or rehearsing or r.steps):
@@ -564,6 +603,8 @@ def _print_report(report: Report, verbose: int, quiet: bool = False) -> None:
                 f"{r.name}: renewed ({r.decision.reason}); release {r.release}, "
                 f"valid until {r.not_after:%Y-%m-%d %H:%M UTC}"
             )
+        elif r.outcome is Outcome.REVOKED:
+            print(f"{r.name}: revoked release {r.release}; the next renew replaces it")
         elif report.command == "rollback" and r.outcome is Outcome.ROLLED_BACK:
             print(f"{r.name}: rolled back; release {r.release} is live again")
         else:

@@ -330,6 +330,8 @@ class CertState:
     verify_ok: bool | None = None  # the last verify step's result, when there was one
     # The CA's Retry-After (429, 503): nothing for this certificate goes to it before.
     retry_after: dt.datetime | None = None
+    # (release, reason) of a revocation through `certagent revoke`: renewed next run.
+    revoked: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -349,6 +351,7 @@ class Decision:
 class Outcome(StrEnum):
     SKIPPED = "skipped"
     RENEWED = "renewed"
+    REVOKED = "revoked"  # `certagent revoke` did what it was asked
     FAILED_BEFORE_SWAP = "failed_before_swap"
     ROLLED_BACK = "rolled_back"
     BROKEN = "broken"

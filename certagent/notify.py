@@ -100,7 +100,7 @@ def problems(
         if result is None or result.outcome is Outcome.SKIPPED:
             if "run" in previous.get(spec.name, {}):
                 slots["run"] = previous[spec.name]["run"]
-        elif result.outcome is not Outcome.RENEWED:
+        elif result.outcome not in (Outcome.RENEWED, Outcome.REVOKED):
             kind = {
                 Outcome.FAILED_BEFORE_SWAP: "failed",
                 Outcome.ROLLED_BACK: "rolled_back",

@@ -171,6 +171,7 @@ class Attempt:
                 window=None,
                 pending=None,
                 retry_after=None,
+                revoked=None,
                 last_success=self.ctx.clock.now(),
             )
             keep = frozenset(x for x in (state.previous_release,) if x)
@@ -223,7 +224,9 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
             release = restage(ctx, spec, retry, attempt.steps)
         else:
             kept = None if force else _kept_issuance(ctx, spec, attempt.steps)
-            release = kept or _order_and_stage(ctx, spec, attempt.steps, current)
+            compromised = state.revoked is not None and state.revoked[1] == "keyCompromise"
+            reuse = None if compromised else current  # never the key of a compromise
+            release = kept or _order_and_stage(ctx, spec, attempt.steps, current, reuse)
     except CertagentError as exc:
         return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
     return apply(attempt, release, current, state)
@@ -346,7 +349,11 @@ def _result(
 
 
 def _order_and_stage(
-    ctx: Context, spec: CertSpec, steps: Steps, current: Release | None = None
+    ctx: Context,
+    spec: CertSpec,
+    steps: Steps,
+    current: Release | None = None,
+    key_source: Release | None = None,
 ) -> Release:
     issuer = ctx.issuer
     if issuer is None:
@@ -359,7 +366,7 @@ def _order_and_stage(
             raise PrecheckFailed("not ordering: " + "; ".join(problems))
         notes.append(ctx.store.check_writable(spec.name, _min_free(spec)))
         ctx.progress(spec.name, "ordering")
-        key = _order_key(spec, current, notes)
+        key = _order_key(spec, key_source, notes)
         csr = crypto.make_csr(key, spec.names)
         replaces = (current.path / "cert.pem").read_bytes() if current is not None else None
         options = OrderOptions(spec.profile, replaces)

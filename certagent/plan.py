@@ -35,6 +35,8 @@ def decide(
         )
     if force:
         return Decision(True, "forced (--force)", now)
+    if current is not None and state.revoked is not None and state.revoked[0] == current.release_id:
+        return Decision(True, f"the live certificate was revoked ({state.revoked[1]})", now)
     if damaged is not None and current is not None:
         return Decision(True, f"the live release {current.release_id} is damaged: {damaged}", now)
     changed = _changed(spec, current) if current is not None else None

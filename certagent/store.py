@@ -523,6 +523,7 @@ class Store:
                 refusals=_count(raw.get("refusals", 0)),
                 verify_ok=_opt_bool(raw.get("verify_ok")),
                 retry_after=_dt(raw.get("retry_after")),
+                revoked=_pair(raw.get("revoked")),
             )
         except FileNotFoundError:
             return CertState()
@@ -547,6 +548,7 @@ class Store:
             "refusals": state.refusals,
             "verify_ok": state.verify_ok,
             "retry_after": state.retry_after.isoformat() if state.retry_after else None,
+            "revoked": list(state.revoked) if state.revoked else None,
         }
         atomic_write(self.cert_dir(name) / "state.json", _dumps(raw), self.secret_mode, self.group)
 
@@ -672,6 +674,13 @@ def _opt_str(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise ValueError(f"expected a string, got {type(value).__name__}")
+
+
+def _pair(value: Any) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    first, second = value
+    return str(first), str(second)
 
 
 def _opt_bool(value: Any) -> bool | None:

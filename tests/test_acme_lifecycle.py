@@ -145,3 +145,42 @@ def test_reuse_key_keeps_the_key_and_the_default_does_not(
     )
     kept = key_after_renew()
     assert key_after_renew() == kept
+
+
+def test_revoke_then_the_next_run_replaces_it_with_a_new_key(
+    tmp_path: Path, pebble: Pebble, run
+) -> None:
+    path = write_config(tmp_path, pebble)
+    text = path.read_text()
+    key = "    key_type: ec-p256\n"
+    path.write_text(text.replace(key, f"{key}    reuse_key: true\n"))
+    assert run("-c", str(path), "renew").code == 0
+    live = tmp_path / "state" / "certs" / "www" / "current"
+    old_key = (live / "privkey.pem").read_bytes()
+    assert run("-c", str(path), "revoke").code == 64  # a name is required
+    result = run("-c", str(path), "--json", "revoke", "www", "--reason", "keyCompromise")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["certificates"][0]["outcome"] == "revoked"
+    again = run("-c", str(path), "revoke", "www")
+    assert again.code == 64 and "already revoked" in again.err
+    plan = json.loads(run("-c", str(path), "--json", "plan").out)["certificates"][0]
+    assert plan["decision"]["due"] and "revoked (keyCompromise)" in plan["decision"]["reason"]
+    assert run("-c", str(path), "renew").code == 0
+    assert (live / "privkey.pem").read_bytes() != old_key  # never the compromised key
+
+
+def test_account_show_rollover_deactivate(tmp_path: Path, pebble: Pebble, run) -> None:
+    path = write_config(tmp_path, pebble)
+    assert run("-c", str(path), "renew").code == 0
+    shown = json.loads(run("-c", str(path), "--json", "account", "show").out)
+    assert shown["status"] == "valid" and shown["url"].startswith("https://")
+    rolled = run("-c", str(path), "--json", "account", "rollover")
+    assert rolled.code == 0, rolled.err
+    after = json.loads(rolled.out)
+    assert after["url"] == shown["url"]  # the same account, a new key
+    assert after["key_thumbprint"] != shown["key_thumbprint"]
+    assert run("-c", str(path), "renew", "--force").code == 0  # ordering with the new key
+    assert run("-c", str(path), "account", "deactivate").code == 64  # needs --yes
+    done = run("-c", str(path), "--json", "account", "deactivate", "--yes")
+    assert done.code == 0, done.err
+    assert json.loads(done.out)["deactivated"] == shown["url"]
