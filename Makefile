@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iproute2 \
 	golang-go golang-github-smallstep-certificates-dev postgresql \
-	keepalived openssh-server openssh-client faketime
+	keepalived openssh-server openssh-client faketime certbot lego
 
 .PHONY: deps venv step-ca salt-venv wheelhouse test lint unit demo bench clean install
 

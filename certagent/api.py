@@ -687,6 +687,11 @@ def _context(
     return Context(config, store, issuer, solvers, clock, deployer, failover=gate)
 
 
+def context_for_import(config: Config, store: Store) -> Context:
+    """The production context without a CA or failover: to stage what is imported."""
+    return _context(config, store, None, Solvers(), SystemClock())
+
+
 def _failover(config: Config, override: str | None) -> Failover | None:
     if config.failover is None:
         if override is not None:

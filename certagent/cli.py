@@ -297,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="RFC 5280 reason (keyCompromise: the next key is always new)",
     )
 
+    p = sub.add_parser(
+        "import",
+        parents=[common],
+        help="take over certbot's or lego's account and certificates (no new issuance)",
+    )
+    p.add_argument("source", choices=["certbot", "lego"])
+    p.add_argument("dir", nargs="?", metavar="DIR",
+                   help="default: /etc/letsencrypt (certbot), /root/.lego (lego)")  # fmt: skip
+
     p = sub.add_parser("account", parents=[common], help="the ACME account of the configured CA")
     asub = p.add_subparsers(dest="account_command", metavar="ACTION", parser_class=_Parser)
     asub.required = True
@@ -486,6 +495,17 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
     as_json = getattr(args, "json", False)
     config = api.load_config(getattr(args, "config", None))
     verbose = getattr(args, "verbose", 0) or 0
+    if args.command == "import":
+        from pathlib import Path
+
+        from . import importer
+
+        done = importer.run(config, args.source, Path(args.dir) if args.dir else None)
+        text = "\n".join(done.notes)
+        if done.snippet:
+            text += f"\n\nadd to {config.source}:\n{done.snippet}"
+        _out(as_json, done.to_json(), text)
+        return ExitStatus.OK
     if args.command == "account":
         from . import lifecycle
 

@@ -35,6 +35,32 @@ def key_type_of(key: PrivateKey) -> KeyType | None:
     )
 
 
+def jwk_to_pem(text: str) -> bytes:
+    """A private JWK (RFC 7517; certbot's private_key.json) as PKCS#8 PEM."""
+    import base64
+    import json
+
+    jwk = json.loads(text)
+
+    def num(name: str) -> int:
+        raw = str(jwk[name])
+        return int.from_bytes(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)), "big")
+
+    key: PrivateKey
+    if jwk.get("kty") == "RSA":
+        public = rsa.RSAPublicNumbers(num("e"), num("n"))
+        key = rsa.RSAPrivateNumbers(
+            num("p"), num("q"), num("d"), num("dp"), num("dq"), num("qi"), public
+        ).private_key()
+    elif jwk.get("kty") == "EC":
+        curve = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1()}[str(jwk["crv"])]
+        point = ec.EllipticCurvePublicNumbers(num("x"), num("y"), curve)
+        key = ec.EllipticCurvePrivateNumbers(num("d"), point).private_key()
+    else:
+        raise ValueError(f"unsupported JWK key type {jwk.get('kty')!r}")
+    return key_pem(key)
+
+
 def key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
