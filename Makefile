@@ -6,7 +6,7 @@ APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iprout
 	golang-go golang-github-smallstep-certificates-dev postgresql \
 	keepalived openssh-server openssh-client faketime certbot lego
 
-.PHONY: deps venv step-ca salt-venv wheelhouse test lint unit demo bench clean install
+.PHONY: deps venv step-ca salt-venv a2c-venv wheelhouse test lint unit demo bench clean install
 
 deps:
 	@sh scripts/install-deps $(APT_PACKAGES)
@@ -25,6 +25,15 @@ $(SALT_VENV)/.installed: pyproject.toml
 	touch $@
 
 salt-venv: $(SALT_VENV)/.installed
+
+# acme2certifier (ARI, profiles), pinned, in its own venv: an ACME server for the tests.
+A2C_VENV := build/a2c-venv
+$(A2C_VENV)/.installed:
+	$(PYTHON) -m venv $(A2C_VENV)
+	$(A2C_VENV)/bin/pip install -q acme2certifier==0.46.3
+	touch $@
+
+a2c-venv: $(A2C_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +58,7 @@ lint: venv
 	$(BIN)/ruff check certagent tests testbed bench
 	$(BIN)/mypy certagent
 
-test: deps venv step-ca salt-venv wheelhouse lint
+test: deps venv step-ca salt-venv a2c-venv wheelhouse lint
 	$(BIN)/python -m pytest -q
 
 unit: venv
