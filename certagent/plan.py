@@ -118,7 +118,10 @@ def _stable_share(name: str, fingerprint: str) -> float:
 
 
 def _why_time(state: CertState) -> str:
-    return "inside the CA's renewal window" if state.window is not None else "renewal time"
+    if state.window is None:
+        return "renewal time"
+    why = state.window.explanation_url
+    return "inside the CA's renewal window" + (f" (the CA explains: {why})" if why else "")
 
 
 def _fmt(when: dt.datetime) -> str:

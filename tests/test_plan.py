@@ -182,3 +182,10 @@ def test_backoff_at_the_end_of_time_does_not_overflow() -> None:
     late = dt.datetime.max.replace(tzinfo=dt.UTC) - dt.timedelta(minutes=1)
     state = CertState(last_attempt=late, consecutive_failures=3, last_outcome="x")
     plan.decide(SPEC, release(90 * DAY), state, Policy(), T0)  # no OverflowError
+
+
+def test_the_cas_explanation_is_in_the_reason() -> None:
+    window = RenewalWindow(T0 + DAY, T0 + 2 * DAY, "https://ca.test/why")
+    state = CertState(window=window)
+    decision = plan.decide(SPEC, release(90 * DAY), state, NO_JITTER, T0 + 3 * DAY)
+    assert decision.due and "the CA explains: https://ca.test/why" in decision.reason
