@@ -1,7 +1,9 @@
-"""Public entry points (renew, plan, status) and the composition root.
+"""Public entry points: renew, deploy, receive, rollback, rehearse, plan, status,
+history, validate; and, re-exported, `check`/`health` (monitoring), the lifecycle and
+the composition root's helpers, so every caller imports one module.
 
-The CLI, the Salt modules and Python callers all come through here and get the
-same `Report`. The ACME adapter is imported only when a run needs it, so that
+The CLI, the Salt modules and Python callers all come through here and get the same
+`Report`. The ACME adapter is imported only when a run needs it, so that
 `certagent --help` and `certagent status` never import `acme` or `josepy`.
 
 Side effects: filesystem (state dir), network (through the issuer).
@@ -10,55 +12,49 @@ Side effects: filesystem (state dir), network (through the issuer).
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import logging
-import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from . import config as config_mod
-from . import pipeline, plan, system, trust
+from . import pipeline, plan
 from .challenges import Solvers
-from .check import Checker, Finding, State, Target, Watcher, plugin_output, watch
-from .deploy import Deployer, Steps
-from .errors import CertagentError, ExitStatus, GateRefused, StoreError, UsageError
-from .model import (
-    CASpec,
-    CertResult,
-    CertSpec,
-    Config,
-    Decision,
-    DeploySpec,
-    Endpoint,
-    Monitor,
-    Outcome,
-    Report,
-    iso,
+from .deploy import Steps
+from .errors import CertagentError, GateRefused, UsageError
+from .model import CertResult, Config, Decision, Outcome, Report, iso
+from .monitoring import (
+    CheckReport,
+    Health,
+    Thresholds,
+    check,
+    check_endpoint,
+    check_targets,
+    health,
 )
-from .pipeline import Context, Issuer, Progress
-from .store import Store, atomic_write, make_private_dir
+from .pipeline import Issuer, Progress
+from .store import Store
 from .system import Clock, SystemClock
-from .verify import TlsProber
-
-if TYPE_CHECKING:
-    from .acme_issuer import AcmeIssuer
-    from .failover import Failover
-    from .rehearse import Rehearsal
+from .wiring import (
+    _context,
+    _failover,
+    _rehearsal,
+    acme_issuer,
+    context_for_import,
+    exit_status,
+    finish,
+    history_record,
+    load_config,
+    select,
+)
 
 log = logging.getLogger(__name__)
 
-_SEVERITY = {
-    Outcome.SKIPPED: ExitStatus.OK,
-    Outcome.RENEWED: ExitStatus.OK,
-    Outcome.REVOKED: ExitStatus.OK,
-    Outcome.FAILED_BEFORE_SWAP: ExitStatus.FAILED,
-    Outcome.ROLLED_BACK: ExitStatus.ROLLED_BACK,
-    Outcome.BROKEN: ExitStatus.BROKEN,
-}
+__all__ = [
+    "CheckReport", "Health", "StatusRow", "Thresholds", "acme_issuer", "check",
+    "check_endpoint", "check_targets", "context_for_import", "deploy", "exit_status",
+    "finish", "health", "history", "history_record", "load_config", "plan_run", "receive",
+    "rehearse", "renew", "rollback", "select", "splay", "status", "validate",
+]  # fmt: skip
 
 
 def validate(config: Config) -> None:
@@ -74,11 +70,6 @@ def validate(config: Config) -> None:
             problems.append(ConfigProblem(f"certificates.{spec.name}", problem))
     if problems:
         raise ConfigError(str(config.source), problems)
-
-
-def load_config(path: str | None = None) -> Config:
-    """-c, then $CERTAGENT_CONFIG, then /etc/certagent/certagent.yaml."""
-    return config_mod.load(config_mod.default_path(path, dict(os.environ)))
 
 
 def renew(
@@ -222,41 +213,6 @@ def receive(config: Config, name: str, payload: bytes, *, clock: Clock | None = 
     return report
 
 
-@dataclass(frozen=True)
-class Health:
-    ok: bool
-    lines: tuple[str, ...]
-
-
-def health(config: Config, timeout: float = 2.0) -> Health:
-    """Does this node's web server serve a valid certificate for every name it should?
-
-    For a keepalived `vrrp_script`: every deploy endpoint is probed on this node's own
-    address (`failover.keepalived.address`; without failover, as configured), with
-    the chain, the name and the dates verified. Reads nothing from the state dir, takes
-    no lock, so it answers while a renewal runs.
-    """
-    from .verify import on_address, probe, trust_context
-
-    lines, ok = [], True
-    for spec in config.certificates:
-        if spec.deploy is None or not spec.deploy.endpoints:
-            continue
-        ctx = trust_context(spec.deploy.trust_roots)
-        targets = spec.deploy.endpoints
-        if config.failover is not None:
-            targets = on_address(targets, config.failover.address)
-        for target in targets:
-            served = probe(target, ctx, timeout)
-            ok = ok and served.fingerprint is not None
-            verdict = f"OK {served.fingerprint[:16]}…" if served.fingerprint else served.error
-            lines.append(f"{spec.name} {target}: {verdict}")
-    if not lines:
-        ok = False  # a health check that checks nothing must not pass
-        lines.append(f"no deploy endpoints configured in {config.source}: nothing to check")
-    return Health(ok, tuple(lines))
-
-
 def rollback(config: Config, name: str, *, clock: Clock | None = None) -> Report:
     """Re-activate the release that was current before this one, reload and verify it."""
     spec = select(config, [name])[0]
@@ -341,173 +297,8 @@ def rehearse(
     finally:
         solvers.close()
     report = Report("rehearse", started, clock.now(), tuple(results))
-    Store(config.staging.state_dir).append_history(_history_record(report, config))
+    Store(config.staging.state_dir).append_history(history_record(report, config))
     return report
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    state: State
-    text: str  # monitoring-plugin output: summary line with perfdata, then one line each
-    findings: tuple[Finding, ...]
-    watcher: Watcher | None
-    checked_at: dt.datetime
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "schema": 1,
-            "command": "check",
-            "checked_at": iso(self.checked_at),
-            "state": self.state.name,
-            "exit_status": int(self.state),
-            "summary": self.text.split("\n", 1)[0],
-            "renew": self.watcher.to_json() if self.watcher else None,
-            "endpoints": [f.to_json() for f in self.findings],
-        }
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Command-line overrides of the configured thresholds (`check -w/-C/-t`)."""
-
-    warning_days: float | None = None
-    critical_days: float | None = None
-    timeout: float | None = None
-
-    def apply(self, target: Target) -> Target:
-        return replace(
-            target,
-            warning_days=target.warning_days if self.warning_days is None else self.warning_days,
-            critical_days=(
-                target.critical_days if self.critical_days is None else self.critical_days
-            ),
-        )
-
-
-def check(
-    config: Config,
-    names: Sequence[str] = (),
-    *,
-    clock: Clock | None = None,
-    thresholds: Thresholds = Thresholds(),
-) -> CheckReport:
-    """Probe every configured certificate's endpoints and every monitor endpoint, at once.
-
-    Reads the store (current releases, the last renew run) and never locks it. A full
-    check (no names, no overrides) that finds a state directory it may write leaves its
-    findings there (`check.json`) for the metrics, and rewrites the metrics textfile if
-    one is set. A user who cannot read the store still gets every endpoint probed.
-    """
-    now = (clock or SystemClock()).now()
-    targets = [thresholds.apply(t) for t in check_targets(config, names)]
-    findings = Checker(thresholds.timeout or config.monitor.timeout, now).check_all(targets)
-    watcher = None
-    if config.monitor.max_renew_age is not None and not names:
-        try:
-            record = Store(config.state_dir).last_record("renew")
-        except (StoreError, OSError) as exc:
-            watcher = Watcher(State.UNKNOWN, f"cannot read the history: {exc}", None, None,
-                              config.monitor.max_renew_age)  # fmt: skip
-        else:
-            last = dt.datetime.fromisoformat(str(record["time"])) if record else None
-            watcher = watch(last, config.monitor.max_renew_age, now)
-    state, text = plugin_output(findings, watcher)
-    report = CheckReport(state, text, tuple(findings), watcher, now)
-    full = not names and thresholds == Thresholds()
-    if full and _writable_state(config.state_dir):
-        _record_check(config, report)
-    return report
-
-
-def check_endpoint(
-    endpoint: Endpoint,
-    *,
-    starttls: str | None = None,
-    trust_roots: Sequence[Path] = (),
-    thresholds: Thresholds = Thresholds(),
-    clock: Clock | None = None,
-) -> CheckReport:
-    """One endpoint given on the command line (`check -H host[:port]`): no configuration
-    is needed; the defaults are the `monitor` section's."""
-    now = (clock or SystemClock()).now()
-    d = Monitor()
-    label = f"{endpoint.host}:{endpoint.port}"
-    roots = tuple(trust_roots)
-    target = Target(label, endpoint, d.warning_days, d.critical_days, roots, starttls=starttls)
-    target = thresholds.apply(target)
-    findings = Checker(thresholds.timeout or d.timeout, now).check_all([target])
-    state, text = plugin_output(findings, None)
-    return CheckReport(state, text, tuple(findings), None, now)
-
-
-def _writable_state(folder: Path) -> bool:
-    return folder.is_dir() and os.access(folder, os.W_OK) and trust.problem(folder) is None
-
-
-def _record_check(config: Config, report: CheckReport) -> None:
-    from . import metrics  # deferred like in _finish
-
-    try:
-        atomic_write(config.state_dir / metrics.CHECK_FILE, json.dumps(report.to_json()).encode())
-        if config.metrics_textfile is not None:
-            metrics.write(config, config.metrics_textfile)
-    except OSError as exc:  # monitoring output must not depend on it
-        log.warning("cannot record the check results: %s", exc)
-
-
-def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
-    """Every certificate's endpoints (its deploy endpoints, else each name on 443) and
-    every `monitor.endpoints` entry: derived from the config, so there is no second list."""
-    monitor = config.monitor
-    known = {c.name for c in config.certificates} | {e.name for e in monitor.endpoints}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UsageError(
-            f"unknown certificate or monitor endpoint(s) {', '.join(unknown)} in {config.source}"
-        )
-    store = Store(config.state_dir, config.state_group)
-    targets = []
-    for spec in config.certificates:
-        if names and spec.name not in names:
-            continue
-        if spec.deploy is not None:
-            endpoints = spec.deploy.endpoints
-            roots = spec.deploy.trust_roots + monitor.trust_roots
-        else:
-            endpoints = tuple(Endpoint(n, 443, n) for n in spec.names if not n.startswith("*."))
-            roots = monitor.trust_roots
-        try:
-            snap = store.snapshot(spec.name)
-        except OSError:  # a monitoring user without access to the store: probe anyway
-            snap = None
-        current = snap.current if snap else None
-        for ep in endpoints:
-            targets.append(
-                Target(
-                    f"{spec.name} {ep.host}:{ep.port}",
-                    ep,
-                    monitor.warning_days,
-                    monitor.critical_days,
-                    roots,
-                    certificate=spec.name,
-                    expected=current.fingerprint_sha256 if current else None,
-                    damaged=snap.damaged if snap else None,
-                )
-            )
-    for m in monitor.endpoints:
-        if names and m.name not in names:
-            continue
-        targets.append(
-            Target(
-                m.name,
-                m.endpoint,
-                monitor.warning_days if m.warning_days is None else m.warning_days,
-                monitor.critical_days if m.critical_days is None else m.critical_days,
-                m.trust_roots + monitor.trust_roots,
-                starttls=m.starttls,
-            )
-        )
-    return targets
 
 
 def history(config: Config, name: str | None = None, limit: int = 20) -> list[dict[str, object]]:
@@ -622,198 +413,3 @@ def _labelled(progress: Progress, label: str) -> Progress:
         progress(label, what)
 
     return report
-
-
-def exit_status(report: Report) -> ExitStatus:
-    if report.command == "rehearse":  # staging's own rollback is not production's exit 2
-        ok = all(r.outcome in (Outcome.RENEWED, Outcome.SKIPPED) for r in report.results)
-        return ExitStatus.OK if ok else ExitStatus.FAILED
-    if report.command == "rollback":  # asked for and done: the old certificate is serving
-        outcome = report.results[0].outcome if report.results else Outcome.ROLLED_BACK
-        return ExitStatus.OK if outcome is Outcome.ROLLED_BACK else _SEVERITY[outcome]
-    return max((_SEVERITY[r.outcome] for r in report.results), default=ExitStatus.OK)
-
-
-def select(config: Config, names: Sequence[str]) -> tuple[CertSpec, ...]:
-    if not names:
-        return config.certificates
-    unknown = [n for n in names if config.certificate(n) is None]
-    if unknown:
-        known = [c.name for c in config.certificates]
-        hints = [h for h in (_hint(config, n) for n in unknown) if h]
-        raise UsageError(
-            f"unknown certificate(s) {', '.join(unknown)} in {config.source} "
-            f"(configured: {', '.join(known)})" + "".join(f"; {h}" for h in hints)
-        )
-    return tuple(c for c in config.certificates if c.name in names)
-
-
-def _hint(config: Config, name: str) -> str | None:
-    """A DNS name finds its certificate; a typo finds the closest certificate name."""
-    import difflib
-
-    owner = next((c.name for c in config.certificates if name.lower().rstrip(".") in c.names),
-                 None)  # fmt: skip
-    if owner is not None:
-        return f"{name} is a name in certificate '{owner}': use `{owner}`"
-    close = difflib.get_close_matches(name, [c.name for c in config.certificates], n=1)
-    return f"did you mean '{close[0]}'?" if close else None
-
-
-def _context(
-    config: Config,
-    store: Store,
-    issuer: Issuer | None,
-    solvers: Solvers,
-    clock: Clock,
-    stage: str = "production",
-    failover: Failover | None = None,
-    master: bool = True,
-) -> Context:
-    """The composition root: the real runner, TLS prober and clock. With `failover`, a
-    keepalived node's deployer: the MASTER's (gate, peer first) or, receiving, the
-    BACKUP's."""
-
-    def prober(deploy: DeploySpec) -> TlsProber:
-        return TlsProber(clock, deploy.trust_roots)
-
-    if failover is None:
-        deployer = Deployer(store, system.run, prober, clock, stage)
-        return Context(config, store, issuer, solvers, clock, deployer)
-    from .failover import FailoverDeployer
-
-    deployer = FailoverDeployer(store, system.run, prober, clock, failover, master)
-    gate = failover if master and failover.override is None else None
-    return Context(config, store, issuer, solvers, clock, deployer, failover=gate)
-
-
-def context_for_import(config: Config, store: Store) -> Context:
-    """The production context without a CA or failover: to stage what is imported."""
-    return _context(config, store, None, Solvers(), SystemClock())
-
-
-def _failover(config: Config, override: str | None) -> Failover | None:
-    if config.failover is None:
-        if override is not None:
-            raise UsageError(f"--failover-override: no failover is configured in {config.source}")
-        return None
-    from .failover import Failover
-
-    if override is not None:
-        log.warning("failover gate overridden by the operator: %s", override)
-    return Failover(config.failover, system.run, override)
-
-
-def _rehearsal(
-    config: Config, solvers: Solvers, clock: Clock, issuer: Issuer | None = None
-) -> Rehearsal | None:
-    """The staging side: its own store, CA and deployer; the same solvers and clock."""
-    staging = config.staging
-    if staging is None:
-        return None
-    from .rehearse import Rehearsal  # deferred: imports render (jinja2 on use)
-
-    def make_ctx() -> Context:
-        store = Store(staging.state_dir, config.state_group)
-        staging_config = replace(config, state_dir=staging.state_dir, ca=staging.ca, staging=None)
-        staging_issuer = issuer or acme_issuer(staging.ca, config, store, clock)
-        return _context(staging_config, store, staging_issuer, solvers, clock, "staging")
-
-    return Rehearsal(config, staging, make_ctx)
-
-
-def acme_issuer(ca: CASpec, config: Config, store: Store, clock: Clock) -> AcmeIssuer:
-    """The ACME adapter for one CA, its account kept under `store`."""
-    from .acme_issuer import AcmeIssuer  # deferred: acme/josepy/requests cost ~0.3 s to import
-
-    account_dir = store.account_dir(ca.directory)
-    bundle = _trust_bundle(ca, store.root) if ca.trust_roots else None
-    return AcmeIssuer(ca, config.policy, account_dir, bundle, clock.sleep, clock.monotonic)
-
-
-def _trust_bundle(ca: CASpec, state_dir: Path) -> Path:
-    """The system's trust store plus the configured roots, for a private CA.
-
-    Verification is never switched off; a private CA is trusted by adding it.
-    """
-    import certifi  # a requests dependency; the same store requests uses by default
-
-    parts = [Path(certifi.where()).read_bytes()]
-    parts += [root.read_bytes() for root in ca.trust_roots]
-    folder = state_dir / "trust"
-    make_private_dir(folder)
-    path = folder / "ca-bundle.pem"
-    bundle = b"\n".join(parts)
-    if not path.is_file() or path.read_bytes() != bundle:  # most runs: unchanged, no write
-        atomic_write(path, bundle, 0o644)
-    return path
-
-
-def finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
-    """After every run that can change something: the audit record, then metrics,
-    notifications and (for renew) the heartbeat. None of these can fail the run."""
-    from . import metrics, notify  # deferred: smtplib and urllib only when a run finishes
-
-    try:
-        store.append_history(_history_record(report, config))
-    except OSError as exc:  # a full disk must not hide the run's own outcome
-        log.error("cannot append to %s: %s", store.root / "history.jsonl", exc.strerror or exc)
-    # The run's work is done and recorded; what follows must not change its exit status.
-    try:
-        if config.metrics_textfile is not None:
-            metrics.write(config, config.metrics_textfile)
-    except Exception as exc:  # reported, never fatal
-        log.warning("cannot write metrics to %s: %s", config.metrics_textfile, exc)
-    try:
-        notify.notify(config, report, clock.now(), clock.sleep)
-    except Exception as exc:
-        log.warning("notifications failed: %s", exc)
-    if report.command == "renew" and config.heartbeat is not None:
-        try:
-            notify.ping(config.heartbeat, report, int(exit_status(report)))
-        except Exception as exc:
-            log.warning("heartbeat failed: %s", exc)
-
-
-def _history_record(report: Report, config: Config) -> dict[str, object]:
-    """One audit line: who ran what, every decision, every step, the files it changed."""
-    return {
-        "time": iso(report.finished),
-        "started": iso(report.started),
-        "command": report.command,
-        "argv": sys.argv[1:] if sys.argv and sys.argv[0].endswith(("certagent", "__main__.py"))
-        else None,
-        "user": getpass.getuser(),
-        "uid": os.getuid(),
-        "pid": os.getpid(),
-        "exit_status": int(exit_status(report)),
-        "certificates": [_audit(r, config, report.command) for r in report.results],
-    }  # fmt: skip
-
-
-def _audit(r: CertResult, config: Config, report_command: str) -> dict[str, object]:
-    steps = [{"step": s.step, "ok": s.ok, "detail": s.detail[:300]} for s in r.steps]
-    overrides = [
-        s.detail for s in r.steps if "NOT rehearsed" in s.detail or "OVERRIDDEN" in s.detail
-    ]
-    files: list[str] = []
-    if any(s.step in ("swap", "commit", "rollback") and s.ok for s in r.steps):
-        spec = config.certificate(r.name)
-        staging = config.staging if report_command == "rehearse" else None
-        root = staging.state_dir if staging else config.state_dir
-        files.append(str(Store(root).current_link(r.name)))
-        if spec is not None and spec.deploy is not None:
-            for t in spec.deploy.templates:
-                target = spec.staging.dir / t.dest.name if staging and spec.staging else t.dest
-                files.append(str(target))
-    return {
-        "name": r.name,
-        "outcome": r.outcome.value,
-        "reason": r.decision.reason,
-        "release": r.release,
-        "error": r.error,
-        "error_code": r.error_code,
-        "overrides": overrides,
-        "files_changed": files,
-        "steps": steps,
-    }

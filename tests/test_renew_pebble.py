@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509 import verification
 
-from certagent import api
+from certagent import api, wiring
 from certagent.pipeline import Issuer
 from certagent.store import Store
 from testbed.pebble import Pebble
@@ -183,7 +183,7 @@ def test_two_concurrent_runs_one_exits_75(tmp_path: Path, pebble: Pebble) -> Non
         config.ca,
         config.policy,
         store.account_dir(config.ca.directory),
-        api._trust_bundle(config.ca, store.root),
+        wiring.trust_bundle(config.ca, store.root),
         clock.sleep,
         clock.monotonic,
     )

@@ -1,0 +1,248 @@
+"""The composition root: the one place that wires certagent's ports to the world.
+
+It builds the pipeline's context (the real runner, TLS prober, clock, the ACME adapter
+for a CA, the staging side, a keepalived pair's deployer), selects certificates, maps
+outcomes to the exit-status contract, and finishes every run that can change
+something: the audit record, then metrics, notifications and the heartbeat. The
+command modules (`api`, `monitoring`, `lifecycle`, `importer`) call only this.
+
+Side effects: filesystem (state dir, trust bundle), network (through what it wires).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import config as config_mod
+from . import system
+from .challenges import Solvers
+from .deploy import Deployer
+from .errors import ExitStatus, UsageError
+from .model import CASpec, CertResult, CertSpec, Config, DeploySpec, Outcome, Report, iso
+from .pipeline import Context, Issuer
+from .store import Store, atomic_write, make_private_dir
+from .system import Clock, SystemClock
+from .verify import TlsProber
+
+if TYPE_CHECKING:
+    from .acme_issuer import AcmeIssuer
+    from .failover import Failover
+    from .rehearse import Rehearsal
+
+log = logging.getLogger(__name__)
+
+_SEVERITY = {
+    Outcome.SKIPPED: ExitStatus.OK,
+    Outcome.RENEWED: ExitStatus.OK,
+    Outcome.REVOKED: ExitStatus.OK,
+    Outcome.FAILED_BEFORE_SWAP: ExitStatus.FAILED,
+    Outcome.ROLLED_BACK: ExitStatus.ROLLED_BACK,
+    Outcome.BROKEN: ExitStatus.BROKEN,
+}
+
+
+def load_config(path: str | None = None) -> Config:
+    """-c, then $CERTAGENT_CONFIG, then /etc/certagent/certagent.yaml."""
+    return config_mod.load(config_mod.default_path(path, dict(os.environ)))
+
+
+def exit_status(report: Report) -> ExitStatus:
+    if report.command == "rehearse":  # staging's own rollback is not production's exit 2
+        ok = all(r.outcome in (Outcome.RENEWED, Outcome.SKIPPED) for r in report.results)
+        return ExitStatus.OK if ok else ExitStatus.FAILED
+    if report.command == "rollback":  # asked for and done: the old certificate is serving
+        outcome = report.results[0].outcome if report.results else Outcome.ROLLED_BACK
+        return ExitStatus.OK if outcome is Outcome.ROLLED_BACK else _SEVERITY[outcome]
+    return max((_SEVERITY[r.outcome] for r in report.results), default=ExitStatus.OK)
+
+
+def select(config: Config, names: Sequence[str]) -> tuple[CertSpec, ...]:
+    if not names:
+        return config.certificates
+    unknown = [n for n in names if config.certificate(n) is None]
+    if unknown:
+        known = [c.name for c in config.certificates]
+        hints = [h for h in (_hint(config, n) for n in unknown) if h]
+        raise UsageError(
+            f"unknown certificate(s) {', '.join(unknown)} in {config.source} "
+            f"(configured: {', '.join(known)})" + "".join(f"; {h}" for h in hints)
+        )
+    return tuple(c for c in config.certificates if c.name in names)
+
+
+def _hint(config: Config, name: str) -> str | None:
+    """A DNS name finds its certificate; a typo finds the closest certificate name."""
+    import difflib
+
+    owner = next((c.name for c in config.certificates if name.lower().rstrip(".") in c.names),
+                 None)  # fmt: skip
+    if owner is not None:
+        return f"{name} is a name in certificate '{owner}': use `{owner}`"
+    close = difflib.get_close_matches(name, [c.name for c in config.certificates], n=1)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def _context(
+    config: Config,
+    store: Store,
+    issuer: Issuer | None,
+    solvers: Solvers,
+    clock: Clock,
+    stage: str = "production",
+    failover: Failover | None = None,
+    master: bool = True,
+) -> Context:
+    """The composition root: the real runner, TLS prober and clock. With `failover`, a
+    keepalived node's deployer: the MASTER's (gate, peer first) or, receiving, the
+    BACKUP's."""
+
+    def prober(deploy: DeploySpec) -> TlsProber:
+        return TlsProber(clock, deploy.trust_roots)
+
+    if failover is None:
+        deployer = Deployer(store, system.run, prober, clock, stage)
+        return Context(config, store, issuer, solvers, clock, deployer)
+    from .failover import FailoverDeployer
+
+    deployer = FailoverDeployer(store, system.run, prober, clock, failover, master)
+    gate = failover if master and failover.override is None else None
+    return Context(config, store, issuer, solvers, clock, deployer, failover=gate)
+
+
+def context_for_import(config: Config, store: Store) -> Context:
+    """The production context without a CA or failover: to stage what is imported."""
+    return _context(config, store, None, Solvers(), SystemClock())
+
+
+def _failover(config: Config, override: str | None) -> Failover | None:
+    if config.failover is None:
+        if override is not None:
+            raise UsageError(f"--failover-override: no failover is configured in {config.source}")
+        return None
+    from .failover import Failover
+
+    if override is not None:
+        log.warning("failover gate overridden by the operator: %s", override)
+    return Failover(config.failover, system.run, override)
+
+
+def _rehearsal(
+    config: Config, solvers: Solvers, clock: Clock, issuer: Issuer | None = None
+) -> Rehearsal | None:
+    """The staging side: its own store, CA and deployer; the same solvers and clock."""
+    staging = config.staging
+    if staging is None:
+        return None
+    from .rehearse import Rehearsal  # deferred: imports render (jinja2 on use)
+
+    def make_ctx() -> Context:
+        store = Store(staging.state_dir, config.state_group)
+        staging_config = replace(config, state_dir=staging.state_dir, ca=staging.ca, staging=None)
+        staging_issuer = issuer or acme_issuer(staging.ca, config, store, clock)
+        return _context(staging_config, store, staging_issuer, solvers, clock, "staging")
+
+    return Rehearsal(config, staging, make_ctx)
+
+
+def acme_issuer(ca: CASpec, config: Config, store: Store, clock: Clock) -> AcmeIssuer:
+    """The ACME adapter for one CA, its account kept under `store`."""
+    from .acme_issuer import AcmeIssuer  # deferred: acme/josepy/requests cost ~0.3 s to import
+
+    account_dir = store.account_dir(ca.directory)
+    bundle = trust_bundle(ca, store.root) if ca.trust_roots else None
+    return AcmeIssuer(ca, config.policy, account_dir, bundle, clock.sleep, clock.monotonic)
+
+
+def trust_bundle(ca: CASpec, state_dir: Path) -> Path:
+    """The system's trust store plus the configured roots, for a private CA.
+
+    Verification is never switched off; a private CA is trusted by adding it.
+    """
+    import certifi  # a requests dependency; the same store requests uses by default
+
+    parts = [Path(certifi.where()).read_bytes()]
+    parts += [root.read_bytes() for root in ca.trust_roots]
+    folder = state_dir / "trust"
+    make_private_dir(folder)
+    path = folder / "ca-bundle.pem"
+    bundle = b"\n".join(parts)
+    if not path.is_file() or path.read_bytes() != bundle:  # most runs: unchanged, no write
+        atomic_write(path, bundle, 0o644)
+    return path
+
+
+def finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
+    """After every run that can change something: the audit record, then metrics,
+    notifications and (for renew) the heartbeat. None of these can fail the run."""
+    from . import metrics, notify  # deferred: smtplib and urllib only when a run finishes
+
+    try:
+        store.append_history(history_record(report, config))
+    except OSError as exc:  # a full disk must not hide the run's own outcome
+        log.error("cannot append to %s: %s", store.root / "history.jsonl", exc.strerror or exc)
+    # The run's work is done and recorded; what follows must not change its exit status.
+    try:
+        if config.metrics_textfile is not None:
+            metrics.write(config, config.metrics_textfile)
+    except Exception as exc:  # reported, never fatal
+        log.warning("cannot write metrics to %s: %s", config.metrics_textfile, exc)
+    try:
+        notify.notify(config, report, clock.now(), clock.sleep)
+    except Exception as exc:
+        log.warning("notifications failed: %s", exc)
+    if report.command == "renew" and config.heartbeat is not None:
+        try:
+            notify.ping(config.heartbeat, report, int(exit_status(report)))
+        except Exception as exc:
+            log.warning("heartbeat failed: %s", exc)
+
+
+def history_record(report: Report, config: Config) -> dict[str, object]:
+    """One audit line: who ran what, every decision, every step, the files it changed."""
+    return {
+        "time": iso(report.finished),
+        "started": iso(report.started),
+        "command": report.command,
+        "argv": sys.argv[1:] if sys.argv and sys.argv[0].endswith(("certagent", "__main__.py"))
+        else None,
+        "user": getpass.getuser(),
+        "uid": os.getuid(),
+        "pid": os.getpid(),
+        "exit_status": int(exit_status(report)),
+        "certificates": [_audit(r, config, report.command) for r in report.results],
+    }  # fmt: skip
+
+
+def _audit(r: CertResult, config: Config, report_command: str) -> dict[str, object]:
+    steps = [{"step": s.step, "ok": s.ok, "detail": s.detail[:300]} for s in r.steps]
+    overrides = [
+        s.detail for s in r.steps if "NOT rehearsed" in s.detail or "OVERRIDDEN" in s.detail
+    ]
+    files: list[str] = []
+    if any(s.step in ("swap", "commit", "rollback") and s.ok for s in r.steps):
+        spec = config.certificate(r.name)
+        staging = config.staging if report_command == "rehearse" else None
+        root = staging.state_dir if staging else config.state_dir
+        files.append(str(Store(root).current_link(r.name)))
+        if spec is not None and spec.deploy is not None:
+            for t in spec.deploy.templates:
+                target = spec.staging.dir / t.dest.name if staging and spec.staging else t.dest
+                files.append(str(target))
+    return {
+        "name": r.name,
+        "outcome": r.outcome.value,
+        "reason": r.decision.reason,
+        "release": r.release,
+        "error": r.error,
+        "error_code": r.error_code,
+        "overrides": overrides,
+        "files_changed": files,
+        "steps": steps,
+    }
