@@ -17,6 +17,7 @@ import datetime as dt
 import grp
 import os
 import pwd
+import shlex
 import shutil
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -216,7 +217,7 @@ class Deployer:
         deploy = _need(spec)
         problems = []
         if deploy.test is not None:
-            result = self.run_command(deploy.test, spec, release, "test")
+            result = self.config_test(spec, release)
             if not result.ok:
                 problems.append(f"config test failed: {result.describe()}")
         if deploy.user:
@@ -240,6 +241,27 @@ class Deployer:
                 f"(deploy.min_free_mb: {deploy.min_free_bytes // 2**20})"
             )
         return problems
+
+    def config_test(self, spec: CertSpec, release: Release) -> RunResult:
+        """The config test, seeing the candidate wherever it will be live.
+
+        Until the swap each destination is (a link to) the live release's file, so a test
+        of the main config (`nginx -t` with a site fragment in sites-enabled/) would read
+        the old fragment. As root the test runs in a private mount namespace where each
+        destination shows the candidate: the live file bind-mounted over by the new one,
+        or, for a destination that does not exist yet, its directory replaced by a copy
+        holding the candidate (subdirectories bound through). Nothing outside that
+        namespace changes. Without root the test sees the live files, and says so."""
+        deploy = _need(spec)
+        assert deploy.test is not None  # noqa: S101 - called only with a test
+        gate = self.store.root / "gate" / release.release_id
+        view = candidate_view(deploy, release, gate) if os.geteuid() == 0 else None
+        try:
+            if view is None:
+                return self.run_command(deploy.test, spec, release, "test")
+            return self.run_command(deploy.test, spec, release, "test", wrap=view)
+        finally:
+            shutil.rmtree(gate, ignore_errors=True)
 
     def unreadable(self, path: Path, user: str) -> str | None:
         """Ask the kernel, as `user`, whether it can read `path`: mode bits, POSIX ACLs and
@@ -309,7 +331,12 @@ class Deployer:
             )
 
     def run_command(
-        self, command: Command, spec: CertSpec, release: Release, action: str
+        self,
+        command: Command,
+        spec: CertSpec,
+        release: Release,
+        action: str,
+        wrap: Sequence[str] = (),
     ) -> RunResult:
         deploy = _need(spec)
         config = (
@@ -321,7 +348,48 @@ class Deployer:
             .replace("{name}", spec.name)
             for a in command.argv
         ]
-        return self.run(argv, command.timeout, hook_env(command, spec, release, action, self.stage))
+        env = hook_env(command, spec, release, action, self.stage)
+        return self.run([*wrap, *argv], command.timeout, env)
+
+
+def candidate_view(deploy: DeploySpec, release: Release, scratch: Path) -> list[str] | None:
+    """An argv prefix that runs a command in a private mount namespace where every
+    destination shows the release's candidate file (see Deployer.config_test)."""
+    if not deploy.templates or shutil.which("unshare") is None:
+        return None
+    lines = ["set -e"]
+    copies: dict[Path, Path] = {}
+    for t in deploy.templates:
+        candidate = release.path / RENDERED / t.dest.name
+        if t.dest.is_file():  # a live file, or a link resolving to one: shadow it
+            lines.append(f"mount --bind {shlex.quote(str(candidate))} {shlex.quote(str(t.dest))}")
+            continue
+        parent = t.dest.parent
+        copy = copies.get(parent)
+        if copy is None:
+            copy = scratch / str(len(copies))
+            copy.mkdir(parents=True, mode=0o700)
+            copies[parent] = copy
+            for entry in parent.iterdir():
+                if entry.is_symlink():
+                    os.symlink(os.readlink(entry), copy / entry.name)
+                elif entry.is_dir():
+                    (copy / entry.name).mkdir()
+                    lines.append(
+                        f"mount --bind {shlex.quote(str(entry))} "
+                        f"{shlex.quote(str(copy / entry.name))}"
+                    )
+                elif entry.is_file():
+                    shutil.copy2(entry, copy / entry.name)
+        target = copy / t.dest.name
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        os.symlink(candidate, target)
+    for parent, copy in copies.items():
+        lines.append(f"mount --bind {shlex.quote(str(copy))} {shlex.quote(str(parent))}")
+    lines.append('exec "$@"')
+    script = "\n".join(lines)
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "gate"]
 
 
 def hook_env(
