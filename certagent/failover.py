@@ -192,6 +192,7 @@ class FailoverDeployer(Deployer):
         super().__init__(store, runner, prober, clock)
         self.failover = failover
         self.master = master
+        self.ready_at: float | None = None  # monotonic time of the last readiness check
 
     def gate(self, spec: CertSpec, release: Release, steps: Steps) -> None:
         if not self.master:
@@ -223,15 +224,33 @@ class FailoverDeployer(Deployer):
         with steps.step("peer-deploy", label) as notes:
             notes += self.failover.push(spec, release)
         endpoints = on_address(deploy.endpoints, self.failover.spec.peer.address)
-        if not endpoints:
-            return
-        with steps.step("peer-verify") as notes:
-            failures = self.prober(deploy).wait_for(
-                endpoints, release.fingerprint_sha256, deploy.verify_timeout
-            )
-            if failures:
-                raise PeerFailed(f"{label}: " + "; ".join(failures))
-            notes.append(f"{label} serves {release.fingerprint_sha256[:16]}…")
+        if endpoints:
+            with steps.step("peer-verify") as notes:
+                failures = self.prober(deploy).wait_for(
+                    endpoints, release.fingerprint_sha256, deploy.verify_timeout
+                )
+                if failures:
+                    raise PeerFailed(f"{label}: " + "; ".join(failures))
+                notes.append(f"{label} serves {release.fingerprint_sha256[:16]}…")
+        # Readiness again, at the moment that counts: the peer took the release, but its
+        # keepalived may have stopped, gone FAULT or been cut off meanwhile.
+        with steps.step("peer-ready") as notes:
+            ready = self.failover.readiness()
+            if ready.problems:
+                raise GateRefused(
+                    "failover: the peer is no longer ready to take the VIP, not swapping "
+                    "here: " + "; ".join(ready.problems)
+                )
+            self.ready_at = self.clock.monotonic()
+            notes += ready.facts
+
+    def swap(self, spec: CertSpec, release_id: str) -> list[str]:
+        notes = super().swap(spec, release_id)
+        if self.master and self.ready_at is not None:
+            gap = (self.clock.monotonic() - self.ready_at) * 1000
+            notes.append(f"{gap:.0f} ms after the peer was last seen ready")
+            self.ready_at = None
+        return notes
 
     def endpoints(self, spec: CertSpec, step: str) -> tuple[Endpoint, ...]:
         """This node's own address always; the VIP too when the MASTER deploys. Rolling

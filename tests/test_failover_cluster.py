@@ -42,6 +42,11 @@ if [ "$CERTAGENT_ACTION" = deploy ] && [ -e {flag} ]; then
     done
     echo "nginx stopped; VIP left this node"; exit 1
 fi
+if [ "$CERTAGENT_ACTION" = deploy ] && [ -e {stopflag} ]; then
+    $NGINX -s reload   # deployed fine, and then this node's keepalived goes away
+    kill "$(cat {kpid})"
+    exit 0
+fi
 if [ -s {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then
     exec $NGINX -s reload
 fi
@@ -70,6 +75,8 @@ class Bed:
             HOOK.format(
                 name=node.name,
                 flag=node.dir / "break",
+                stopflag=node.dir / "stop-keepalived",
+                kpid=node.keepalived_pid,
                 prefix=prefix,
                 conf=node.nginx_conf,
                 vip=VIP,
@@ -402,3 +409,21 @@ def test_a_backup_whose_deploy_fails_stops_the_rollout_before_the_master(bed: Be
     assert bed.current_fp(bed.backup) is None and not bed.backup.nginx_conf.is_symlink()
     assert backup_old is not None
     wait(lambda: bed.served(bed.backup.address) == backup_old, 10, "the backup's old certificate")
+
+
+def test_a_backup_that_stops_being_ready_during_the_rollout_stops_the_master(bed: Bed) -> None:
+    """Issue #15: readiness is checked again right before the MASTER's own swap."""
+    old = bed.served(bed.master.address)
+    master_conf = bed.master.nginx_conf.read_text()
+    (bed.backup.dir / "stop-keepalived").touch()  # deploys fine, then keepalived stops
+    proc = bed.master.certagent("renew", "--json")
+    report = _report(proc)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    cert = report["certificates"][0]
+    assert "no longer ready" in cert["error"]  # keepalived stopping, or stopped
+    assert "is not running" in cert["error"] or "did not answer" in cert["error"]
+    steps = _steps(report)
+    assert ("peer-deploy", True) in steps and ("peer-ready", False) in steps
+    assert "swap" not in [s for s, _ in steps]
+    assert bed.master.nginx_conf.read_text() == master_conf
+    assert bed.served(bed.master.address) == old
