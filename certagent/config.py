@@ -874,9 +874,11 @@ def _staging_target(
         "verify_timeout",
         "trust_roots",
         "challenge",
+        "reason",
     }
     m = ctx.mapping(v, keys, {"dir"})
     folder = _abs_path(ctx, m["dir"]) if "dir" in m else None
+    waived = _unrehearsed(ctx, m, deploy, v)
     if folder is not None:
         for t in deploy.templates:
             if folder / t.dest.name == t.dest:
@@ -891,14 +893,31 @@ def _staging_target(
     return StagingTarget(
         dir=folder,
         vars=_vars(ctx, m),
-        test=_command(ctx, m["test"]) if "test" in m else None,
-        hook=_command(ctx, m["hook"]) if "hook" in m else None,
+        test=_command(ctx, m["test"]) if "test" in m and "test" not in waived else None,
+        hook=_command(ctx, m["hook"]) if "hook" in m and "hook" not in waived else None,
         user=_user(ctx, m),
         endpoints=endpoints or (),
         verify_timeout=ctx.get(m, "verify_timeout", _between(0, _HOUR, above=True), 10.0),
         trust_roots=_roots(ctx, m, v),
         challenge=challenge,
     )
+
+
+def _unrehearsed(ctx: _Ctx, m: dict[str, _V], deploy: DeploySpec, v: _V) -> set[str]:
+    """A production hook or config test must have a staging counterpart, or be waived
+    with `hook: none` / `test: none` and a `reason`: else it is never rehearsed."""
+    waived: set[str] = {k for k in ("hook", "test") if k in m and m[k].value == "none"}
+    if waived and not (isinstance(m.get("reason", _V(None, "", 0)).value, str)):
+        ctx.error(v, f"{' and '.join(sorted(waived))}: none needs a 'reason'")
+    for key, production in (("hook", deploy.hook), ("test", deploy.test)):
+        if production is not None and key not in m:
+            what = "post-run hook" if key == "hook" else "config test"
+            ctx.error(
+                v,
+                f"the production {what} would never be rehearsed: give the staging "
+                f"instance's own '{key}', or '{key}: none' with a 'reason'",
+            )
+    return waived
 
 
 def _deploy(ctx: _Ctx, v: _V, names: tuple[str, ...]) -> DeploySpec:

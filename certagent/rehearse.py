@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import pipeline, render
+from . import pipeline, render, system
 from .deploy import Steps
 from .errors import CAUnreachable, RehearsalFailed
 from .model import (
@@ -67,6 +68,38 @@ def staging_spec(spec: CertSpec, staging: Staging) -> CertSpec:
     )
 
 
+MAX_HASHED = 16 << 20  # a script or a binary; a larger file is named by size and mtime
+
+
+def command_files(spec: CertSpec) -> dict[str, str]:
+    """SHA-256 of every file the hooks and config tests run or name: the program (found
+    on PATH like the runner does) and each argument that is an existing file. An edited
+    reload script is a new input, so it is rehearsed before it reaches production."""
+    commands = []
+    for section in (spec.deploy, spec.staging):
+        if section is not None:
+            commands += [c for c in (section.test, section.hook) if c is not None]
+    out: dict[str, str] = {}
+    for command in commands:
+        for i, arg in enumerate(command.argv):
+            path = shutil.which(arg, path=system.BASE_ENV["PATH"]) if i == 0 else None
+            candidate = Path(path) if path else Path(arg)
+            if "{" in arg or not candidate.is_absolute() or not candidate.is_file():
+                continue
+            out[str(candidate)] = _file_digest(candidate)
+    return out
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        st = path.stat()
+        if st.st_size > MAX_HASHED:
+            return f"size {st.st_size} mtime {st.st_mtime_ns}"
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+
+
 def inputs_digest(spec: CertSpec, staging: Staging, template_dirs: tuple[Path, ...]) -> str:
     """SHA-256 over everything that shapes the deploy; a change forces a rehearsal."""
     deploy = spec.deploy
@@ -80,6 +113,7 @@ def inputs_digest(spec: CertSpec, staging: Staging, template_dirs: tuple[Path, .
         "staging_target": asdict(spec.staging) if spec.staging else None,
         "template_sources": templates,
         "staging_ca": staging.ca.directory,
+        "command_files": command_files(spec),
     }
     blob = json.dumps(inputs, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
