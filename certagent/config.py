@@ -931,10 +931,25 @@ def _deploy(ctx: _Ctx, v: _V, names: tuple[str, ...]) -> DeploySpec:
         "verify_timeout",
         "trust_roots",
         "min_free_mb",
+        "endpoints_reason",
     }
     m = ctx.mapping(v, keys)
     templates = _templates(ctx, m["templates"]) if "templates" in m else ()
-    endpoints = _endpoints(ctx, m["endpoints"], names[0]) if "endpoints" in m else None
+    unwatched = None
+    if "endpoints" in m and m["endpoints"].value == "none":
+        endpoints: tuple[Endpoint, ...] | None = ()
+        unwatched = ctx.get(m, "endpoints_reason", _str, "") or None
+        if unwatched is None:
+            ctx.error(m["endpoints"], "endpoints: none needs an 'endpoints_reason'")
+    else:
+        endpoints = _endpoints(ctx, m["endpoints"], names[0]) if "endpoints" in m else None
+        if endpoints == () and "endpoints" in m:
+            ctx.error(
+                m["endpoints"],
+                "no endpoints: nothing would verify or watch what is served; list them "
+                "(starttls: postgres, smtp, imap, ldap for a database or mail server), or "
+                "say 'endpoints: none' with an 'endpoints_reason'",
+            )
     default_endpoints = tuple(Endpoint(n, 443, n) for n in names if not n.startswith("*."))
     return DeploySpec(
         templates=templates,
@@ -946,6 +961,7 @@ def _deploy(ctx: _Ctx, v: _V, names: tuple[str, ...]) -> DeploySpec:
         verify_timeout=ctx.get(m, "verify_timeout", _between(0, _HOUR, above=True), 10.0),
         trust_roots=_roots(ctx, m, v),
         min_free_bytes=ctx.get(m, "min_free_mb", _count_in(1, 1 << 24), 16) * 1024 * 1024,
+        unwatched=unwatched,
     )
 
 
@@ -1087,15 +1103,21 @@ def _endpoints(ctx: _Ctx, v: _V, default_sni: str) -> tuple[Endpoint, ...] | Non
     for item in v.value:
         sni = default_sni
         target = item
+        starttls = None
         if isinstance(item.value, dict):
-            m = ctx.mapping(item, {"address", "sni"}, {"address"})
+            m = ctx.mapping(item, {"address", "sni", "starttls"}, {"address"})
             sni = ctx.get(m, "sni", _word, default_sni)
+            starttls = ctx.get(m, "starttls", _word, "") or None
+            if starttls is not None and starttls not in STARTTLS:
+                allowed = ", ".join(STARTTLS)
+                ctx.error(m["starttls"], f"unknown protocol {starttls!r} (allowed: {allowed})")
+                starttls = None
             if "address" not in m:
                 continue
             target = m["address"]
         parsed = _host_port(ctx, target)
         if parsed is not None:
-            out.append(Endpoint(parsed[0], parsed[1], sni))
+            out.append(Endpoint(parsed[0], parsed[1], sni, starttls))
     return tuple(out)
 
 

@@ -90,9 +90,11 @@ class Endpoint:
     host: str
     port: int
     sni: str
+    starttls: str | None = None  # smtp, imap, postgres or ldap: the opening before TLS
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port} (SNI {self.sni})"
+        via = f", {self.starttls} STARTTLS" if self.starttls else ""
+        return f"{self.host}:{self.port} (SNI {self.sni}{via})"
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class DeploySpec:
     verify_timeout: float = 10.0
     trust_roots: tuple[Path, ...] = ()
     min_free_bytes: int = 16 * 1024 * 1024
+    unwatched: str | None = None  # `endpoints: none`: why nothing can be probed
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,7 @@ def check(
     now = (clock or SystemClock()).now()
     targets = [thresholds.apply(t) for t in check_targets(config, names)]
     findings = Checker(thresholds.timeout or config.monitor.timeout, now).check_all(targets)
+    findings += unwatched(config, names)
     watcher = None
     if config.monitor.max_renew_age is not None and not names:
         try:
@@ -157,6 +158,20 @@ def check_endpoint(
     findings = Checker(thresholds.timeout or d.timeout, now).check_all([target])
     state, text = plugin_output(findings, None)
     return CheckReport(state, text, tuple(findings), None, now)
+
+
+def unwatched(config: Config, names: Sequence[str] = ()) -> list[Finding]:
+    """Deployed certificates with `endpoints: none`: UNKNOWN, never silently OK."""
+    out = []
+    for spec in config.certificates:
+        if names and spec.name not in names:
+            continue
+        if spec.deploy is not None and spec.deploy.unwatched is not None:
+            target = Target(f"{spec.name} (unwatched)", Endpoint("-", 0, "-"), 0, 0,
+                            certificate=spec.name)  # fmt: skip
+            why = f"not watched: {spec.deploy.unwatched} (deploy.endpoints: none)"
+            out.append(Finding(target, State.UNKNOWN, why))
+    return out
 
 
 def _writable_state(folder: Path) -> bool:
@@ -208,6 +223,7 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
                     monitor.warning_days,
                     monitor.critical_days,
                     roots,
+                    starttls=ep.starttls,
                     certificate=spec.name,
                     expected=current.fingerprint_sha256 if current else None,
                     damaged=snap.damaged if snap else None,

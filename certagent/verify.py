@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import starttls
 from .model import Endpoint
 from .system import Clock
 
@@ -48,12 +49,16 @@ def probe(endpoint: Endpoint, ctx: ssl.SSLContext, timeout: float) -> Served:
     try:
         with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
             sock.settimeout(timeout)
+            if endpoint.starttls is not None:  # a database or mail server: its opening first
+                starttls.PROTOCOLS[endpoint.starttls](sock)
             with ctx.wrap_socket(sock, server_hostname=endpoint.sni) as tls:
                 der = tls.getpeercert(binary_form=True)
     except ssl.SSLCertVerificationError as exc:
         return Served(endpoint, None, f"certificate not accepted: {exc.verify_message}")
     except ssl.SSLError as exc:
         return Served(endpoint, None, f"TLS handshake failed: {exc.reason or exc}")
+    except starttls.StartTlsRefused as exc:
+        return Served(endpoint, None, f"{endpoint.starttls} STARTTLS: {exc}")
     except TimeoutError:
         return Served(endpoint, None, f"no answer within {timeout:g} s")
     except OSError as exc:

@@ -115,7 +115,9 @@ def test_a_slow_clock_is_named_and_the_certificate_kept_for_later(
     tmp_path: Path, pebble: Pebble
 ) -> None:
     path = write_config(tmp_path, pebble, {"www": ["www.example.test"]})
-    text = path.read_text() + "    deploy: {hook: ['true'], endpoints: []}\n"
+    text = (
+        path.read_text() + "    deploy: {hook: ['true'], endpoints: none, endpoints_reason: test}\n"
+    )
     path.write_text(
         text.replace("  order_timeout: 20\n", "  order_timeout: 20\n  failure_backoff: 0\n")
     )

@@ -331,3 +331,53 @@ def test_unknown_reason_is_on_stdout(run, tmp_path: Path) -> None:
     result = run("-c", str(tmp_path / "missing.yaml"), "check")
     assert result.code == 3 and result.out.startswith("CERTAGENT UNKNOWN - ")
     assert "cannot read" in result.out
+
+
+def test_a_certificate_deployed_to_postgres_is_verified_and_watched_over_starttls(
+    tmp_path: Path, pebble: Pebble, postgres: Postgres, run
+) -> None:
+    """Issue #15: deploy endpoints speak STARTTLS, so a database's certificate is
+    verified after its hook and watched by `check` like any web server's."""
+    root = tmp_path / "pebble-root.pem"
+    root.write_bytes(pebble.issuing_roots())
+    data = postgres.data
+    hook = (
+        f'install -o postgres -m 0644 "$CERTAGENT_FULLCHAIN" {data}/server.crt && '
+        f'install -o postgres -m 0600 "$CERTAGENT_KEY" {data}/server.key && '
+        f'kill -HUP "$(head -n 1 {data}/postmaster.pid)"'
+    )
+    path = write_config(tmp_path, pebble, {"db": ["db.check.test"]})
+    endpoint = f"127.0.0.1:{postgres.port}"
+    path.write_text(
+        path.read_text()
+        + "    deploy:\n"
+        + f"      hook: {{shell: '{hook}', timeout: 20}}\n"
+        + f"      endpoints: [{{address: '{endpoint}', starttls: postgres}}]\n"
+        + f"      trust_roots: [{root}]\n"
+        + "      verify_timeout: 10\n"
+    )
+    result = run("-c", str(path), "--json", "renew")
+    assert result.code == 0, result.err
+    (cert,) = json.loads(result.out)["certificates"]
+    verify = [s for s in cert["steps"] if s["step"] == "verify"]
+    assert verify and verify[0]["ok"], cert["steps"]
+    text = path.read_text().replace("    deploy:\n", "    deploy:\n", 1)
+    path.write_text(
+        text.replace(f"      trust_roots: [{root}]\n", f"      trust_roots: [{root}]\n", 1)
+    )
+    checked = json.loads(run("-c", str(path), "--json", "check").out)
+    db = checked["endpoints"][0]
+    assert db["starttls"] == "postgres" and db["state"] == "OK" and db["current_release"] is True
+
+
+def test_a_deployed_certificate_without_endpoints_is_unknown_not_ok(
+    tmp_path: Path, pebble: Pebble, run
+) -> None:
+    path = write_config(tmp_path, pebble, {"db": ["db.check.test"]})
+    base = path.read_text()
+    path.write_text(base + "    deploy: {hook: ['true'], endpoints: []}\n")
+    assert run("-c", str(path), "config", "validate").code == 78
+    path.write_text(base + "    deploy: {hook: ['true'], endpoints: none, "
+                    "endpoints_reason: a hardware appliance we cannot reach}\n")  # fmt: skip
+    result = run("-c", str(path), "check")
+    assert result.code == 3 and "not watched: a hardware appliance" in result.out

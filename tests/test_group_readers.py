@@ -57,7 +57,7 @@ def make(tmp_path: Path, group: str | None) -> config.Config:
           www:
             names: [www.example.test]
             challenge: {{type: http-01, webroot: {tmp_path}}}
-            deploy: {{endpoints: []}}
+            deploy: {{endpoints: none, endpoints_reason: a test without a server}}
         """)
     )
     path.chmod(0o644)

@@ -113,7 +113,10 @@ def test_salt_call_state_apply_predicts_renews_then_is_idempotent(
 
     # A watched state with changes (a template, the pillar, the web server's config)
     # re-deploys the current release; it orders nothing that is not due.
-    config.write_text(config.read_text() + "    deploy: {hook: ['true'], endpoints: []}\n")
+    config.write_text(
+        config.read_text()
+        + "    deploy: {hook: ['true'], endpoints: none, endpoints_reason: test}\n"
+    )
     minion.write_watching_sls(config)
     watched = minion.apply()
     assert watched["result"] is True, watched["comment"]
