@@ -17,19 +17,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from . import pipeline, plan
+from . import __version__, pipeline, plan
 from .challenges import Solvers
 from .deploy import Steps
 from .errors import CertagentError, GateRefused, UsageError
+from .health import Health, health
 from .model import CertResult, Config, Decision, Outcome, Report, iso
 from .monitoring import (
     CheckReport,
-    Health,
     Thresholds,
     check,
     check_endpoint,
     check_targets,
-    health,
 )
 from .pipeline import Issuer, Progress
 from .store import Store
@@ -182,9 +181,15 @@ def receive(config: Config, name: str, payload: bytes, *, clock: Clock | None = 
         raise UsageError(f"receive: more than {MAX_PAYLOAD} bytes on stdin: not a release")
     try:
         data = json.loads(payload)
-        ok = isinstance(data, dict) and data.get("schema") == PAYLOAD_SCHEMA
-        if not ok or data.get("name") != name:
-            raise ValueError(f"expected a schema-{PAYLOAD_SCHEMA} release of {name}")
+        if not isinstance(data, dict) or data.get("name") != name:
+            raise ValueError(f"expected a release of {name}")
+        if data.get("schema") != PAYLOAD_SCHEMA:
+            sender = data.get("certagent", "an unknown version")
+            raise UsageError(
+                f"receive: the MASTER (certagent {sender}) sent release schema "
+                f"{data.get('schema')!r}; this node (certagent {__version__}) speaks schema "
+                f"{PAYLOAD_SCHEMA}: upgrade both nodes to the same certagent"
+            )
         key = crypto.load_key(str(data["key"]).encode())
         fullchain = str(data["fullchain"]).encode()
         source, ca = str(data.get("release", "?")), str(data.get("ca", ""))
@@ -198,6 +203,16 @@ def receive(config: Config, name: str, payload: bytes, *, clock: Clock | None = 
         ctx = _context(config, store, None, Solvers(), clock, failover=failover, master=False)
         current = store.current(name)
         state = store.read_state(name)
+        leaf = crypto.split_pem_chain(fullchain)[:1]
+        served = crypto.facts(leaf[0]).fingerprint_sha256 if leaf else None
+        if current is not None and current.fingerprint_sha256 == served and state.pending is None:
+            # Already live here (a retried rollout): nothing to stage, reload or verify.
+            same = Decision(False, f"release {source} is already live here")
+            result = CertResult(name, Outcome.SKIPPED, same, (), current.release_id,
+                                current.not_after)  # fmt: skip
+            report = Report("receive", started, clock.now(), (result,))
+            finish(config, store, report, clock)
+            return report
         decision = Decision(True, f"release {source} handed over by the keepalived MASTER")
         attempt = pipeline.Attempt.begin(ctx, spec, decision)
         try:

@@ -13,13 +13,16 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from . import __version__, api
+from . import __version__
 from .config import STARTTLS
 from .errors import CertagentError, ConfigError, ExitStatus, UsageError
 from .model import Config, Endpoint, Outcome, Report
 from .system import SystemClock
+
+if TYPE_CHECKING:
+    from .api import StatusRow
 
 log = logging.getLogger("certagent")
 
@@ -382,6 +385,8 @@ def _code(exc: CertagentError) -> str:
 def _check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from . import api
+
     thresholds = api.Thresholds(args.warning, args.critical, args.timeout)
     if args.host is not None:
         if args.names:
@@ -406,15 +411,21 @@ def _health(args: argparse.Namespace) -> int:
     """A keepalived track script judges the web server, not certagent's configuration: a
     config error (likely the same on both nodes) must not put every node in FAULT at once
     and take the VIP away. It is said on stderr and left to `renew` (exit 78) to report."""
+    import os
+
+    from . import config as config_mod
+    from .health import health as judge  # not api: a track script must stay light
+
     try:
-        config = api.load_config(getattr(args, "config", None))
+        config = config_mod.load(config_mod.default_path(getattr(args, "config", None),
+                                                         dict(os.environ)))  # fmt: skip
     except ConfigError as exc:
         print(f"certagent health: not judging: {exc}", file=sys.stderr)
         return 0
     except Exception as exc:  # a loader bug is not the web server's fault either
         print(f"certagent health: not judging: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 0
-    health = api.health(config, args.timeout)
+    health = judge(config, args.timeout)
     _out(
         getattr(args, "json", False),
         {"ok": health.ok, "endpoints": list(health.lines)},
@@ -452,6 +463,8 @@ def _restore(args: argparse.Namespace) -> int:
 def _ops(args: argparse.Namespace, config: Config, as_json: bool) -> ExitStatus:
     """history, metrics, backup: read or copy state, never change it."""
     from pathlib import Path
+
+    from . import api
 
     if args.command == "metrics":
         from . import metrics
@@ -492,6 +505,8 @@ def _print_history(records: list[dict[str, Any]], name: str | None) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> ExitStatus:
+    from . import api
+
     as_json = getattr(args, "json", False)
     config = api.load_config(getattr(args, "config", None))
     verbose = getattr(args, "verbose", 0) or 0
@@ -586,6 +601,8 @@ def _dry_run(config: Config, args: argparse.Namespace) -> Report:
     """`renew --dry-run`: production is neither locked, ordered nor touched. What is due
     is shown, and rehearsed on the staging CA when one is configured (certbot's
     --dry-run, which orders from a staging CA, is the habit this keeps)."""
+    from . import api
+
     planned = api.plan_run(config, args.names, args.force)
     due = [r.name for r in planned.results if r.decision.due]
     if config.staging is None or not due:
@@ -644,7 +661,8 @@ def _print_report(report: Report, verbose: int, quiet: bool = False) -> None:
                 print(f"  {s.step:<17} {mark:<6} {s.seconds:7.3f}s  {detail}", file=out)
 
 
-def _print_status(rows: list[api.StatusRow]) -> None:
+def _print_status(rows: list[StatusRow]) -> None:
+
     header = ("NAME", "NOT AFTER", "DAYS", "NEXT RENEWAL", "LAST", "NAMES")
     table = [header]
     for r in rows:

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from . import keepalived
+from . import __version__, keepalived
 from .deploy import Deployer, Prober, Steps
 from .errors import CertagentError, GateRefused
 from .keepalived import Expect, Instance, KeepalivedError, VrrpState, Where
@@ -131,6 +131,7 @@ class Failover:
         payload = json.dumps(
             {
                 "schema": PAYLOAD_SCHEMA,
+                "certagent": __version__,  # said back in a refusal on a schema mismatch
                 "name": spec.name,
                 "release": release.release_id,
                 "ca": release.ca,

@@ -1,10 +1,9 @@
-"""`certagent check` and `certagent health`: what every endpoint serves, judged.
+"""`certagent check`: what every endpoint serves, judged like a monitoring plugin.
 
 `check` derives its targets from the configuration itself (every certificate's
 endpoints and the monitor endpoints, so the monitor never covers only a subset),
 probes them concurrently and answers as a monitoring plugin; a full check leaves its
-findings for the metrics. `health` is the keepalived track script: this node's own
-address only, no state read, no lock.
+findings for the metrics. (`health`, the keepalived track script, is in health.py.)
 
 Side effects: network (probes); reads the store; writes `check.json` and the metrics.
 """
@@ -27,41 +26,6 @@ from .store import Store, atomic_write
 from .system import Clock, SystemClock
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Health:
-    ok: bool
-    lines: tuple[str, ...]
-
-
-def health(config: Config, timeout: float = 2.0) -> Health:
-    """Does this node's web server serve a valid certificate for every name it should?
-
-    For a keepalived `vrrp_script`: every deploy endpoint is probed on this node's own
-    address (`failover.keepalived.address`; without failover, as configured), with
-    the chain, the name and the dates verified. Reads nothing from the state dir, takes
-    no lock, so it answers while a renewal runs.
-    """
-    from .verify import on_address, probe, trust_context
-
-    lines, ok = [], True
-    for spec in config.certificates:
-        if spec.deploy is None or not spec.deploy.endpoints:
-            continue
-        ctx = trust_context(spec.deploy.trust_roots)
-        targets = spec.deploy.endpoints
-        if config.failover is not None:
-            targets = on_address(targets, config.failover.address)
-        for target in targets:
-            served = probe(target, ctx, timeout)
-            ok = ok and served.fingerprint is not None
-            verdict = f"OK {served.fingerprint[:16]}…" if served.fingerprint else served.error
-            lines.append(f"{spec.name} {target}: {verdict}")
-    if not lines:
-        ok = False  # a health check that checks nothing must not pass
-        lines.append(f"no deploy endpoints configured in {config.source}: nothing to check")
-    return Health(ok, tuple(lines))
 
 
 @dataclass(frozen=True)

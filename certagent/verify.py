@@ -27,6 +27,7 @@ class Served:
     endpoint: Endpoint
     fingerprint: str | None  # SHA-256 of the leaf's DER, when the handshake verified
     error: str | None = None
+    timed_out: bool = False  # no answer in time: slowness, not evidence of a bad certificate
 
 
 def on_address(endpoints: Sequence[Endpoint], address: str) -> tuple[Endpoint, ...]:
@@ -60,7 +61,7 @@ def probe(endpoint: Endpoint, ctx: ssl.SSLContext, timeout: float) -> Served:
     except starttls.StartTlsRefused as exc:
         return Served(endpoint, None, f"{endpoint.starttls} STARTTLS: {exc}")
     except TimeoutError:
-        return Served(endpoint, None, f"no answer within {timeout:g} s")
+        return Served(endpoint, None, f"no answer within {timeout:g} s", timed_out=True)
     except OSError as exc:
         return Served(endpoint, None, exc.strerror or str(exc))
     if der is None:

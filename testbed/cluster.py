@@ -111,6 +111,13 @@ class Node:
         where = keepalived.Where(self.name, (), str(self.keepalived_pid), str(self.dump_dir))
         return keepalived.dump(where, system.run, 2.0)["VI_1"].state.name
 
+    def vrrp_priority(self) -> int:
+        """The effective priority (lowered by a failing track script's weight)."""
+        from certagent import keepalived, system
+
+        where = keepalived.Where(self.name, (), str(self.keepalived_pid), str(self.dump_dir))
+        return keepalived.dump(where, system.run, 2.0)["VI_1"].priority
+
     def holds_vip(self) -> bool:
         out = subprocess.run(
             ["ip", "-n", self.name, "-o", "addr", "show", "dev", "eth0"],
@@ -252,7 +259,9 @@ class Cluster:
             "}\n"
             "vrrp_script certagent_health {\n"
             f'  script "{health}"\n'
-            "  interval 1\n  timeout 5\n  weight 0\n  fall 1\n  rise 1\n"
+            # The README's recommendation: a failing node drops below its peer (150 - 60
+            # < 100), a failure common to both keeps the order and the VIP where it is.
+            "  interval 1\n  timeout 5\n  weight -60\n  fall 1\n  rise 1\n"
             "}\n"
             "vrrp_track_file fault_flag {\n"
             f'  file "{node.fault_flag}"\n'

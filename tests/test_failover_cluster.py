@@ -27,6 +27,7 @@ from certagent.verify import probe, trust_context
 from testbed import netns
 from testbed.cluster import HOST, NAME, ROOT, VIP, Cluster, Node, read_probes, wait
 from testbed.pebble import Pebble
+from testbed.proc import Server
 
 pytestmark = pytest.mark.integration
 
@@ -200,8 +201,23 @@ def _probes_until(path: Path, t: float, more: int = 10) -> list[dict[str, Any]]:
     return read_probes(path)
 
 
+@pytest.fixture(params=["idle", "loaded"])
+def load(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A busy machine (issue #15): stress-ng with 4 CPU hogs beside the cluster."""
+    if request.param == "idle":
+        yield "idle"
+        return
+    if shutil.which("stress-ng") is None:
+        pytest.fail("stress-ng is not installed: run `make deps`")
+    hog = Server(["stress-ng", "--cpu", "4", "--timeout", "600"], tmp_path / "stress.log")
+    try:
+        yield "loaded"
+    finally:
+        hog.stop()
+
+
 def test_backup_first_then_master_and_the_vip_never_serves_an_invalid_certificate(
-    bed: Bed,
+    bed: Bed, load: str
 ) -> None:
     before = bed.served(VIP)
     # The BACKUP does not order: it says so and exits 0.
@@ -338,7 +354,7 @@ def test_the_override_deploys_on_this_node_alone_and_says_so(bed: Bed) -> None:
 
 
 def test_master_hook_breaks_nginx_the_backup_takes_the_vip_with_the_new_certificate(
-    bed: Bed,
+    bed: Bed, load: str
 ) -> None:
     old = bed.served(bed.master.address)
     (bed.master.dir / "break").touch()
@@ -385,8 +401,12 @@ def test_health_fails_when_the_node_serves_no_valid_certificate(bed: Bed) -> Non
     bad = bed.backup.certagent("health")
     assert bad.returncode == 1
     assert "10.77.0.12:443" in bad.stdout
-    # keepalived notices through the same command, and the BACKUP goes to FAULT
-    wait(lambda: bed.backup.vrrp_state() == "FAULT", 10, "backup FAULT after nginx stopped")
+    # keepalived notices through the same command: the weight (-60) lowers the BACKUP's
+    # priority, and the gate refuses to rely on it (its track script is not GOOD)
+    wait(lambda: bed.backup.vrrp_priority() == 40, 10, "backup priority 100 - 60")
+    assert bed.backup.vrrp_state() == "BACKUP" and bed.master.holds_vip()
+    refused = bed.master.certagent("renew", "--force", "--json")
+    assert refused.returncode == 1 and "certagent_health" in refused.stdout
 
 
 def test_a_backup_whose_deploy_fails_stops_the_rollout_before_the_master(bed: Bed) -> None:
