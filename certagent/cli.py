@@ -248,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="per endpoint (default 2)",
     )
+    p.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="only the certificates of this keepalived instance (one track script each)",
+    )
 
     p = sub.add_parser(
         "receive",
@@ -425,7 +430,7 @@ def _health(args: argparse.Namespace) -> int:
     except Exception as exc:  # a loader bug is not the web server's fault either
         print(f"certagent health: not judging: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 0
-    health = judge(config, args.timeout)
+    health = judge(config, args.timeout, args.instance)
     _out(
         getattr(args, "json", False),
         {"ok": health.ok, "endpoints": list(health.lines)},

@@ -409,6 +409,18 @@ def _config(ctx: _Ctx, root: _V) -> Config | None:
     certs = _certificates(ctx, m["certificates"]) if "certificates" in m else ()
     if "certificates" in m and isinstance(m["certificates"].value, dict):
         _check_staging_targets(ctx, m["certificates"], certs, "staging" in m)
+    for spec in certs:
+        if spec.failover_instance is None:
+            continue
+        known = {failover.instance, *failover.instances} if failover else set()
+        if spec.failover_instance not in known:
+            ctx.error(
+                f"certificates.{spec.name}.failover_instance",
+                f"{spec.failover_instance!r} is not a configured keepalived instance "
+                f"(failover.keepalived.instance or .instances: "
+                f"{', '.join(sorted(known)) or 'none'})",
+                m["certificates"].line,
+            )
     if ca is None:
         return None
     return Config(
@@ -508,7 +520,7 @@ def _failover(ctx: _Ctx, v: _V) -> Keepalived | None:
         return None
     v = m["keepalived"]
     keys = {"instance", "address", "peer", "vips", "pid_file", "dump_dir", "dump_timeout",
-            "max_advert_age", "on_backup"}  # fmt: skip
+            "max_advert_age", "on_backup", "instances"}  # fmt: skip
     k = ctx.mapping(v, keys, {"instance", "address", "peer"})
     instance = ctx.get(k, "instance", _word, "")
     if instance and not _VRRP_NAME.fullmatch(instance):
@@ -526,6 +538,7 @@ def _failover(ctx: _Ctx, v: _V) -> Keepalived | None:
         except ValueError:
             ctx.error(k["on_backup"], f"expected one of {', '.join(o.value for o in OnBackup)}")
     age = ctx.get(k, "max_advert_age", _between(0, _HOUR, above=True), -1.0)
+    instances = _instances(ctx, k["instances"], instance) if "instances" in k else {}
     if not (instance and address and peer):
         return None
     return Keepalived(
@@ -540,7 +553,27 @@ def _failover(ctx: _Ctx, v: _V) -> Keepalived | None:
         ),
         max_advert_age=None if age < 0 else age,
         on_backup=on_backup,
+        instances=instances,
     )
+
+
+def _instances(ctx: _Ctx, v: _V, default: str) -> dict[str, tuple[str, ...]]:
+    """failover.keepalived.instances: {NAME: {vips: [...]}}, besides `instance`."""
+    if not isinstance(v.value, dict):
+        ctx.error(v, f"expected a mapping of instance names, got {_kind(v.value)}")
+        return {}
+    out = {}
+    for name, sub in v.value.items():
+        if not _VRRP_NAME.fullmatch(name):
+            ctx.error(sub, f"not a keepalived instance name ([A-Za-z0-9_]): {name!r}")
+            continue
+        if name == default:
+            ctx.error(sub, f"{name} is already `instance`; list only the others here")
+            continue
+        m = ctx.mapping(sub, {"vips"})
+        no_vips: list[str] = []
+        out[name] = tuple(x.split("/")[0] for x in ctx.get(m, "vips", _addresses, no_vips))
+    return out
 
 
 def _peer(ctx: _Ctx, v: _V) -> Peer | None:
@@ -838,7 +871,8 @@ def _certificates(ctx: _Ctx, v: _V) -> tuple[CertSpec, ...]:
 
 
 def _certificate(ctx: _Ctx, name: str, v: _V) -> CertSpec | None:
-    keys = {"names", "key_type", "challenge", "deploy", "staging", "profile", "reuse_key"}
+    keys = {"names", "key_type", "challenge", "deploy", "staging", "profile", "reuse_key",
+            "failover_instance"}  # fmt: skip
     m = ctx.mapping(v, keys, {"names", "challenge"})
     names = _names(ctx, m["names"]) if "names" in m else None
     key_type = ctx.get(m, "key_type", _key_type, KeyType.EC_P256)
@@ -858,7 +892,8 @@ def _certificate(ctx: _Ctx, name: str, v: _V) -> CertSpec | None:
                 ctx.error(m["names"], f"wildcard {dns} needs dns-01; http-01 cannot validate it")
     profile = ctx.get(m, "profile", _word, "") or None
     reuse = ctx.get(m, "reuse_key", _bool, False)
-    return CertSpec(name, names, key_type, challenge, deploy, staging, profile, reuse)
+    instance = ctx.get(m, "failover_instance", _word, "") or None
+    return CertSpec(name, names, key_type, challenge, deploy, staging, profile, reuse, instance)
 
 
 def _staging_target(

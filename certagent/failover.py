@@ -68,6 +68,13 @@ class Failover:
         )
         self.expect = Expect(spec.instance, frozenset(spec.vips), spec.max_advert_age)
 
+    def expect_for(self, cert: CertSpec | None) -> Expect:
+        """The instance a certificate follows (one pair may carry several, one per VIP)."""
+        if cert is None:
+            return self.expect
+        name, vips = self.spec.instance_of(cert)
+        return Expect(name, frozenset(vips), self.spec.max_advert_age)
+
     # -- roles and readiness -------------------------------------------------------------
 
     def may_order(self, spec: CertSpec) -> str | None:
@@ -79,12 +86,13 @@ class Failover:
             local_dump = keepalived.dump(self.local_where, self.run, self.spec.dump_timeout)
         except KeepalivedError as exc:
             raise GateRefused(f"failover: {exc}") from exc
-        local, problems = keepalived.local_problems(local_dump, self.expect)
+        expect = self.expect_for(spec)
+        local, problems = keepalived.local_problems(local_dump, expect)
         if local is None:
             raise GateRefused("failover: " + "; ".join(problems))
         if local.state is VrrpState.BACKUP:
             why = (
-                f"this node is the keepalived BACKUP of {self.spec.instance}: the MASTER "
+                f"this node is the keepalived BACKUP of {expect.instance}: the MASTER "
                 f"orders (http-01 reaches the VIP) and deploys here"
             )
             if self.spec.on_backup is OnBackup.SKIP:
@@ -92,24 +100,27 @@ class Failover:
             raise GateRefused(f"{why} (failover.keepalived.on_backup: fail)")
         if local.state is not VrrpState.MASTER:
             raise GateRefused(
-                f"failover: this node's {self.spec.instance} is {local.state.name}, neither "
+                f"failover: this node's {expect.instance} is {local.state.name}, neither "
                 "MASTER nor BACKUP: not ordering"
             )
         if spec.deploy is not None:  # do not spend an order the gate would refuse anyway
-            ready = self.readiness(local_dump)
+            ready = self.readiness(local_dump, spec)
             if ready.problems:
                 raise GateRefused("failover: " + "; ".join(ready.problems))
         return None
 
-    def readiness(self, local_dump: Mapping[str, Instance] | None = None) -> Readiness:
-        """Can the peer take the VIP from us right now? From a fresh dump of the peer, and
-        of this node unless the caller has just taken one."""
+    def readiness(
+        self, local_dump: Mapping[str, Instance] | None = None, cert: CertSpec | None = None
+    ) -> Readiness:
+        """Can the peer take the VIP (of `cert`'s instance) from us right now? From a fresh
+        dump of the peer, and of this node unless the caller has just taken one."""
+        expect = self.expect_for(cert)
         if local_dump is None:
             try:
                 local_dump = keepalived.dump(self.local_where, self.run, self.spec.dump_timeout)
             except KeepalivedError as exc:
                 return Readiness((str(exc),), ())
-        local, problems = keepalived.local_problems(local_dump, self.expect)
+        local, problems = keepalived.local_problems(local_dump, expect)
         facts = [f"this node: {local.describe()}"] if local else []
         if local is None:
             return Readiness(tuple(problems), tuple(facts))
@@ -117,8 +128,8 @@ class Failover:
             peer_dump = keepalived.dump(self.peer_where, self.run, self.spec.dump_timeout)
         except KeepalivedError as exc:
             return Readiness((*problems, str(exc)), tuple(facts))
-        problems += keepalived.peer_problems(peer_dump, local, self.expect, self.peer_where.label)
-        peer = peer_dump.get(self.spec.instance)
+        problems += keepalived.peer_problems(peer_dump, local, expect, self.peer_where.label)
+        peer = peer_dump.get(expect.instance)
         if peer is not None:
             facts.append(f"{self.peer_where.label}: {peer.describe()}")
         return Readiness(tuple(problems), tuple(facts))
@@ -208,7 +219,7 @@ class FailoverDeployer(Deployer):
                 log.warning("%s: %s", spec.name, msg)
                 notes.append(msg)
             else:
-                ready = self.failover.readiness()
+                ready = self.failover.readiness(cert=spec)
                 problems += [f"failover: {p}" for p in ready.problems]
                 notes += ready.facts
             if problems:
@@ -236,7 +247,7 @@ class FailoverDeployer(Deployer):
         # Readiness again, at the moment that counts: the peer took the release, but its
         # keepalived may have stopped, gone FAULT or been cut off meanwhile.
         with steps.step("peer-ready") as notes:
-            ready = self.failover.readiness()
+            ready = self.failover.readiness(cert=spec)
             if ready.problems:
                 raise GateRefused(
                     "failover: the peer is no longer ready to take the VIP, not swapping "

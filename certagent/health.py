@@ -25,12 +25,17 @@ class Health:
     lines: tuple[str, ...]
 
 
-def health(config: Config, timeout: float = 2.0) -> Health:
+def health(config: Config, timeout: float = 2.0, instance: str | None = None) -> Health:
     """Probe every deploy endpoint on this node's own address (`failover.keepalived.
-    address`; without failover, as configured), chain, name and dates verified."""
+    address`; without failover, as configured), chain, name and dates verified. With
+    `instance`, only the certificates that follow that VRRP instance (the track script
+    of each instance judges its own VIP's certificates)."""
     lines, ok = [], True
     for spec in config.certificates:
         if spec.deploy is None or not spec.deploy.endpoints:
+            continue
+        failover = config.failover
+        if instance and failover is not None and failover.instance_of(spec)[0] != instance:
             continue
         ctx = trust_context(spec.deploy.trust_roots)
         targets = spec.deploy.endpoints

@@ -156,6 +156,7 @@ class CertSpec:
     staging: StagingTarget | None = None
     profile: str | None = None  # the CA's certificate profile to order
     reuse_key: bool = False  # renew with the current key instead of a new one
+    failover_instance: str | None = None  # its keepalived instance (None: the default)
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,14 @@ class Keepalived:
     dump_timeout: float = 2.0  # keepalived must answer a dump signal within this
     max_advert_age: float | None = None  # None: three advert intervals, at least 1 s
     on_backup: OnBackup = OnBackup.SKIP
+    # More VRRP instances on the same pair (one per VIP): name -> its VIPs. A
+    # certificate names its own with `failover_instance`; the default is `instance`.
+    instances: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def instance_of(self, spec: CertSpec) -> tuple[str, tuple[str, ...]]:
+        """The VRRP instance a certificate follows, and that instance's VIPs."""
+        name = spec.failover_instance or self.instance
+        return name, self.vips if name == self.instance else tuple(self.instances[name])
 
 
 @dataclass(frozen=True)

@@ -225,3 +225,74 @@ def test_health_does_not_fail_the_node_over_a_config_error(run: Any, tmp_path: P
     result = run("-c", str(bad), "health")
     assert result.code == 0
     assert "not judging" in result.err and str(bad) in result.err
+
+
+def _two_instances(which: str, second_state: int, second_priority: int) -> str:
+    """A captured dump with a second instance VI_2 (another VRID and VIP) whose state
+    is `second_state`: a node that is MASTER of one VIP and BACKUP of the other."""
+    import json as _json
+
+    text = (DATA / f"keepalived-{which}.dump").read_text().strip()
+    head, rest = text.split("\n@@json\n", 1)
+    body, data = rest.split("\n@@data\n", 1)
+    items = _json.loads(body)
+    other = _json.loads(_json.dumps(items[0]))
+    d = other["data"]
+    vip = "10.77.0.20/24 dev eth0 scope global"
+    d.update(iname="VI_2", vrid=52, state=second_state, effective_priority=second_priority,
+             base_priority=second_priority, vips=[vip])  # fmt: skip
+    block = data[data.index(" VRRP Instance = VI_1") :]
+    block = block.replace("VI_1", "VI_2", 1)
+    return f"{head}\n@@json\n{_json.dumps([*items, other])}\n@@data\n{data}\n{block}"
+
+
+class PairRun:
+    """This node's dump for a local argv, the peer's for one behind the ssh prefix."""
+
+    def __init__(self, local: str, peer: str) -> None:
+        self.local, self.peer = local, peer
+
+    def __call__(self, argv: Sequence[str], timeout: float, env: Mapping[str, str],
+                 stdin: bytes | None = None, limit: int = 0) -> RunResult:  # fmt: skip
+        text = self.peer if argv[0] == "ssh" else self.local
+        return RunResult(tuple(argv), 0, text, 0.01)
+
+
+def test_each_certificate_follows_its_own_vrrp_instance() -> None:
+    """Issue #15: one pair, two instances (one per VIP); each certificate is gated by
+    its own, so this node orders for the VIP it holds and skips the other."""
+    from certagent.failover import Failover
+    from certagent.model import CertSpec, Http01Standalone, KeyType
+
+    cfg = config_mod.parse(
+        _config(
+            "failover:\n  keepalived:\n    instance: VI_1\n    address: 10.77.0.11\n"
+            "    vips: [10.77.0.10/24]\n    instances: {VI_2: {vips: [10.77.0.20/24]}}\n"
+            "    peer: {command: [ssh, root@10.77.0.12], address: 10.77.0.12}\n"
+        ),
+        Path("/x.yaml"),
+    )
+    assert cfg.failover is not None and cfg.failover.instances == {"VI_2": ("10.77.0.20",)}
+    # this node: MASTER of VI_1, BACKUP of VI_2; the peer: the other way round
+    local = _two_instances("master", 1, 100)
+    peer = _two_instances("backup", 2, 150)
+    failover = Failover(cfg.failover, PairRun(local, peer))
+    challenge = Http01Standalone("0.0.0.0", 80)  # noqa: S104
+    www = CertSpec("www", ("www.example.test",), KeyType.EC_P256, challenge)
+    api = replace(www, name="api", names=("api.example.test",), failover_instance="VI_2")
+    assert failover.may_order(www) is None  # master of VI_1, the peer ready for it
+    skipped = failover.may_order(api)
+    assert skipped is not None and "BACKUP of VI_2" in skipped
+
+
+def test_a_certificate_naming_an_unknown_instance_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as err:
+        config_mod.parse(
+            "ca: {directory: https://ca.example/dir}\n"
+            "certificates: {www: {names: [www.example.test], failover_instance: VI_9, "
+            "challenge: {type: http-01, standalone: {port: 80}}}}\n"
+            "failover:\n  keepalived:\n    instance: VI_1\n    address: 10.0.0.11\n"
+            "    peer: {command: [ssh, root@10.0.0.12], address: 10.0.0.12}\n",
+            Path("/x.yaml"),
+        )
+    assert "'VI_9' is not a configured keepalived instance" in str(err.value)

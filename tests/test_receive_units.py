@@ -14,7 +14,8 @@ from certagent.errors import UsageError
 
 
 def test_a_release_of_another_schema_is_refused(tmp_path: Path) -> None:
-    cfg = config.parse(textwrap.dedent(f"""\
+    cfg = config.parse(
+        textwrap.dedent(f"""\
         state_dir: {tmp_path / "state"}
         ca: {{directory: https://ca.invalid/dir}}
         certificates:
@@ -22,7 +23,9 @@ def test_a_release_of_another_schema_is_refused(tmp_path: Path) -> None:
             names: [www.example.test]
             challenge: {{type: http-01, webroot: {tmp_path}}}
             deploy: {{endpoints: none, endpoints_reason: unit test}}
-        """), tmp_path / "c.yaml")
+        """),
+        tmp_path / "c.yaml",
+    )
     payload = {"schema": 99, "certagent": "9.9.9", "name": "www", "key": "", "fullchain": ""}
     with pytest.raises(UsageError) as exc:
         api.receive(cfg, "www", json.dumps(payload).encode())
