@@ -34,6 +34,7 @@ from .pipeline import Issuer, Progress
 from .store import Store
 from .system import Clock, SystemClock
 from .wiring import (
+    LazyIssuer,
     _context,
     _failover,
     _rehearsal,
@@ -98,7 +99,7 @@ def renew(
         ctx = _context(
             config,
             store,
-            issuer or acme_issuer(config.ca, config, store, clock),
+            issuer or LazyIssuer(config.ca, config, store, clock),
             solvers,
             clock,
             failover=_failover(config, failover_override),

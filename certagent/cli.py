@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
-from .config import STARTTLS
 from .errors import CertagentError, ConfigError, ExitStatus, UsageError
-from .model import Config, Endpoint, Outcome, Report
+from .starttls import PROTOCOLS as STARTTLS_PROTOCOLS
 from .system import SystemClock
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the model is imported where it is used: --help stays light
     from .api import StatusRow
+    from .model import Config, Report
 
 log = logging.getLogger("certagent")
 
@@ -232,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe only this endpoint (port 443 unless given; no config needed)",
     )
     p.add_argument("--sni", metavar="NAME", help="with -H: the server name (default: HOST)")
-    p.add_argument("--starttls", choices=STARTTLS, help="with -H: the plaintext opening")
+    p.add_argument(
+        "--starttls", choices=sorted(STARTTLS_PROTOCOLS), help="with -H: the plaintext opening"
+    )
     p.add_argument("--trust-root", action="append", default=[], metavar="PEM",
                    help="with -H: also trust this root (repeatable)")  # fmt: skip
 
@@ -397,6 +399,8 @@ def _check(args: argparse.Namespace) -> int:
         if args.names:
             raise UsageError("check: give certificate names or -H, not both")
         host, port = _host_port(args.host)
+        from .model import Endpoint
+
         endpoint = Endpoint(host, port, args.sni or host)
         report = api.check_endpoint(endpoint, starttls=args.starttls, thresholds=thresholds,
                                     trust_roots=[Path(p) for p in args.trust_root])  # fmt: skip
@@ -622,6 +626,8 @@ def _out(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 
 def _print_report(report: Report, verbose: int, quiet: bool = False) -> None:
+    from .model import Outcome
+
     planning = report.command == "plan"
     rehearsing = report.command == "rehearse"
     for r in report.results:

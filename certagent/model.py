@@ -344,6 +344,9 @@ class CertState:
     retry_after: dt.datetime | None = None
     # (release, reason) of a revocation through `certagent revoke`: renewed next run.
     revoked: tuple[str, str] | None = None
+    # When to ask the CA for renewal information again (its Retry-After, a day when it
+    # offers none): a run with nothing due sends nothing to the CA before then.
+    ari_next: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,7 @@ class Attempt:
                 pending=None,
                 retry_after=None,
                 revoked=None,
+                ari_next=None,  # a new certificate: ask about its window
                 last_success=self.ctx.clock.now(),
             )
             keep = frozenset(x for x in (state.previous_release,) if x)
@@ -503,17 +504,27 @@ def _retryable(ctx: Context, spec: CertSpec, release_id: str | None) -> Release 
     return old if old.not_after > ctx.clock.now() else None
 
 
+ARI_NO_RETRY_AFTER = dt.timedelta(hours=6)  # how often to ask when the CA did not say
+ARI_NONE = dt.timedelta(days=1)  # how often to ask again a CA that offers no ARI
+
+
 def _refresh_window(ctx: Context, spec: CertSpec, current: Release, issuer: Issuer) -> None:
-    """Ask the CA for its renewal window, no sooner than its Retry-After for it said
-    (RFC 9773 section 4.3); a failure only means we plan without it."""
-    known = ctx.store.read_state(spec.name).window
-    if known is not None and known.next_check is not None and ctx.clock.now() < known.next_check:
+    """Ask the CA for its renewal window, no sooner than its Retry-After said (RFC 9773
+    section 4.3), and a CA that offers none once a day: a run with nothing due then
+    sends nothing to the CA at all. A failure only means we plan without it."""
+    state = ctx.store.read_state(spec.name)
+    now = ctx.clock.now()
+    if state.ari_next is not None and now < state.ari_next:
         return
     try:
         window = issuer.renewal_window((current.path / "cert.pem").read_bytes())
     except (CertagentError, OSError) as exc:
         log.warning("%s: no renewal information this run: %s", spec.name, exc)
         return
-    state = ctx.store.read_state(spec.name)
-    if window != state.window:
-        ctx.store.write_state(spec.name, replace(state, window=window))
+    ari_next = now + ARI_NONE  # no ARI at this CA
+    if window is not None:
+        ari_next = window.next_check or now + ARI_NO_RETRY_AFTER
+    try:
+        ctx.store.write_state(spec.name, replace(state, window=window, ari_next=ari_next))
+    except OSError as exc:  # remembered next time; planning goes on without it
+        log.warning("%s: cannot record the renewal window: %s", spec.name, exc.strerror or exc)

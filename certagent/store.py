@@ -524,6 +524,7 @@ class Store:
                 verify_ok=_opt_bool(raw.get("verify_ok")),
                 retry_after=_dt(raw.get("retry_after")),
                 revoked=_pair(raw.get("revoked")),
+                ari_next=_dt(raw.get("ari_next")),
             )
         except FileNotFoundError:
             return CertState()
@@ -549,6 +550,7 @@ class Store:
             "verify_ok": state.verify_ok,
             "retry_after": state.retry_after.isoformat() if state.retry_after else None,
             "revoked": list(state.revoked) if state.revoked else None,
+            "ari_next": state.ari_next.isoformat() if state.ari_next else None,
         }
         atomic_write(self.cert_dir(name) / "state.json", _dumps(raw), self.secret_mode, self.group)
 

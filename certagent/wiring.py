@@ -22,10 +22,21 @@ from typing import TYPE_CHECKING
 
 from . import config as config_mod
 from . import system
-from .challenges import Solvers
+from .challenges import Solver, Solvers
 from .deploy import Deployer
 from .errors import ExitStatus, UsageError
-from .model import CASpec, CertResult, CertSpec, Config, DeploySpec, Outcome, Report, iso
+from .model import (
+    CASpec,
+    CertResult,
+    CertSpec,
+    Config,
+    DeploySpec,
+    OrderOptions,
+    Outcome,
+    RenewalWindow,
+    Report,
+    iso,
+)
 from .pipeline import Context, Issuer
 from .store import Store, atomic_write, make_private_dir
 from .system import Clock, SystemClock
@@ -145,10 +156,31 @@ def _rehearsal(
     def make_ctx() -> Context:
         store = Store(staging.state_dir, config.state_group)
         staging_config = replace(config, state_dir=staging.state_dir, ca=staging.ca, staging=None)
-        staging_issuer = issuer or acme_issuer(staging.ca, config, store, clock)
+        staging_issuer = issuer or LazyIssuer(staging.ca, config, store, clock)
         return _context(staging_config, store, staging_issuer, solvers, clock, "staging")
 
     return Rehearsal(config, staging, make_ctx)
+
+
+class LazyIssuer:
+    """The ACME adapter, built on first use: a run with nothing due imports no ACME
+    library, writes no trust bundle and sends nothing to the CA."""
+
+    def __init__(self, ca: CASpec, config: Config, store: Store, clock: Clock) -> None:
+        self._args = (ca, config, store, clock)
+        self._real: AcmeIssuer | None = None
+        self.label = ca.directory
+
+    def real(self) -> AcmeIssuer:
+        if self._real is None:
+            self._real = acme_issuer(*self._args)
+        return self._real
+
+    def issue(self, csr_pem: bytes, solver: Solver, options: OrderOptions) -> bytes:
+        return self.real().issue(csr_pem, solver, options)
+
+    def renewal_window(self, cert_pem: bytes) -> RenewalWindow | None:
+        return self.real().renewal_window(cert_pem)
 
 
 def acme_issuer(ca: CASpec, config: Config, store: Store, clock: Clock) -> AcmeIssuer:

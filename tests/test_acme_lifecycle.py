@@ -184,3 +184,28 @@ def test_account_show_rollover_deactivate(tmp_path: Path, pebble: Pebble, run) -
     done = run("-c", str(path), "--json", "account", "deactivate", "--yes")
     assert done.code == 0, done.err
     assert json.loads(done.out)["deactivated"] == shown["url"]
+
+
+def test_a_run_with_nothing_due_imports_no_acme_and_sends_nothing(
+    tmp_path: Path, pebble: Pebble, run
+) -> None:
+    """Issue #16: once the CA's renewal information is known (here: pebble offers none,
+    asked again in a day), a no-op run neither imports the ACME stack nor calls the CA."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    path = write_config(tmp_path, pebble)
+    assert run("-c", str(path), "renew").code == 0
+    assert run("-c", str(path), "renew").code == 0  # learns that pebble has no ARI
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "certagent", "-c", str(path), "renew"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
+              if line.startswith("import time:")}  # fmt: skip
+    assert not loaded & {"acme", "josepy", "requests"}, loaded & {"acme", "josepy", "requests"}
