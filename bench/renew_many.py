@@ -24,6 +24,7 @@ def config(work: Path, pebble: Pebble, count: int, round_no: int) -> Path:
         f"state_dir: {work / f'state{round_no}'}",
         "ca:",
         f"  directory: {pebble.directory_url}",
+        "  agree_tos: true",
         f"  trust_roots: [{pebble.tls_root}]",
         "certificates:",
     ]
