@@ -350,7 +350,18 @@ class AcmeIssuer:
         return default
 
     def renewal_window(self, cert_pem: bytes) -> RenewalWindow | None:
-        """The CA's suggested window from ARI (RFC 9773), or None if it offers none."""
+        """The CA's suggested window from ARI (RFC 9773), or None if it offers none.
+        A CA found unreachable is not asked again in this run (a thousand certificates
+        must not wait out a thousand timeouts)."""
+        if self._down is not None:
+            raise CAUnreachable(self.label, f"not asking: {self._down}")
+        try:
+            return self._renewal_window(cert_pem)
+        except CAUnreachable as exc:
+            self._down = f"the CA was unreachable earlier in this run ({exc})"
+            raise
+
+    def _renewal_window(self, cert_pem: bytes) -> RenewalWindow | None:
         with self._translated("renewal info"):
             acme = self._directory_client()
             try:

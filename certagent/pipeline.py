@@ -506,6 +506,7 @@ def _retryable(ctx: Context, spec: CertSpec, release_id: str | None) -> Release 
 
 ARI_NO_RETRY_AFTER = dt.timedelta(hours=6)  # how often to ask when the CA did not say
 ARI_NONE = dt.timedelta(days=1)  # how often to ask again a CA that offers no ARI
+ARI_RETRY = dt.timedelta(hours=1)  # after the CA could not be asked
 
 
 def _refresh_window(ctx: Context, spec: CertSpec, current: Release, issuer: Issuer) -> None:
@@ -520,10 +521,11 @@ def _refresh_window(ctx: Context, spec: CertSpec, current: Release, issuer: Issu
         window = issuer.renewal_window((current.path / "cert.pem").read_bytes())
     except (CertagentError, OSError) as exc:
         log.warning("%s: no renewal information this run: %s", spec.name, exc)
-        return
-    ari_next = now + ARI_NONE  # no ARI at this CA
-    if window is not None:
-        ari_next = window.next_check or now + ARI_NO_RETRY_AFTER
+        window, ari_next = state.window, now + ARI_RETRY  # keep what we knew; ask later
+    else:
+        ari_next = now + ARI_NONE  # no ARI at this CA
+        if window is not None:
+            ari_next = window.next_check or now + ARI_NO_RETRY_AFTER
     try:
         ctx.store.write_state(spec.name, replace(state, window=window, ari_next=ari_next))
     except OSError as exc:  # remembered next time; planning goes on without it

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,40 @@ def test_full_disk_is_refused_before_ordering_and_leaves_nothing_half_written(
         assert all(r.outcome is Outcome.RENEWED for r in report.results)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_renewal_information_is_asked_again_only_later(tmp_path: Path) -> None:
+    """Issue #16: a no-op run asks the CA nothing before ari_next; a CA that could not
+    be asked is asked again an hour later, not on every run."""
+    from certagent.errors import CAUnreachable
+
+    cfg = two_certs(tmp_path)
+
+    class Counting(LocalIssuer):
+        calls = 0
+        down = False
+
+        def renewal_window(self, cert_pem: bytes):  # type: ignore[no-untyped-def]
+            Counting.calls += 1
+            if Counting.down:
+                raise CAUnreachable(self.label, "connection refused")
+            return None
+
+    issuer = Counting()
+    api.renew(cfg, issuer=issuer)  # issues both: nothing to ask yet
+    api.renew(cfg, issuer=issuer)  # asks once per certificate: no ARI here
+    asked = Counting.calls
+    assert asked == 2
+    api.renew(cfg, issuer=issuer)
+    assert Counting.calls == asked  # a day before asking again
+    state = Store(cfg.state_dir).read_state("aaa")
+    assert state.ari_next is not None
+    Counting.down = True
+    for name in ("aaa", "bbb"):  # pretend the day has passed
+        store = Store(cfg.state_dir)
+        store.write_state(name, replace(store.read_state(name), ari_next=None))
+    report = api.renew(cfg, issuer=issuer)
+    assert all(r.outcome is Outcome.SKIPPED for r in report.results)
+    after_down = Counting.calls
+    api.renew(cfg, issuer=issuer)
+    assert Counting.calls == after_down  # not again within the hour
