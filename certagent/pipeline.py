@@ -34,7 +34,7 @@ from .model import (
     Release,
     RenewalWindow,
 )
-from .store import BUNDLE_FILE, KEY_FILE, Store
+from .store import BUNDLE_FILE, KEY_FILE, Snapshot, Store
 from .system import Clock
 
 log = logging.getLogger(__name__)
@@ -116,15 +116,6 @@ def precheck(
     return problems
 
 
-def decide(ctx: Context, spec: CertSpec, force: bool) -> tuple[Decision, Release | None, CertState]:
-    """The pure plan over what the store holds now (call it again inside the lock)."""
-    snap = ctx.store.snapshot(spec.name)
-    now = ctx.clock.now()
-    decision = plan.decide(spec, snap.current, snap.state, ctx.config.policy, now, force,
-                           snap.damaged)  # fmt: skip
-    return decision, snap.current, snap.state
-
-
 @dataclass
 class Attempt:
     """One attempt at one certificate: what every step result and the record need."""
@@ -197,16 +188,18 @@ class Attempt:
 def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
     """Plan again (we hold the lock), then order or retry, stage and deploy if due."""
     steps = Steps(ctx.clock)
-    repair(ctx, spec, steps)
-    state = ctx.store.read_state(spec.name)
+    snap = repair(ctx, spec, steps)  # the store read once (again only after a repair)
+    state = snap.state
     if state.pending is not None:
         resumed = resume(ctx, spec, state)
         if resumed is not None:
             return resumed
-    current = ctx.store.current(spec.name)
+        snap = ctx.store.snapshot(spec.name)
+    current = snap.current
     if current is not None and ctx.issuer is not None:
-        _refresh_window(ctx, spec, current, ctx.issuer)
-    decision, current, state = decide(ctx, spec, force)
+        state = _refresh_window(ctx, spec, current, ctx.issuer, snap.state)
+    now = ctx.clock.now()
+    decision = plan.decide(spec, current, state, ctx.config.policy, now, force, snap.damaged)
     if not decision.due:
         return _result(spec, Outcome.SKIPPED, decision, steps, current)
     attempt = Attempt.begin(ctx, spec, decision, steps)
@@ -233,18 +226,21 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
     return apply(attempt, release, current, state)
 
 
-def repair(ctx: Context, spec: CertSpec, steps: Steps) -> None:
+def repair(ctx: Context, spec: CertSpec, steps: Steps) -> Snapshot:
     """Put the store right before planning (we hold the lock): half-written releases
     of a killed run, an unreadable state file, a missing or dangling `current` link.
-    What was done is a step of the result, so the report and the audit log say it."""
+    What was done is a step of the result, so the report and the audit log say it.
+    Returns the certificate as the store now holds it."""
     done = [f"removed {p.name}, left by a run that died" for p in
             ctx.store.cleanup_partial(spec.name)]  # fmt: skip
     snap = ctx.store.snapshot(spec.name)
-    done += ctx.store.repair(spec.name, snap, ctx.clock.now())
+    repaired = ctx.store.repair(spec.name, snap, ctx.clock.now())
+    done += repaired
     for note in done:
         log.warning("%s: %s", spec.name, note)
     if done:
         steps.add("repair", True, 0.0, "; ".join(done))
+    return ctx.store.snapshot(spec.name) if repaired else snap
 
 
 def failed(ctx: Context, spec: CertSpec, exc: BaseException) -> CertResult:
@@ -509,14 +505,15 @@ ARI_NONE = dt.timedelta(days=1)  # how often to ask again a CA that offers no AR
 ARI_RETRY = dt.timedelta(hours=1)  # after the CA could not be asked
 
 
-def _refresh_window(ctx: Context, spec: CertSpec, current: Release, issuer: Issuer) -> None:
+def _refresh_window(
+    ctx: Context, spec: CertSpec, current: Release, issuer: Issuer, state: CertState
+) -> CertState:
     """Ask the CA for its renewal window, no sooner than its Retry-After said (RFC 9773
     section 4.3), and a CA that offers none once a day: a run with nothing due then
     sends nothing to the CA at all. A failure only means we plan without it."""
-    state = ctx.store.read_state(spec.name)
     now = ctx.clock.now()
     if state.ari_next is not None and now < state.ari_next:
-        return
+        return state
     try:
         window = issuer.renewal_window((current.path / "cert.pem").read_bytes())
     except (CertagentError, OSError) as exc:
@@ -526,7 +523,9 @@ def _refresh_window(ctx: Context, spec: CertSpec, current: Release, issuer: Issu
         ari_next = now + ARI_NONE  # no ARI at this CA
         if window is not None:
             ari_next = window.next_check or now + ARI_NO_RETRY_AFTER
+    state = replace(state, window=window, ari_next=ari_next)
     try:
-        ctx.store.write_state(spec.name, replace(state, window=window, ari_next=ari_next))
+        ctx.store.write_state(spec.name, state)
     except OSError as exc:  # remembered next time; planning goes on without it
         log.warning("%s: cannot record the renewal window: %s", spec.name, exc.strerror or exc)
+    return state
