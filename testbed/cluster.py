@@ -104,12 +104,12 @@ class Node:
             check=False,
         )
 
-    def vrrp_state(self) -> str:
+    def vrrp_state(self, instance: str = "VI_1") -> str:
         """INIT, BACKUP, MASTER or FAULT, read from a fresh keepalived dump."""
         from certagent import keepalived, system
 
         where = keepalived.Where(self.name, (), str(self.keepalived_pid), str(self.dump_dir))
-        return keepalived.dump(where, system.run, 2.0)["VI_1"].state.name
+        return keepalived.dump(where, system.run, 2.0)[instance].state.name
 
     def vrrp_priority(self) -> int:
         """The effective priority (lowered by a failing track script's weight)."""
@@ -144,6 +144,7 @@ class Cluster:
     servers: list[Server] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     ca: pki.Authority | None = None
+    vip2: str | None = None  # a second VRRP instance VI_2 on this VIP, n2 its MASTER
 
     @property
     def lan(self) -> str:
@@ -273,6 +274,18 @@ class Cluster:
             f"  virtual_ipaddress {{\n    {vip}/24\n  }}\n"
             "  track_script {\n    certagent_health\n  }\n"
             "  track_file {\n    fault_flag\n  }\n"
+            "}\n" + self._second_instance(node)
+        )
+
+    def _second_instance(self, node: Node) -> str:
+        """VI_2 (VRID 52) with the priorities the other way round: n2 is its MASTER."""
+        if self.vip2 is None:
+            return ""
+        return (
+            "vrrp_instance VI_2 {\n"
+            "  state BACKUP\n  interface eth0\n  virtual_router_id 52\n"
+            f"  priority {250 - node.priority}\n  advert_int 0.1\n"
+            f"  virtual_ipaddress {{\n    {self.vip2}/24\n  }}\n"
             "}\n"
         )
 
@@ -297,14 +310,21 @@ class Cluster:
             node.keepalived = None
 
     def wait_roles(self, timeout: float = 15) -> None:
-        """Until n1 is MASTER (holding the VIP) and n2 a BACKUP that hears it."""
+        """Until n1 is MASTER (holding the VIP) and n2 a BACKUP that hears it (and, with
+        a second instance, the other way round for VI_2)."""
 
         def settled() -> bool:
             try:
-                return (
+                first = (
                     self.master.holds_vip()
                     and self.master.vrrp_state() == "MASTER"
                     and self.backup.vrrp_state() == "BACKUP"
+                )
+                if not first or self.vip2 is None:
+                    return first
+                return (
+                    self.backup.vrrp_state("VI_2") == "MASTER"
+                    and self.master.vrrp_state("VI_2") == "BACKUP"
                 )
             except Exception:
                 return False

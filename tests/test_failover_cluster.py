@@ -447,3 +447,67 @@ def test_a_backup_that_stops_being_ready_during_the_rollout_stops_the_master(bed
     assert "swap" not in [s for s, _ in steps]
     assert bed.master.nginx_conf.read_text() == master_conf
     assert bed.served(bed.master.address) == old
+
+
+VIP2 = "10.77.0.30"  # .20 is the probe client's address
+
+
+@pytest.fixture
+def bed2(tmp_path: Path) -> Iterator[Bed]:
+    """One pair, two VRRP instances: VI_1 on VIP (n1 MASTER) and VI_2 on VIP2 (n2
+    MASTER); the certificate follows VI_2. pebble validates on VIP2. The peer is reached
+    through `ip netns exec` both ways (a prefix the design allows)."""
+    if not netns.can_enter():
+        pytest.skip("the keepalived cluster needs root (network namespaces)")
+    cluster = Cluster(tmp_path / "cluster", vip2=VIP2)
+    pebble = Pebble(tmp_path / "pebble", host=HOST, answer=VIP2, http_port=80)
+    try:
+        cluster.start_network()
+        pebble.start()
+        issuing = tmp_path / "pebble-issuing-root.pem"
+        issuing.write_bytes(pebble.issuing_roots())
+        cluster.start_nginx(cluster.master)
+        cluster.start_nginx(cluster.backup)
+        b = Bed(cluster, pebble, [cluster.bootstrap_root, issuing], tmp_path)
+        for node, peer in ((cluster.master, cluster.backup), (cluster.backup, cluster.master)):
+            b.write_config(node, peer)
+            cfg = json.loads(node.config.read_text())
+            www = cfg["certificates"]["www"]
+            www["failover_instance"] = "VI_2"
+            www["deploy"]["vars"]["listen"] = [f"{VIP}:443", f"{VIP2}:443", f"{node.address}:443"]
+            www["deploy"]["endpoints"] = [f"{VIP2}:443"]
+            k = cfg["failover"]["keepalived"]
+            k["instances"] = {"VI_2": {"vips": [f"{VIP2}/24"]}}
+            k["peer"]["command"] = ["ip", "netns", "exec", peer.name]
+            k["peer"]["quote"] = False
+            node.config.write_text(json.dumps(cfg, indent=1))
+        cluster.start_keepalived(cluster.master)
+        cluster.start_keepalived(cluster.backup)
+        cluster.wait_roles()
+        yield b
+    finally:
+        cluster.stop()
+        pebble.stop()
+
+
+def test_two_instances_each_certificate_follows_its_own(bed2: Bed) -> None:
+    """Issue #15: n1 is MASTER of VI_1 but BACKUP of VI_2, which this certificate
+    follows: n1 skips it; n2 orders it, deploys n1 first (gated on n1's VI_2), then
+    itself, and VIP2 serves it."""
+    on_n1 = bed2.master.certagent("renew", "--json")
+    assert on_n1.returncode == 0, (on_n1.stdout, on_n1.stderr)
+    cert = _report(on_n1)["certificates"][0]
+    assert cert["outcome"] == "skipped" and "BACKUP of VI_2" in cert["decision"]["reason"]
+    on_n2 = bed2.backup.certagent("renew", "--json")
+    report = _report(on_n2)
+    assert on_n2.returncode == 0, (on_n2.stdout, on_n2.stderr)
+    names = [s for s, ok in _steps(report) if ok]
+    assert names.index("peer-deploy") < names.index("peer-ready") < names.index("swap")
+    preflight = next(s for s in report["certificates"][0]["steps"] if s["step"] == "preflight")
+    assert "VI_2 BACKUP" in preflight["detail"]  # the peer judged on the right instance
+    new = bed2.current_fp(bed2.backup)
+    assert new is not None and bed2.current_fp(bed2.master) == new
+    ctx = trust_context(bed2.roots)
+    assert probe(Endpoint(VIP2, 443, NAME), ctx, 2).fingerprint == new
+    health = bed2.backup.certagent("health", "--instance", "VI_2")
+    assert health.returncode == 0 and VIP2 not in health.stdout  # on its own address
