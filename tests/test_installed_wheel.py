@@ -34,7 +34,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = (where / "dist").glob("certagent-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("certagent/templates/nginx/nginx.conf.j2", "certagent/examples/certagent.yaml",
-                   "certagent/contrib/systemd/certagent.service"):  # fmt: skip
+                   "certagent/contrib/systemd/certagent.service",
+                   "certagent/schemas/report.schema.json"):  # fmt: skip
         assert needed in names, needed
     venv = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
