@@ -119,6 +119,7 @@ class Deployer:
         self.prober = prober
         self.clock = clock
         self.stage = stage  # "staging" when rehearsing: hooks see it as CERTAGENT_STAGE
+        self._unshare: bool | None = None
 
     # -- the whole path ---------------------------------------------------------------
 
@@ -255,13 +256,23 @@ class Deployer:
         deploy = _need(spec)
         assert deploy.test is not None  # noqa: S101 - called only with a test
         gate = self.store.root / "gate" / release.release_id
-        view = candidate_view(deploy, release, gate) if os.geteuid() == 0 else None
+        view = None
+        if os.geteuid() == 0 and self.can_unshare():
+            view = candidate_view(deploy, release, gate)
         try:
             if view is None:
                 return self.run_command(deploy.test, spec, release, "test")
             return self.run_command(deploy.test, spec, release, "test", wrap=view)
         finally:
             shutil.rmtree(gate, ignore_errors=True)
+
+    def can_unshare(self) -> bool:
+        """Whether a private mount namespace can be made here (a container without
+        CAP_SYS_ADMIN cannot): asked once, else the test sees the live files."""
+        if self._unshare is None:
+            probe = ["unshare", "--mount", "--propagation", "private", "--", "true"]
+            self._unshare = shutil.which("unshare") is not None and self.run(probe, 10, {}).ok
+        return self._unshare
 
     def unreadable(self, path: Path, user: str) -> str | None:
         """Ask the kernel, as `user`, whether it can read `path`: mode bits, POSIX ACLs and

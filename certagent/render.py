@@ -47,7 +47,7 @@ def _environment(user_dirs: Sequence[Path]) -> jinja2.Environment:
     from jinja2.sandbox import SandboxedEnvironment
 
     search = search_path(user_dirs)
-    for folder in search:
+    for folder in search[:-1]:  # the shipped ones are part of the installed code itself
         why = trust.problem(folder)
         if why is not None:  # a template another user can change is a root-run config
             raise RenderError(f"refusing templates from {folder}: {why}")
