@@ -35,6 +35,7 @@ DOCUMENTED = {
 
 BASE = """\
 state_dir: {tmp}/state
+state_group: 0
 template_dirs: [{tmp}/templates]
 ca:
   directory: https://127.0.0.1:14000/dir
@@ -42,6 +43,8 @@ ca:
   trust_roots: [{tmp}/root.pem]
   eab: {{kid: k1, hmac_key_file: {tmp}/hmac}}
   timeout: 30
+  agree_tos: true
+  preferred_chain: Some Root X1
 policy: {{keep_releases: 5, order_timeout: 2m, max_retry_after: 120, failure_backoff: 1h,
           max_backoff: 1d, jitter: 0.05}}
 staging:
@@ -77,6 +80,7 @@ failover:
     dump_timeout: 1s
     max_advert_age: 1s
     on_backup: skip
+    instances: {{VI_2: {{vips: [10.0.0.101/24]}}}}
     peer:
       command: [ssh, -o, BatchMode=yes, root@127.0.0.2]
       address: 127.0.0.2
@@ -89,14 +93,18 @@ certificates:
   www:
     names: [www.example.test, example.test]
     key_type: ec-p256
+    profile: classic
+    reuse_key: false
+    failover_instance: VI_2
     challenge: {{type: http-01, webroot: {tmp}/webroot}}
     deploy:
       templates: [{{template: nginx/site.conf.j2, dest: {tmp}/nginx/www.conf}}]
       vars: {{port: 443, list: [1, 2]}}
       test: [nginx, -t]
-      hook: {{argv: ["true"], timeout: 10}}
+      hook: {{argv: ["true"], timeout: 10, env: {{SITE: blue}}}}
       user: root
-      endpoints: ["127.0.0.1:1", {{address: "127.0.0.1:2", sni: example.test}}]
+      endpoints: ["127.0.0.1:1", {{address: "127.0.0.1:2", sni: example.test,
+                  starttls: postgres}}]
       verify_timeout: 1
       trust_roots: [{tmp}/root.pem]
       min_free_mb: 16
@@ -113,7 +121,7 @@ certificates:
     names: [api.example.test]
     key_type: rsa-2048
     challenge: {{type: http-01, standalone: {{address: 127.0.0.1, port: 5002}}}}
-    deploy: {{endpoints: ["127.0.0.1:4"]}}
+    deploy: {{endpoints: none, endpoints_reason: a hardware appliance}}
     staging: false
 """
 
