@@ -27,7 +27,8 @@ def valid(name: str, document: Any) -> None:
 @pytest.fixture
 def cfg(tmp_path: Path) -> Path:
     path = tmp_path / "c.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         state_dir: {tmp_path / "state"}
         ca: {{directory: https://ca.invalid/dir}}
         monitor: {{timeout: 1, endpoints: [{{address: "127.0.0.1:1", name: db}}]}}
@@ -35,7 +36,8 @@ def cfg(tmp_path: Path) -> Path:
           www:
             names: [www.example.test]
             challenge: {{type: http-01, webroot: {tmp_path}}}
-        """))
+        """)
+    )
     return path
 
 
