@@ -66,8 +66,11 @@ def run(config: Config, source: str, folder: Path | None = None) -> Imported:
     from . import api  # the composition root
 
     folder = folder or DEFAULT_DIRS[source]
-    if not folder.is_dir():
-        raise ImportFailed(f"{folder} is not a {source} directory")
+    marks = ("renewal", "accounts") if source == "certbot" else ("certificates", "accounts")
+    if not folder.is_dir() or not any((folder / m).is_dir() for m in marks):
+        raise ImportFailed(
+            f"{folder} is not a {source} directory (no {' or '.join(m + '/' for m in marks)})"
+        )
     read = _certbot if source == "certbot" else _lego
     account, lineages = read(folder, config.ca.directory)
     result = Imported(source)

@@ -80,10 +80,11 @@ def select(config: Config, names: Sequence[str]) -> tuple[CertSpec, ...]:
     unknown = [n for n in names if config.certificate(n) is None]
     if unknown:
         known = [c.name for c in config.certificates]
+        listed = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
         hints = [h for h in (_hint(config, n) for n in unknown) if h]
         raise UsageError(
             f"unknown certificate(s) {', '.join(unknown)} in {config.source} "
-            f"(configured: {', '.join(known)})" + "".join(f"; {h}" for h in hints)
+            f"(configured: {listed})" + "".join(f"; {h}" for h in hints)
         )
     return tuple(c for c in config.certificates if c.name in names)
 
