@@ -10,6 +10,7 @@ import hashlib
 import socket
 import ssl
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,9 +82,14 @@ class TlsProber:
     ) -> list[str]:
         """Failures, one per endpoint that never served `fingerprint`; empty when all did."""
         deadline = self.clock.monotonic() + timeout
+        if len(endpoints) > 1:  # each endpoint waited for at once: one deadline, not N
+            with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
+                results = list(pool.map(lambda e: self._await_one(e, fingerprint, deadline),
+                                        endpoints))  # fmt: skip
+        else:
+            results = [self._await_one(e, fingerprint, deadline) for e in endpoints]
         failures = []
-        for endpoint in endpoints:
-            last = self._await_one(endpoint, fingerprint, deadline)
+        for endpoint, last in zip(endpoints, results, strict=True):
             if last.fingerprint != fingerprint:
                 served = (last.fingerprint or "?")[:16]
                 why = last.error or f"serves {served}… instead of {fingerprint[:16]}…"
