@@ -365,39 +365,40 @@ class Deployer:
 
 def candidate_view(deploy: DeploySpec, release: Release, scratch: Path) -> list[str] | None:
     """An argv prefix that runs a command in a private mount namespace where every
-    destination shows the release's candidate file (see Deployer.config_test)."""
+    destination shows the release's candidate file (see Deployer.config_test).
+
+    A directory holding a destination that does not exist yet is replaced by a copy
+    (its other entries copied, its subdirectories bound through) in which every
+    destination of that directory is a link to its candidate; elsewhere each existing
+    destination is bind-mounted over by its candidate."""
     if not deploy.templates or shutil.which("unshare") is None:
         return None
+    candidates = {t.dest: release.path / RENDERED / t.dest.name for t in deploy.templates}
+    copied = {dest.parent for dest in candidates if not dest.is_file()}
     lines = ["set -e"]
-    copies: dict[Path, Path] = {}
-    for t in deploy.templates:
-        candidate = release.path / RENDERED / t.dest.name
-        if t.dest.is_file():  # a live file, or a link resolving to one: shadow it
-            lines.append(f"mount --bind {shlex.quote(str(candidate))} {shlex.quote(str(t.dest))}")
-            continue
-        parent = t.dest.parent
-        copy = copies.get(parent)
-        if copy is None:
-            copy = scratch / str(len(copies))
-            copy.mkdir(parents=True, mode=0o700)
-            copies[parent] = copy
-            for entry in parent.iterdir():
-                if entry.is_symlink():
-                    os.symlink(os.readlink(entry), copy / entry.name)
-                elif entry.is_dir():
-                    (copy / entry.name).mkdir()
-                    lines.append(
-                        f"mount --bind {shlex.quote(str(entry))} "
-                        f"{shlex.quote(str(copy / entry.name))}"
-                    )
-                elif entry.is_file():
-                    shutil.copy2(entry, copy / entry.name)
-        target = copy / t.dest.name
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
-        os.symlink(candidate, target)
-    for parent, copy in copies.items():
-        lines.append(f"mount --bind {shlex.quote(str(copy))} {shlex.quote(str(parent))}")
+    for dest, candidate in candidates.items():
+        if dest.parent not in copied:  # a live file, or a link resolving to one: shadow it
+            lines.append(f"mount --bind {shlex.quote(str(candidate))} {shlex.quote(str(dest))}")
+    for i, parent in enumerate(sorted(copied)):
+        copy = scratch / str(i)
+        copy.mkdir(parents=True, mode=0o700)
+        ours = {d.name: c for d, c in candidates.items() if d.parent == parent}
+        for entry in parent.iterdir():
+            if entry.name in ours:
+                continue
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry), copy / entry.name)
+            elif entry.is_dir():
+                (copy / entry.name).mkdir()
+                lines.append(
+                    f"mount --bind {shlex.quote(str(entry))} {shlex.quote(str(copy / entry.name))}"
+                )
+            elif entry.is_file():
+                shutil.copy2(entry, copy / entry.name)
+        for name, candidate in ours.items():
+            os.symlink(candidate, copy / name)
+        # --rbind: the subdirectories bound into the copy come along
+        lines.append(f"mount --rbind {shlex.quote(str(copy))} {shlex.quote(str(parent))}")
     lines.append('exec "$@"')
     script = "\n".join(lines)
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "gate"]

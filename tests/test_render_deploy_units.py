@@ -176,3 +176,36 @@ def test_preflight_asks_the_kernel_so_acls_count(tmp_path: Path) -> None:
 
 def _no_prober(deploy: DeploySpec) -> Prober:
     raise AssertionError("not used")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root")
+def test_candidate_view_shows_every_candidate_in_a_mixed_directory(tmp_path: Path) -> None:
+    """Issue #15: one destination exists (a plain file), another does not yet, both in
+    the same directory, plus a subdirectory: inside the view both show the candidate and
+    the rest is as it was; outside nothing changed."""
+    import datetime as dt
+
+    from certagent import system
+    from certagent.deploy import candidate_view
+    from certagent.model import DeploySpec, KeyType, Release, TemplateSpec
+
+    live = tmp_path / "etc"
+    (live / "sub").mkdir(parents=True)
+    (live / "sub" / "inc.conf").write_text("included\n")
+    (live / "a.conf").write_text("old a\n")
+    (live / "other.conf").write_text("other\n")
+    release_dir = tmp_path / "release"
+    (release_dir / "rendered").mkdir(parents=True)
+    (release_dir / "rendered" / "a.conf").write_text("new a\n")
+    (release_dir / "rendered" / "b.conf").write_text("new b\n")
+    deploy = DeploySpec(templates=(TemplateSpec("x", live / "a.conf"),
+                                   TemplateSpec("y", live / "b.conf")))  # fmt: skip
+    now = dt.datetime.now(dt.UTC)
+    release = Release("www", "r1", release_dir, ("w",), KeyType.EC_P256, now, now, "ab", "CN")
+    view = candidate_view(deploy, release, tmp_path / "scratch")
+    assert view is not None
+    files = [str(live / n) for n in ("a.conf", "b.conf", "other.conf", "sub/inc.conf")]
+    result = system.run([*view, "cat", *files], 10, {})
+    assert result.ok, result.output
+    assert result.output == "new a\nnew b\nother\nincluded\n"
+    assert (live / "a.conf").read_text() == "old a\n" and not (live / "b.conf").exists()
