@@ -42,7 +42,9 @@ fi
 [ -d "/proc/$pid/root$dir" ] && dir="/proc/$pid/root$dir"
 # Trust only files keepalived itself wrote: in a directory nobody else can write
 # (or a sticky one, where nobody can replace them), regular, owned by its user.
-duid=$(stat -L -c %u "$dir" 2>/dev/null) || { echo "no dump directory $dir"; exit 6; }
+duid=$(stat -L -c %u "$dir" 2>/dev/null) || {
+    kill -0 "$pid" 2>/dev/null || { echo "process $pid exited"; exit 3; }
+    echo "no dump directory $dir"; exit 6; }
 [ "$duid" = 0 ] || [ "$duid" = "$owner" ] || { echo "$dir is owned by uid $duid"; exit 6; }
 [ -z "$(find "$dir" -maxdepth 0 \( -perm -0002 -o -perm -0020 \) ! -perm -1000)" ] || {
     echo "$dir can be written by others and is not sticky"; exit 6; }
