@@ -354,7 +354,9 @@ class AcmeIssuer:
         A CA found unreachable is not asked again in this run (a thousand certificates
         must not wait out a thousand timeouts)."""
         if self._down is not None:
-            raise CAUnreachable(self.label, f"not asking: {self._down}")
+            repeat = CAUnreachable(self.label, f"not asking: {self._down}")
+            repeat.repeated = True  # said once already in this run
+            raise repeat
         try:
             return self._renewal_window(cert_pem)
         except CAUnreachable as exc:

@@ -94,6 +94,7 @@ class OrderFailed(CertagentError):
         self.problem_type = problem_type
         self.detail = detail
         self.retry_at: dt.datetime | None = None  # the CA's Retry-After, when it gave one
+        self.repeated = False  # the same outage, already reported in this run
         super().__init__(f"CA {ca}: {message}")
 
 

@@ -517,7 +517,10 @@ def _refresh_window(
     try:
         window = issuer.renewal_window((current.path / "cert.pem").read_bytes())
     except (CertagentError, OSError) as exc:
-        log.warning("%s: no renewal information this run: %s", spec.name, exc)
+        quiet = getattr(exc, "repeated", False)  # one warning per outage and run, not N
+        (log.debug if quiet else log.warning)(
+            "%s: no renewal information this run: %s", spec.name, exc
+        )
         window, ari_next = state.window, now + ARI_RETRY  # keep what we knew; ask later
     else:
         ari_next = now + ARI_NONE  # no ARI at this CA
