@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from . import config as config_mod
 from .errors import CertagentError, ConfigError, ExitStatus, StoreError
 from .model import Config
 from .store import Store, fsync_dir, make_private_dir
@@ -188,51 +189,24 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 # -- restore ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where a restore goes: the configured state directory, and the configuration file
-    (written only with --with-config)."""
-
-    state_dir: Path
-    config_path: Path
-    with_config: bool
-
-
 def restore(
-    src: Path,
-    config_path: Path,
-    force: bool,
-    with_config: bool,
-    now: dt.datetime,
-    load: Any,
-    parse: Any,
+    src: Path, config_path: Path, force: bool, with_config: bool, now: dt.datetime
 ) -> tuple[Manifest, list[str]]:
-    """Verify the whole archive into a fresh directory, then put it in place.
-
-    `load(path) -> Config` reads the configuration at `config_path`; `parse(text, path)`
-    reads the archive's own (used only with `with_config`, when there is none yet)."""
+    """Verify the whole archive into a fresh directory, then put it in place. The state
+    goes where the configuration at `config_path` says (or, with `with_config` and no
+    configuration there yet, where the archive's own says)."""
     try:
-        return _restore(src, config_path, force, with_config, now, load, parse)
-    except RestoreRefused:
-        raise
+        return _restore(src, config_path, force, with_config, now)
     except OSError as exc:
         where = exc.filename or src
         raise StoreError(f"restore from {src} failed at {where}: {exc.strerror or exc}") from exc
 
 
 def _restore(
-    src: Path,
-    config_path: Path,
-    force: bool,
-    with_config: bool,
-    now: dt.datetime,
-    load: Any,
-    parse: Any,
+    src: Path, config_path: Path, force: bool, with_config: bool, now: dt.datetime
 ) -> tuple[Manifest, list[str]]:
     suffix = f".before-restore-{now:%Y%m%dT%H%M%SZ}"
-    manifest, config_bytes, staging, state_dir = _unpack_verified(
-        src, config_path, with_config, load, parse
-    )
+    manifest, config_bytes, staging, state_dir = _unpack_verified(src, config_path, with_config)
     notes: list[str] = []
     try:
         config_differs = (
@@ -285,19 +259,11 @@ def _looks_like_state(folder: Path) -> bool:
     return any((folder / marker).exists() for marker in STATE_MARKERS)
 
 
-def _destination(
-    manifest: Manifest,
-    config_bytes: bytes,
-    config_path: Path,
-    with_config: bool,
-    load: Any,
-    parse: Any,
-) -> Path:
+def _destination(config_bytes: bytes, config_path: Path, with_config: bool) -> Path:
     """The configured state directory: from the configuration at config_path, or, when
     restoring the configuration too and there is none yet, from the archive's."""
     try:
-        config: Config = load(config_path)
-        return config.state_dir
+        return config_mod.load(config_path).state_dir
     except ConfigError as exc:
         if not with_config:
             raise RestoreRefused(
@@ -305,14 +271,14 @@ def _destination(
                 "configuration with -c, or restore it too with --with-config"
             ) from None
     try:
-        config = parse(config_bytes.decode("utf-8"), config_path)
+        config = config_mod.parse(config_bytes.decode("utf-8"), config_path)
     except (ConfigError, UnicodeDecodeError) as exc:
         raise RestoreRefused(f"the backup's configuration is not valid: {exc}") from None
     return config.state_dir
 
 
 def _unpack_verified(
-    src: Path, config_path: Path, with_config: bool, load: Any, parse: Any
+    src: Path, config_path: Path, with_config: bool
 ) -> tuple[Manifest, bytes, Path, Path]:
     """Unpack into a new directory beside the state dir, checking every member; returns
     the manifest, the archive's config, that directory (removed on any refusal) and the
@@ -331,7 +297,7 @@ def _unpack_verified(
             config_bytes = _read(tar, second, MAX_MANIFEST)
             if hashlib.sha256(config_bytes).hexdigest() != manifest.config_sha256:
                 raise RestoreRefused(f"{src}: {CONFIG_MEMBER} does not match its checksum")
-            state_dir = _destination(manifest, config_bytes, config_path, with_config, load, parse)
+            state_dir = _destination(config_bytes, config_path, with_config)
             make_private_dir(state_dir.parent)
             staging = state_dir.with_name(f".{state_dir.name}.restoring{os.getpid()}")
             shutil.rmtree(staging, ignore_errors=True)

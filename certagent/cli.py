@@ -454,13 +454,7 @@ def _restore(args: argparse.Namespace) -> int:
 
     config_path = config_mod.default_path(getattr(args, "config", None), dict(os.environ))
     manifest, notes = backup.restore(
-        Path(args.file),
-        config_path,
-        args.force,
-        args.with_config,
-        SystemClock().now(),
-        config_mod.load,
-        config_mod.parse,
+        Path(args.file), config_path, args.force, args.with_config, SystemClock().now()
     )
     if getattr(args, "json", False):
         print(json.dumps({"restored": manifest.summary(), "notes": notes}, indent=2))

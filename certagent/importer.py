@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from . import crypto
 from .errors import CertagentError, ExitStatus
 from .model import CertSpec, Config, Http01Standalone, Http01Webroot
+from .pipeline import stage
 from .store import Store, atomic_write
 
 DEFAULT_DIRS = {"certbot": Path("/etc/letsencrypt"), "lego": Path("/root/.lego")}
@@ -86,8 +87,6 @@ def run(config: Config, source: str, folder: Path | None = None) -> Imported:
             if store.current(spec.name) is not None:
                 result.notes.append(f"{spec.name}: kept the certificate certagent already has")
                 continue
-            from .pipeline import stage
-
             key = crypto.load_key(lineage.key_pem)
             release = stage(ctx, spec, key, lineage.fullchain, config.ca.directory)
             store.activate(spec.name, release.release_id)

@@ -5,7 +5,6 @@ inside the test session's private network namespace."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +99,3 @@ profiles: {json.dumps(self.profiles)}
         for server in reversed(self.servers):
             server.stop()
         self.servers.clear()
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

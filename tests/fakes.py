@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,3 +44,18 @@ class LocalIssuer:
 
     def renewal_window(self, cert_pem: bytes) -> RenewalWindow | None:
         return self.window
+
+
+def minimal_yaml(tmp_path: Path, top: str = "", cert: str = "") -> str:
+    """One certificate `www` on a webroot, a CA nobody calls, state under tmp_path;
+    `top` adds top-level lines, `cert` lines under `www` (each ending in a newline)."""
+    return (
+        f"state_dir: {tmp_path / 'state'}\n"
+        "ca: {directory: https://ca.invalid/dir}\n"
+        f"{top}"
+        "certificates:\n"
+        "  www:\n"
+        "    names: [www.example.test]\n"
+        f"    challenge: {{type: http-01, webroot: {tmp_path}}}\n"
+        f"{cert}"
+    )

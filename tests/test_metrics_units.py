@@ -5,26 +5,18 @@ _timestamp_seconds, every family has HELP and TYPE, and the text parses."""
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from certagent import api, config, metrics
 
-from .fakes import LocalIssuer
+from .fakes import LocalIssuer, minimal_yaml
 
 
 def test_metric_names_follow_the_prometheus_conventions(tmp_path: Path) -> None:
     cfg = config.parse(
-        textwrap.dedent(f"""\
-        state_dir: {tmp_path / "state"}
-        ca: {{directory: https://ca.invalid/dir}}
-        certificates:
-          www:
-            names: [www.example.test]
-            challenge: {{type: http-01, webroot: {tmp_path}}}
-        """),
+        minimal_yaml(tmp_path),
         tmp_path / "c.yaml",
     )
     api.renew(cfg, issuer=LocalIssuer())

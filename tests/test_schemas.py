@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 
 from certagent import api, config
 
-from .fakes import LocalIssuer
+from .fakes import LocalIssuer, minimal_yaml
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "certagent" / "schemas"
 
@@ -27,17 +26,8 @@ def valid(name: str, document: Any) -> None:
 @pytest.fixture
 def cfg(tmp_path: Path) -> Path:
     path = tmp_path / "c.yaml"
-    path.write_text(
-        textwrap.dedent(f"""\
-        state_dir: {tmp_path / "state"}
-        ca: {{directory: https://ca.invalid/dir}}
-        monitor: {{timeout: 1, endpoints: [{{address: "127.0.0.1:1", name: db}}]}}
-        certificates:
-          www:
-            names: [www.example.test]
-            challenge: {{type: http-01, webroot: {tmp_path}}}
-        """)
-    )
+    monitor = 'monitor: {timeout: 1, endpoints: [{address: "127.0.0.1:1", name: db}]}\n'
+    path.write_text(minimal_yaml(tmp_path, top=monitor))
     return path
 
 
