@@ -6,7 +6,7 @@ APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iprout
 	golang-go golang-github-smallstep-certificates-dev postgresql \
 	keepalived openssh-server openssh-client faketime certbot lego stress-ng
 
-.PHONY: deps venv step-ca salt-venv a2c-venv wheelhouse test lint unit demo bench clean install
+.PHONY: docs deps venv step-ca salt-venv a2c-venv wheelhouse test lint unit demo bench clean install
 
 deps:
 	@sh scripts/install-deps $(APT_PACKAGES)
@@ -78,3 +78,8 @@ install:
 
 clean:
 	rm -rf $(VENV) build
+
+# What is generated from one description: the configuration reference tables, the
+# configuration's JSON Schema and the man page (tests fail when they are stale).
+docs: venv
+	$(BIN)/python scripts/gen-docs

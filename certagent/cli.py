@@ -328,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
     csub.required = True
     csub.add_parser("validate", parents=[common], help="parse and check the configuration only")
+    csub.add_parser(
+        "schema", parents=[common], help="print the configuration's JSON Schema (for editors)"
+    )
     return parser
 
 
@@ -343,6 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(verbose, getattr(args, "quiet", False))
         if checking:
             return _check(args)
+        if args.command == "config" and args.config_command == "schema":
+            from .configspec import json_schema
+
+            print(json.dumps(json_schema(), indent=2))
+            return ExitStatus.OK
         if args.command == "restore":  # needs no configuration: the backup carries it
             return _restore(args)
         if args.command == "health":

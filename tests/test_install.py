@@ -41,6 +41,8 @@ def test_install_places_everything_and_keeps_changes(tmp_path: Path) -> None:
     assert "test -d /run/systemd/system ||" in cron  # the timer's job when systemd runs
     service = (root / "etc" / "systemd" / "system" / "certagent.service").read_text()
     assert "ExecStart=/usr/local/bin/certagent " in service and "PrivateTmp=yes" in service
+    man = (root / "usr" / "local" / "share" / "man" / "man1" / "certagent.1").read_text()
+    assert man.startswith(".TH CERTAGENT 1")
 
     config.write_text(config.read_text() + "# mine\n")
     second = install(root)

@@ -1,0 +1,864 @@
+"""Every configuration key, described once: its kind (type and bounds), default, and
+meaning. `config` validates with this description; `json_schema()` and `render_docs()`
+are generated from it (certagent/schemas/config.schema.json and the tables of
+docs/configuration.md; `make docs` rewrites both, tests/test_configspec.py fails when
+they are stale).
+
+Pure data and two generators; no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .configkinds import (
+    ARGV,
+    DAY,
+    DAYS,
+    DURATION,
+    FRACTION,
+    HOUR,
+    MINUTE,
+    NET_TIMEOUT,
+    PATHS,
+    PORT,
+    STARTTLS,
+    TIMEOUT,
+    VRRP_NAME,
+    AbsPath,
+    Address,
+    Bool,
+    Checker,
+    Choice,
+    Contact,
+    Count,
+    Duration,
+    Either,
+    Env,
+    Free,
+    Group,
+    HostPort,
+    Interface,
+    Key,
+    Kind,
+    ListOf,
+    MapOf,
+    Names,
+    RelPath,
+    SecretFile,
+    Section,
+    Text,
+    Url,
+    User,
+    Value,
+    Word,
+    human,
+    kind_of,
+)
+from .model import Command, KeyType
+
+CERT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_ROOTS_DOC = "roots added to the system store for verification (a private CA's root)"
+
+
+class CommandKind(Kind[Command]):
+    """A list is argv; a mapping gives argv or (explicitly) a shell string, a timeout
+    and extra environment."""
+
+    text = "command"
+    MAPPING = Section(
+        Key("argv", ARGV, doc="the program and its arguments, run without a shell"),
+        Key("shell", Text(), doc="a script run by `/bin/sh -c`, only when a shell is wanted"),
+        Key("timeout", TIMEOUT, 60.0, "killed (its process group) after this"),
+        Key(
+            "env",
+            Env(),
+            doc="extra environment; the `CERTAGENT_*`, `RENEWED_*` and "
+            "`LEGO_*` variables certagent sets cannot be overridden",
+        ),
+        one_of=(("argv",), ("shell",)),
+    )
+
+    def convert(self, ctx: Checker, v: Value) -> Command | None:
+        if isinstance(v.value, list):
+            argv = ARGV.convert(ctx, v)
+            return Command(tuple(argv)) if argv else None
+        if not isinstance(v.value, dict):
+            ctx.error(
+                v,
+                f"expected a list of arguments, or a mapping with 'argv' or 'shell', "
+                f"got {kind_of(v.value)}",
+            )
+            return None
+        spec = self.MAPPING
+        m = spec.read(ctx, v)
+        timeout = spec.get(ctx, m, "timeout")
+        env = spec.get(ctx, m, "env", ())
+        if ("argv" in m) == ("shell" in m):
+            ctx.error(
+                v, "give exactly one of 'argv' (a list) and 'shell' (a string run by /bin/sh)"
+            )
+            return None
+        if "shell" in m:
+            script = spec.get(ctx, m, "shell")
+            return (
+                None if script is None else Command(("/bin/sh", "-c", script), timeout, True, env)
+            )
+        argv = spec.get(ctx, m, "argv")
+        return Command(tuple(argv), timeout, False, env) if argv else None
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [ARGV.schema(), self.MAPPING.schema()]}
+
+
+COMMAND = CommandKind()
+
+ENDPOINT = Section(
+    Key("address", HostPort(), doc="where to connect", required=True),
+    Key(
+        "sni",
+        Word("DNS name"),
+        doc="the server name sent and verified",
+        default_doc="the first name",
+    ),
+    Key(
+        "starttls",
+        Choice(*STARTTLS, what="protocol"),
+        doc="the plaintext opening before TLS",
+        default_doc="none (TLS from the first byte)",
+    ),
+    text="mapping",
+)
+
+
+class EndpointKind(Kind[tuple[str, int, str | None, str | None]]):
+    """`host:port`, or `{address, sni, starttls}`: (host, port, sni or None, starttls)."""
+
+    text = "`host:port` or `{address, sni, starttls}`"
+
+    def convert(self, ctx: Checker, v: Value) -> tuple[str, int, str | None, str | None] | None:
+        if not isinstance(v.value, dict):
+            parsed = HostPort().convert(ctx, v)
+            return None if parsed is None else (*parsed, None, None)
+        m = ENDPOINT.read(ctx, v)
+        sni = ENDPOINT.get(ctx, m, "sni")
+        starttls = ENDPOINT.get(ctx, m, "starttls")
+        parsed = ENDPOINT.get(ctx, m, "address")
+        return None if parsed is None else (*parsed, sni, starttls)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [HostPort().schema(), ENDPOINT.schema()]}
+
+
+ENDPOINTS = ListOf(EndpointKind(), "list of `host:port` or `{address, sni, starttls}`")
+DEPLOY_ENDPOINTS = ListOf(
+    EndpointKind(),
+    ENDPOINTS.text,
+    nonempty=True,
+    empty="no endpoints: nothing would verify or watch what is served; list them "
+    "(starttls: postgres, smtp, imap, ldap for a database or mail server), or "
+    "say 'endpoints: none' with an 'endpoints_reason'",
+)
+
+CA = Section(
+    Key("directory", Url(), doc="the ACME directory URL", required=True),
+    Key(
+        "contact",
+        ListOf(Contact()),
+        (),
+        "account contacts (`ops@example.com` becomes `mailto:ops@example.com`)",
+    ),
+    Key(
+        "trust_roots",
+        PATHS,
+        (),
+        "extra roots to trust for this CA's HTTPS (a private CA); "
+        "added to the system store, never instead of verification",
+    ),
+    Key(
+        "eab",
+        Section(
+            Key("kid", Word(), doc="the key id", required=True),
+            Key("hmac_key", Word(), doc="the base64url HMAC key, inline"),
+            Key("hmac_key_file", SecretFile(), doc="… or (better) in a root-only file"),
+            one_of=(("hmac_key",), ("hmac_key_file",)),
+            text="`{kid, hmac_key or hmac_key_file}`",
+        ),
+        doc="external account binding (RFC 8555 §7.3.4): `kid`, and exactly one of "
+        "`hmac_key` (the base64url HMAC key) and `hmac_key_file` (better: a root-only file "
+        "holding it)",
+    ),
+    Key("timeout", NET_TIMEOUT, 30.0, "per HTTP request to the CA"),
+    Key(
+        "agree_tos",
+        Bool(),
+        False,
+        "agree to the CA's terms of service when registering "
+        "an account; without it a CA that has terms (its directory's "
+        "`meta.termsOfService`) is not registered with, and the run says where to read "
+        "them. An account that exists already is unaffected",
+    ),
+    Key(
+        "preferred_chain",
+        Word(),
+        doc="the common name of the root (or topmost issuer) "
+        "wanted at the top of the chain: the default chain and the CA's `alternate` chains "
+        "(RFC 8555 §7.4.2) are searched for it; if none leads there, the default is kept "
+        "and a warning said",
+    ),
+)
+
+POLICY = Section(
+    Key(
+        "keep_releases", Count(1, 1000), 5, "releases kept per certificate (the current one always)"
+    ),
+    Key("order_timeout", TIMEOUT, 120.0, "deadline for one order: validations and issuance"),
+    Key(
+        "max_retry_after",
+        Duration(0, DAY),
+        120.0,
+        "the longest Retry-After on a 429/503 "
+        "that certagent waits out within a run; longer ones fail the run",
+    ),
+    Key(
+        "failure_backoff",
+        Duration(0, 30 * DAY),
+        3600.0,
+        "after a failed run, wait this "
+        "long (doubled per consecutive failure, at most `max_backoff`) before trying again; "
+        "`0` disables",
+    ),
+    Key(
+        "max_backoff",
+        Duration(0, 30 * DAY),
+        86400.0,
+        "the longest wait between attempts "
+        "after failures, at any failure count (a CA outage of any length); must not be "
+        "below `failure_backoff`",
+    ),
+    Key(
+        "jitter",
+        FRACTION,
+        0.05,
+        "share of the lifetime over which renewal times are spread, stably per certificate",
+    ),
+)
+
+CHALLENGE = Section(
+    Key(
+        "type", Choice("http-01", what="challenge type"), doc="the validation method", required=True
+    ),
+    Key(
+        "webroot",
+        AbsPath(),
+        doc="write `/.well-known/acme-challenge/<token>` under this "
+        "directory, which the web server serves. It must exist (a missing one is an error, "
+        "never created); `.well-known` and `acme-challenge` are created if missing, and no "
+        "symlink below the webroot is ever followed (the web server's user may own it)",
+    ),
+    Key(
+        "standalone",
+        Section(
+            Key(
+                "address",
+                Word(),
+                "0.0.0.0",  # noqa: S104 - ACME validators come from anywhere
+                "listen here for http-01 while validations are pending",
+            ),
+            Key("port", PORT, doc="… on this port (80 unless a proxy forwards)", required=True),
+            text="`{address, port}`",
+        ),
+        doc="answer http-01 from certagent's own listener: `address` (default `0.0.0.0`) "
+        "and `port` (required; 80 unless a proxy forwards)",
+    ),
+    one_of=(("webroot",), ("standalone",)),
+)
+
+TEMPLATE = Section(
+    Key("template", RelPath(), doc="a path relative to the template directories", required=True),
+    Key("dest", AbsPath(), doc="the live path", required=True),
+    text="`{template, dest}`",
+)
+
+DEPLOY = Section(
+    Key(
+        "templates",
+        ListOf(TEMPLATE, "list of `{template, dest}`"),
+        (),
+        "`template`: a "
+        "path relative to the template directories; `dest`: an absolute path that becomes a "
+        "symlink through the certificate's `current` link (an existing file there is kept "
+        "as `<dest>.certagent-orig`)",
+    ),
+    Key("vars", Free(), {}, "available in templates as `vars`"),
+    Key(
+        "test",
+        COMMAND,
+        doc="the config-test gate, run on the candidate before anything "
+        "live changes; `{config}` is the first rendered file inside the new release, "
+        "`{release}` the release directory, `{name}` the certificate name. As root it runs "
+        "in a private mount namespace where every `dest` shows the candidate (the live file "
+        "bind-mounted over, or a new file added to a copy of its directory), so a plain "
+        "`nginx -t`, `apachectl configtest` or `haproxy -c -f /etc/haproxy/haproxy.cfg` "
+        "tests the main config with the new fragments; nothing outside that namespace "
+        "changes. Without root it sees the live files",
+    ),
+    Key(
+        "hook",
+        COMMAND,
+        doc="the post-run hook (reload), run after the swap and again after a rollback",
+    ),
+    Key(
+        "user",
+        User(),
+        doc="preflight checks that this user can enter every directory and "
+        "read the key, chain and rendered files (not needed for nginx, haproxy and apache, "
+        "whose master process reads keys as root)",
+    ),
+    Key(
+        "endpoints",
+        Either("none", DEPLOY_ENDPOINTS),
+        doc="verified after the swap: a TLS "
+        "handshake with SNI (default SNI: the first name), chain and hostname checked, leaf "
+        "SHA-256 equal to the new release's, three handshakes in a row. `starttls`: "
+        f"{', '.join(STARTTLS)} (a database or mail server is verified and watched through "
+        "its STARTTLS opening). An empty list is an error; `endpoints: none` (with "
+        "`endpoints_reason`) says why nothing can be probed, and `check` reports such a "
+        "certificate as UNKNOWN (unwatched), never OK",
+        default_doc="each name on 443",
+    ),
+    Key("endpoints_reason", Text(), doc="why `endpoints` is `none`"),
+    Key(
+        "verify_timeout",
+        NET_TIMEOUT,
+        10.0,
+        "deadline for each endpoint to serve the new certificate",
+    ),
+    Key("trust_roots", PATHS, (), _ROOTS_DOC),
+    Key(
+        "min_free_mb",
+        Count(1, 1 << 24),
+        16,
+        "preflight fails with less free space under `state_dir`",
+    ),
+)
+
+STAGING_TARGET = Section(
+    Key(
+        "dir",
+        AbsPath(),
+        doc="each template renders here under its production file name "
+        "(and becomes a link into the staging release); must not be a production file's "
+        "directory",
+        required=True,
+    ),
+    Key(
+        "vars",
+        Free(),
+        {},
+        'laid over `deploy.vars` (e.g. other ports); templates also see `stage == "staging"`',
+    ),
+    Key(
+        "test",
+        Either("none", COMMAND),
+        doc="the staging config test (`{config}` is the "
+        "staging candidate); `none` (with `reason`) rehearses without one",
+        default_doc="required when `deploy.test` is set",
+    ),
+    Key(
+        "hook",
+        Either("none", COMMAND),
+        doc="the staging hook, e.g. a reload of a staging "
+        "web server instance; `none` (with `reason`) rehearses without one. Otherwise the "
+        "production hook would never be rehearsed",
+        default_doc="required when `deploy.hook` is set",
+    ),
+    Key(
+        "reason",
+        Text(),
+        doc="why a `test` or `hook` is `none`; kept in the config for the next reader",
+    ),
+    Key("user", User(), doc="as `deploy.user`, for the staging files"),
+    Key(
+        "endpoints",
+        ENDPOINTS,
+        (),
+        "verified after the staging swap; must not be "
+        "production endpoints. Without endpoints the rehearsal cannot verify what is "
+        "served; give at least one",
+    ),
+    Key("verify_timeout", NET_TIMEOUT, 10.0, "deadline for each staging endpoint"),
+    Key(
+        "trust_roots",
+        PATHS,
+        (),
+        "roots for verifying the staging endpoint",
+        default_doc="the staging CA's `trust_roots`",
+    ),
+    Key(
+        "challenge",
+        CHALLENGE,
+        doc="e.g. step-ca validates http-01 on port 80 of the name, always",
+        default_doc="the certificate's",
+    ),
+    text="mapping (below)",
+)
+
+CERTIFICATE = Section(
+    Key(
+        "names",
+        Names(),
+        doc="the certificate's subject alternative names; the first is "
+        "also the CN. Lower-cased; duplicates, and names already in another certificate, "
+        "are errors",
+        required=True,
+    ),
+    Key(
+        "key_type",
+        Choice(*(k.value for k in KeyType), what="key type"),
+        KeyType.EC_P256.value,
+        "a new key is generated for every release (unless `reuse_key`)",
+    ),
+    Key(
+        "reuse_key",
+        Bool(),
+        False,
+        "renew with the current release's key (for pinning "
+        "setups); a new one when the key type changes",
+    ),
+    Key(
+        "failover_instance",
+        VRRP_NAME,
+        doc="the VRRP instance whose VIP serves this "
+        "certificate (see `failover.keepalived.instances`)",
+        default_doc="`failover.keepalived.instance`",
+    ),
+    Key(
+        "profile",
+        Word(),
+        doc="the ACME profile to order (one of the directory's "
+        "`meta.profiles`; an unknown one is an error naming those offered); changing it "
+        "orders a new certificate",
+    ),
+    Key("challenge", CHALLENGE, doc="how the CA validates the names (below)", required=True),
+    Key(
+        "deploy",
+        DEPLOY,
+        doc="what a new release is deployed to (below)",
+        default_doc="none: a new release only becomes `current`",
+    ),
+    Key(
+        "staging",
+        Either(False, STAGING_TARGET),
+        doc="the rehearsal target (below); `false` deploys this certificate unrehearsed",
+    ),
+)
+
+STAGING = Section(
+    Key(
+        "ca",
+        CA,
+        doc="the staging ACME CA; the same keys as `ca` (directory, trust_roots "
+        "for its TLS, eab, contact, timeout)",
+        required=True,
+    ),
+    Key(
+        "state_dir",
+        AbsPath(),
+        doc="the staging releases, account and rehearsal records (0700)",
+        default_doc="`<state_dir>/staging`",
+    ),
+    Key(
+        "on_unreachable",
+        Choice("fail", "proceed"),
+        "fail",
+        "when the staging CA cannot be "
+        "reached at all (connection refused, DNS, timeout): `fail` stops production (fails "
+        "closed); `proceed` goes on unrehearsed and says so in the report. A TLS "
+        'verification failure is never "unreachable"',
+    ),
+    Key(
+        "remember_for",
+        DURATION,
+        30 * DAY,
+        "a passing rehearsal is not repeated while every "
+        "input is unchanged and it is younger than this; `0` rehearses every time. The "
+        "inputs: names, key type, both deploy sections, every template's source, and the "
+        "content of every file the hooks and tests run or name (a program on PATH, a "
+        "script, a file argument)",
+    ),
+)
+
+MONITOR_ENDPOINT = Section(
+    Key("address", HostPort(), doc="where to connect", required=True),
+    Key(
+        "name",
+        Word(),
+        doc="the label in output and perfdata; `check NAME` selects it",
+        default_doc="the address",
+    ),
+    Key("sni", Word("DNS name"), doc="the server name sent and verified", default_doc="the host"),
+    Key(
+        "starttls",
+        Choice(*STARTTLS, what="protocol"),
+        doc="the plaintext opening before TLS",
+        default_doc="none (TLS from the first byte)",
+    ),
+    Key(
+        "warning_days",
+        DAYS,
+        doc="this endpoint's WARNING threshold",
+        default_doc="`monitor.warning_days`",
+    ),
+    Key(
+        "critical_days",
+        DAYS,
+        doc="this endpoint's CRITICAL threshold",
+        default_doc="`monitor.critical_days`",
+    ),
+    Key("trust_roots", PATHS, (), "extra roots for this endpoint only"),
+)
+
+MONITOR = Section(
+    Key("warning_days", DAYS, 14.0, "WARNING at or below this many days left"),
+    Key(
+        "critical_days",
+        DAYS,
+        3.0,
+        "CRITICAL at or below this many days left (must not exceed `warning_days`)",
+    ),
+    Key(
+        "timeout",
+        NET_TIMEOUT,
+        5.0,
+        "per endpoint: connect, STARTTLS opening and handshake; probes run concurrently",
+    ),
+    Key(
+        "max_renew_age",
+        Duration(0, 366 * DAY, above=True),
+        doc="CRITICAL when the last "
+        "completed `renew` run (from `history.jsonl`) is older, or there is none: cron "
+        "stopped, timer disabled. Recommended: a little over twice the timer interval, "
+        "e.g. `30h`",
+        default_doc="none",
+    ),
+    Key("trust_roots", PATHS, (), "roots added to the system store for every probe"),
+    Key("endpoints", ListOf(MONITOR_ENDPOINT, "list (below)"), (), "services we do not issue for"),
+)
+
+WEBHOOK = Section(
+    Key("url", Url(), doc="where to POST", required=True),
+    Key("timeout", TIMEOUT, 10.0, "per attempt"),
+    Key("retries", Count(1, 20), 3, "attempts in all"),
+    Key("backoff", Duration(0, HOUR), 2.0, "the wait before the second attempt, doubled each time"),
+    Key("trust_roots", PATHS, (), _ROOTS_DOC),
+    text="`{url, timeout, retries, backoff, trust_roots}`",
+)
+
+EMAIL = Section(
+    Key("host", Word(), doc="the SMTP server", required=True),
+    Key("port", PORT, 587, "its submission port"),
+    Key("from", Contact(), doc="the sender", required=True),
+    Key("to", ListOf(Contact(), nonempty=True), doc="the recipients", required=True),
+    Key(
+        "starttls",
+        Bool(),
+        True,
+        "use STARTTLS (the server certificate is verified); a password is never sent without it",
+    ),
+    Key("username", Word(), doc="SMTP login; give both `username` and `password_file`, or neither"),
+    Key("password_file", SecretFile(), doc="the SMTP password, in a root-only file"),
+    Key("timeout", TIMEOUT, 20.0, "per message"),
+    Key("trust_roots", PATHS, (), _ROOTS_DOC),
+    text="mapping (below)",
+)
+
+NOTIFY = Section(
+    Key("expiry_days", DAYS, 14.0, "a live certificate this close to expiry is a problem"),
+    Key(
+        "webhook",
+        WEBHOOK,
+        doc="JSON POST per event; `retries` attempts in all, waiting `backoff`, doubled each time",
+    ),
+    Key("email", EMAIL, doc="one message per event"),
+)
+
+HEARTBEAT = Section(
+    Key("url", Url(), doc="where to POST", required=True),
+    Key("timeout", TIMEOUT, 10.0, "per attempt"),
+    Key("trust_roots", PATHS, (), _ROOTS_DOC),
+    text="`{url, timeout, trust_roots}`",
+)
+
+DUMP_DIR = Either("auto", AbsPath(), "`auto` or absolute path")
+
+PEER = Section(
+    Key(
+        "command",
+        ARGV,
+        doc="a prefix that runs an argv on the peer: `[ssh, -o, "
+        "BatchMode=yes, root@10.0.0.12]`, `salt-call`…",
+        required=True,
+    ),
+    Key(
+        "address",
+        Address(),
+        doc="the peer's own address: its web server is checked there",
+        required=True,
+    ),
+    Key("pid_file", AbsPath(), Path("/run/keepalived.pid"), "the peer's keepalived pid file"),
+    Key("dump_dir", DUMP_DIR, "auto", "the peer's keepalived `TMPDIR` (as below)"),
+    Key(
+        "certagent",
+        ARGV,
+        ("certagent",),
+        "how to run certagent on the peer (add `-c FILE` if needed)",
+    ),
+    Key(
+        "quote",
+        Bool(),
+        doc="hand the command over as one shell-quoted string (for a remote shell)",
+        default_doc="`true` if the program is `ssh`",
+    ),
+    Key("timeout", TIMEOUT, 300.0, "the whole deploy on the peer"),
+    text="mapping (below)",
+)
+
+KEEPALIVED = Section(
+    Key("instance", VRRP_NAME, doc="this node's `vrrp_instance`", required=True),
+    Key(
+        "address",
+        Address(),
+        doc="this node's own address (not the VIP): `health`, and "
+        "verification of this node, go here",
+        required=True,
+    ),
+    Key("peer", PEER, doc="the other node", required=True),
+    Key(
+        "vips", ListOf(Interface()), (), "when given, this node's instance must carry exactly these"
+    ),
+    Key("pid_file", AbsPath(), Path("/run/keepalived.pid"), "keepalived's parent pid file (`-p`)"),
+    Key(
+        "dump_dir",
+        DUMP_DIR,
+        "auto",
+        "keepalived's `TMPDIR`: where it writes "
+        "`keepalived.json`/`.data`; `auto` reads it from the keepalived process's "
+        "environment (else `/tmp`). Only dump files owned by keepalived's own user, not "
+        "links, in a directory no one else can write (or a sticky one) are read; anything "
+        "else is refused as planted. A root-only `TMPDIR` for keepalived is best (README)",
+    ),
+    Key(
+        "dump_timeout",
+        Duration(0, 5 * MINUTE, above=True),
+        2.0,
+        "keepalived must write a dump within this, or it counts as frozen",
+    ),
+    Key(
+        "max_advert_age",
+        Duration(0, HOUR, above=True),
+        doc="the peer must have heard this node's advert within this",
+        default_doc="3 advert intervals, at least 1 s",
+    ),
+    Key(
+        "on_backup",
+        Choice("skip", "fail"),
+        "skip",
+        "`renew` on the BACKUP: exit 0 and say so, or exit 1",
+    ),
+    Key(
+        "instances",
+        MapOf(
+            r"[A-Za-z0-9_]{1,63}",
+            Section(
+                Key("vips", ListOf(Interface()), (), "the instance's VIPs"),
+                text="`{vips: [...]}`",
+            ),
+            "`{NAME: {vips: [...]}}`",
+            what="instance names",
+            bad="not a keepalived instance name ([A-Za-z0-9_])",
+        ),
+        doc="further VRRP instances of "
+        "the same pair (one per VIP, say); a certificate follows one with "
+        "`failover_instance: NAME` (default: `instance`), is ordered by the node that is "
+        "MASTER of that instance, gated on the peer's state in it, and judged by "
+        "`certagent health --instance NAME` (one track script per instance)",
+    ),
+)
+
+TOP = Section(
+    Key(
+        "state_dir",
+        AbsPath(),
+        Path("/var/lib/certagent"),
+        "releases, accounts, history, "
+        "lock (created 0700). It and every directory above it must belong to root (or the "
+        "user certagent runs as) and be writable by no one else (a sticky directory such "
+        "as `/tmp` may be above it): otherwise every command that writes refuses it",
+    ),
+    Key(
+        "state_group",
+        Group(),
+        doc="members of this group may read the certificates, keys "
+        "and run state: directories 0750, keys and state files 0640, owned by the group, "
+        "kept so across renews (a web server that reads keys as its own user, a monitoring "
+        "user running `check`, `status` or `metrics`). Account keys stay 0700/0600. Without "
+        "it everything is root's alone",
+    ),
+    Key("ca", CA, doc="the production ACME CA (below)", required=True),
+    Key("policy", POLICY, doc="renewal and retry policy (below)", default_doc="defaults below"),
+    Key(
+        "certificates",
+        MapOf(
+            CERT_NAME,
+            CERTIFICATE,
+            "mapping name → certificate",
+            nonempty=True,
+            what="certificate names to certificates",
+            bad="certificate name must be letters, digits, '.', '_' or '-' (max 64)",
+        ),
+        doc="the certificates to keep renewed; a name is letters, digits, `.`, `_`, `-` "
+        "(up to 64) and names the directory under `state_dir/certs/`",
+        required=True,
+    ),
+    Key(
+        "template_dirs",
+        PATHS,
+        (),
+        "searched for templates before `/etc/certagent/templates`"
+        " and the shipped ones; each must belong to root (or certagent's user) and be "
+        "writable by no one else",
+    ),
+    Key("staging", STAGING, doc="a staging CA: every deploy is rehearsed there first (below)"),
+    Key(
+        "monitor",
+        MONITOR,
+        doc="what `certagent check` watches and how it judges it (below)",
+        default_doc="defaults below",
+    ),
+    Key(
+        "metrics",
+        Section(
+            Key("textfile", AbsPath(), doc="the Prometheus text file", required=True),
+            text="`{textfile: absolute path}`",
+        ),
+        doc="write the Prometheus metrics there (atomically) after every run",
+    ),
+    Key("notify", NOTIFY, doc="notifications (below)", default_doc="no channels"),
+    Key(
+        "heartbeat",
+        HEARTBEAT,
+        doc="POST `{command, exit_status, finished, host}` after every completed `renew` run",
+    ),
+    Key(
+        "failover",
+        Section(
+            Key("keepalived", KEEPALIVED, doc="this node and its peer", required=True),
+            text="`{keepalived: mapping}`",
+        ),
+        doc='this host is one node of a keepalived pair (below; README "Two nodes behind '
+        'keepalived")',
+    ),
+)
+
+
+def _unwrap(node: Kind[Any]) -> Kind[Any]:
+    return node.other if isinstance(node, Either) else node
+
+
+def _sub(parent: Section, name: str) -> Section:
+    kind = _unwrap(parent[name].kind)
+    if isinstance(kind, MapOf | ListOf):
+        kind = kind.item
+    if not isinstance(kind, Section):
+        raise TypeError(f"{name} is not a section")
+    return kind
+
+
+def _map(parent: Section, name: str) -> MapOf:
+    kind = parent[name].kind
+    if not isinstance(kind, MapOf):
+        raise TypeError(f"{name} is not a mapping of names")
+    return kind
+
+
+EAB = _sub(CA, "eab")
+STANDALONE = _sub(CHALLENGE, "standalone")
+METRICS = _sub(TOP, "metrics")
+FAILOVER = _sub(TOP, "failover")
+CERTIFICATES = _map(TOP, "certificates")
+INSTANCES = _map(KEEPALIVED, "instances")
+INSTANCE = _sub(KEEPALIVED, "instances")
+
+
+# -- generators -----------------------------------------------------------------------
+
+
+def json_schema() -> dict[str, Any]:
+    """The configuration's JSON Schema (draft 2020-12), from the description."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://certagent.invalid/schemas/config.schema.json",
+        "title": "certagent configuration",
+        "description": "Generated from certagent/configspec.py; the loader validates the "
+        "same description and also checks what a schema cannot (files exist, users and "
+        "groups exist, cross-key rules).",
+        **TOP.schema(),
+    }
+
+
+def section(path: str) -> Section:
+    """The section at a dotted path: `certificates.*.deploy`, `monitor.endpoints[]`."""
+    node: Kind[Any] = TOP
+    for part in filter(None, re.split(r"\.|(?=\[\])", path)):
+        node = _unwrap(node)
+        if (part == "[]" and isinstance(node, ListOf)) or (part == "*" and isinstance(node, MapOf)):
+            node = node.item
+        elif isinstance(node, Section):
+            node = node.keys[part].kind
+        else:
+            raise KeyError(path)
+    node = _unwrap(node)
+    if not isinstance(node, Section):
+        raise KeyError(path)
+    return node
+
+
+def table(path: str) -> str:
+    """The reference table of one section (`top`, a dotted path, or `command` and
+    `endpoint`, the mapping forms of those two), as Markdown."""
+    named = {"top": TOP, "command": CommandKind.MAPPING, "endpoint": ENDPOINT}
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key in (named.get(path) or section(path)).keys.values():
+        cells = (f"`{key.name}`", key.kind.text, _default(key), key.doc)
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def _default(key: Key) -> str:
+    if key.required:
+        return "required"
+    if key.default_doc:
+        return key.default_doc
+    d = key.default
+    if d is None:
+        return "none"
+    if isinstance(d, bool):
+        return f"`{str(d).lower()}`"
+    if isinstance(key.kind, Duration):
+        return f"`{human(float(d))}`"
+    if isinstance(d, tuple | list):
+        return f"`[{', '.join(str(x) for x in d)}]`"
+    if isinstance(d, dict):
+        return "`{}`"
+    return f"`{d:g}`" if isinstance(d, float) else f"`{d}`"
+
+
+_MARKED = re.compile(r"(<!-- table: (\S+) -->\n)(?:(?!<!-- table:).)*?(<!-- end table -->)", re.S)
+
+
+def render_docs(text: str) -> str:
+    """docs/configuration.md with every `<!-- table: PATH -->` block regenerated."""
+    return _MARKED.sub(lambda m: f"{m.group(1)}{table(m.group(2))}\n{m.group(3)}", text)
