@@ -17,6 +17,7 @@ import email.utils
 import json
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -174,7 +175,13 @@ class AcmeIssuer:
         self._bundle = str(ca_bundle) if ca_bundle else None
         self._sleep = sleep
         self._monotonic = monotonic
-        self._client: client.ClientV2 | None = None
+        # One ACME client (connection pool, nonces, last response) per thread, so that
+        # concurrent orders never read each other's responses; the directory, the
+        # account key and the account are shared, each found once under the lock.
+        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._directory: messages.Directory | None = None
+        self._regr: messages.RegistrationResource | None = None
         self._key: JWK | None = None
         self._down: str | None = None  # why the CA is not asked again in this run
         self._hold: dt.datetime | None = None  # until when (the CA's Retry-After)
@@ -182,6 +189,15 @@ class AcmeIssuer:
     @property
     def label(self) -> str:
         return self.ca.directory
+
+    @property
+    def _client(self) -> client.ClientV2 | None:
+        acme: client.ClientV2 | None = getattr(self._local, "client", None)
+        return acme
+
+    @_client.setter
+    def _client(self, acme: client.ClientV2 | None) -> None:
+        self._local.client = acme
 
     # -- public --------------------------------------------------------------------
 
@@ -195,12 +211,7 @@ class AcmeIssuer:
 
         Once the CA was unreachable or kept answering 429/503 in this run, the next
         certificates do not send their own orders into the outage: they fail at once."""
-        if self._down is None:
-            self._down = self._held()
-        if self._down is not None:
-            refused = CAUnreachable(self.label, f"not ordering: {self._down}")
-            refused.retry_at = self._hold
-            raise refused
+        self._refuse_if_down()
         try:
             chain = self._issue(csr_pem, solver, options)
         except OrderFailed as exc:
@@ -214,9 +225,28 @@ class AcmeIssuer:
             log.warning("%s: %s", self.label, clock)
         return chain
 
+    def _still_up(self) -> None:
+        """Raise when another thread found the CA down while this one waited its turn."""
+        if self._down is not None:
+            repeat = CAUnreachable(self.label, f"not ordering: {self._down}")
+            repeat.repeated = True  # said once already in this run
+            repeat.retry_at = self._hold
+            raise repeat
+
+    def _refuse_if_down(self) -> None:
+        with self._lock:
+            if self._down is None:
+                self._down = self._held()
+        if self._down is not None:
+            refused = CAUnreachable(self.label, f"not ordering: {self._down}")
+            refused.retry_at = self._hold
+            raise refused
+
     def _trip(self, exc: OrderFailed) -> None:
         """Remember a CA-wide outage so that this run sends it no more orders, and a
         CA-wide Retry-After across runs (hold.json beside the account)."""
+        if self._down is not None:  # said by the order that found it first
+            return
         if isinstance(exc, CAUnreachable):
             self._down = f"the CA was unreachable earlier in this run ({exc})"
         elif isinstance(exc, CABusy) and exc.status == 503:
@@ -360,7 +390,8 @@ class AcmeIssuer:
         try:
             return self._renewal_window(cert_pem)
         except CAUnreachable as exc:
-            self._down = f"the CA was unreachable earlier in this run ({exc})"
+            if self._down is None:
+                self._down = f"the CA was unreachable earlier in this run ({exc})"
             raise
 
     def _renewal_window(self, cert_pem: bytes) -> RenewalWindow | None:
@@ -384,27 +415,44 @@ class AcmeIssuer:
     # -- account -------------------------------------------------------------------
 
     def _directory_client(self) -> client.ClientV2:
-        if self._client is None:
+        acme = self._client
+        if acme is None:
             key = self._account_key()
             net = _Network(
                 key, self._bundle, self.ca.timeout, self._sleep, self._policy.max_retry_after
             )
-            directory = client.ClientV2.get_directory(self.ca.directory, net)
-            self._client = client.ClientV2(directory, net)
-        return self._client
+            with self._lock:
+                self._still_up()
+                if self._directory is None:
+                    self._directory = client.ClientV2.get_directory(self.ca.directory, net)
+            acme = client.ClientV2(self._directory, net)
+            if self._regr is not None:
+                acme.net.account = self._regr
+            self._client = acme
+        return acme
 
     def _account(self, register: bool = False) -> client.ClientV2:
         """The ACME account of our key: from account.json when it is sound, else found at
         the CA (onlyReturnExisting, RFC 8555 section 7.3.1), else registered. A record
         with an empty or foreign URL is repaired, never used."""
         acme = self._directory_client()
-        regr_file = self._account_dir / "account.json"
         if acme.net.account is not None and not register:
             return acme
+        with self._lock:  # one thread finds or registers the account; the others use it
+            self._still_up()
+            # (after the CA forgot the account, a thread that finds it registered anew
+            # by another since its own order was refused uses that one)
+            if self._regr is not None and (not register or self._regr is not acme.net.account):
+                acme.net.account = self._regr
+                return acme
+            return self._found_account(acme, register)
+
+    def _found_account(self, acme: client.ClientV2, register: bool) -> client.ClientV2:
+        regr_file = self._account_dir / "account.json"
         if not register:
             stored = self._stored_account(regr_file)
             if stored is not None:
-                acme.net.account = stored
+                acme.net.account = self._regr = stored
                 return acme
         acme.net.account = None
         existed = (self._account_dir / "key.pem").exists()
@@ -414,7 +462,7 @@ class AcmeIssuer:
             log.info("registered ACME account %s", regr.uri)
         else:
             log.warning("recovered the ACME account %s of our key from the CA", regr.uri)
-        acme.net.account = regr
+        acme.net.account = self._regr = regr
         record = {"directory": self.ca.directory, "registration": regr.to_json()}
         atomic_write(regr_file, json.dumps(record, indent=2).encode(), 0o600)
         return acme
@@ -488,6 +536,10 @@ class AcmeIssuer:
             return self._located(exc)
 
     def _account_key(self) -> JWK:
+        with self._lock:
+            return self._loaded_key()
+
+    def _loaded_key(self) -> JWK:
         if self._key is None:
             path = self._account_dir / "key.pem"
             if path.exists():
@@ -561,6 +613,7 @@ class AcmeIssuer:
             pending.rename(key_file)
             self._key = None
             self._client = None
+            self._regr = None
             return _thumbprint(new_key)
 
     # -- order ---------------------------------------------------------------------

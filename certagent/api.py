@@ -14,7 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from . import __version__, pipeline, plan
@@ -22,7 +24,7 @@ from .challenges import Solvers
 from .deploy import Steps
 from .errors import CertagentError, GateRefused, UsageError
 from .health import Health, health
-from .model import CertResult, Config, Decision, Outcome, Report, iso
+from .model import CertResult, CertSpec, Config, Decision, Outcome, Report, iso
 from .monitoring import (
     CheckReport,
     Thresholds,
@@ -105,16 +107,25 @@ def renew(
             failover=_failover(config, failover_override),
         )
         ctx.rehearse = _rehearsal(config, solvers, clock, staging_issuer)
+        ctx.order_slots = threading.Semaphore(config.ca.max_orders)
+
+        def one(i: int, spec: CertSpec) -> CertResult:
+            own = ctx
+            if progress is not None:
+                own = replace(ctx, progress=_labelled(progress, f"[{i}/{len(specs)}] {spec.name}"))
+                own.progress(spec.name, "planning")
+            try:
+                return pipeline.renew_one(own, spec, force)
+            except Exception as exc:  # this certificate's failure; the others go on
+                return pipeline.failed(own, spec, exc)
+
         try:
-            results = []
-            for i, spec in enumerate(specs, 1):
-                if progress is not None:
-                    ctx.progress = _labelled(progress, f"[{i}/{len(specs)}] {spec.name}")
-                    ctx.progress(spec.name, "planning")
-                try:
-                    results.append(pipeline.renew_one(ctx, spec, force))
-                except Exception as exc:  # this certificate's failure; the others go on
-                    results.append(pipeline.failed(ctx, spec, exc))
+            workers = min(config.policy.concurrency, len(specs))
+            if workers <= 1:
+                results = [one(i, spec) for i, spec in enumerate(specs, 1)]
+            else:  # the report stays in the configured order, whatever finishes first
+                with ThreadPoolExecutor(workers, thread_name_prefix="renew") as pool:
+                    results = list(pool.map(one, range(1, len(specs) + 1), specs))
         finally:
             solvers.close()
         report = Report("renew", started, clock.now(), tuple(results))

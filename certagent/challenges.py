@@ -115,11 +115,13 @@ class StandaloneSolver:
         self._tokens: dict[str, str] = {}
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # concurrent orders start one listener
 
     def present(self, domain: str, token: str, key_authorization: str) -> None:
         self._tokens[_safe_token(token)] = key_authorization
-        if self._server is None:
-            self._start(domain)
+        with self._lock:
+            if self._server is None:
+                self._start(domain)
 
     def cleanup(self, domain: str, token: str) -> None:
         self._tokens.pop(token, None)
@@ -177,8 +179,13 @@ class Solvers:
 
     def __init__(self) -> None:
         self._by_spec: dict[ChallengeSpec, WebrootSolver | StandaloneSolver] = {}
+        self._lock = threading.Lock()
 
     def for_spec(self, spec: ChallengeSpec) -> Solver:
+        with self._lock:
+            return self._solver(spec)
+
+    def _solver(self, spec: ChallengeSpec) -> Solver:
         if spec not in self._by_spec:
             if isinstance(spec, Http01Webroot):
                 self._by_spec[spec] = WebrootSolver(spec.webroot)

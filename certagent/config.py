@@ -454,6 +454,7 @@ def _ca(ctx: _Ctx, v: Value) -> CASpec | None:
         s.get(ctx, m, "timeout"),
         s.get(ctx, m, "agree_tos"),
         s.get(ctx, m, "preferred_chain"),
+        s.get(ctx, m, "max_orders"),
     )
 
 

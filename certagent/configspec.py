@@ -201,6 +201,14 @@ CA = Section(
         "them. An account that exists already is unaffected",
     ),
     Key(
+        "max_orders",
+        Count(1, 16),
+        4,
+        "orders in flight at this CA at once, whatever `policy.concurrency` says (a public "
+        "CA is never hammered); a 503 with Retry-After from the CA stops every order of "
+        "the run, and a Retry-After is kept for later runs",
+    ),
+    Key(
         "preferred_chain",
         Word(),
         doc="the common name of the root (or topmost issuer) "
@@ -237,6 +245,15 @@ POLICY = Section(
         "the longest wait between attempts "
         "after failures, at any failure count (a CA outage of any length); must not be "
         "below `failure_backoff`",
+    ),
+    Key(
+        "concurrency",
+        Count(1, 64),
+        4,
+        "certificates worked on at once: planning, renewal information and orders run "
+        "concurrently (at most `ca.max_orders` orders in flight at the CA); rehearsals, "
+        "the keepalived gate and deploys still run one at a time, in the configured order. "
+        "`1` works through them one by one",
     ),
     Key(
         "jitter",

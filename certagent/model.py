@@ -57,6 +57,7 @@ class CASpec:
     timeout: float = 30.0
     agree_tos: bool = False  # the CA's terms of service, agreed to by the operator
     preferred_chain: str | None = None  # the issuer CN of the chain's top, among alternates
+    max_orders: int = 4  # orders in flight at this CA at once, whatever `concurrency` says
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Policy:
     failure_backoff: float = 3600.0  # after the first failure; doubled per failure after it
     max_backoff: float = 86400.0  # the doubling stops here, whatever the failure count
     jitter: float = 0.05  # share of the lifetime over which renewals are spread
+    concurrency: int = 4  # certificates worked on at once (orders; deploys go one by one)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -80,6 +81,12 @@ class Context:
     progress: Progress = field(default=lambda name, what: None)
     rehearse: Rehearser | None = None  # None: no staging CA configured, or this is staging
     failover: RoleGate | None = None  # None: not a keepalived node, or the gate is overridden
+    # Held for whatever touches a web server or the keepalived pair (the gate, a
+    # rehearsal, a deploy, the end of an interrupted one): with certificates worked on
+    # concurrently, only orders, planning and staging overlap.
+    serial: threading.Lock = field(default_factory=threading.Lock)
+    # Orders in flight at the CA at once (ca.max_orders), whatever the concurrency.
+    order_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(4))
 
 
 GATES = frozenset({GateRefused.code, RehearsalFailed.code})  # refusals counted for metrics
@@ -191,7 +198,8 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
     snap = repair(ctx, spec, steps)  # the store read once (again only after a repair)
     state = snap.state
     if state.pending is not None:
-        resumed = resume(ctx, spec, state)
+        with ctx.serial:
+            resumed = resume(ctx, spec, state)
         if resumed is not None:
             return resumed
         snap = ctx.store.snapshot(spec.name)
@@ -205,15 +213,16 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
     attempt = Attempt.begin(ctx, spec, decision, steps)
     retry = None if force else _retryable(ctx, spec, state.failed_release)
     try:
-        if ctx.failover is not None:
-            ctx.progress(spec.name, "checking the keepalived pair")
-            with attempt.steps.step("failover") as notes:
-                skip = ctx.failover.may_order(spec)
-                notes.append(skip or "this node is MASTER and the peer is ready")
-            if skip is not None:
-                skipped = Decision(False, f"{decision.reason}, but {skip}", decision.renew_at)
-                return _result(spec, Outcome.SKIPPED, skipped, attempt.steps, current)
-        rehearsed(ctx, spec, attempt.steps)
+        with ctx.serial:
+            if ctx.failover is not None:
+                ctx.progress(spec.name, "checking the keepalived pair")
+                with attempt.steps.step("failover") as notes:
+                    skip = ctx.failover.may_order(spec)
+                    notes.append(skip or "this node is MASTER and the peer is ready")
+                if skip is not None:
+                    skipped = Decision(False, f"{decision.reason}, but {skip}", decision.renew_at)
+                    return _result(spec, Outcome.SKIPPED, skipped, attempt.steps, current)
+            rehearsed(ctx, spec, attempt.steps)
         if retry is not None:
             release = restage(ctx, spec, retry, attempt.steps)
         else:
@@ -223,7 +232,8 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
             release = kept or _order_and_stage(ctx, spec, attempt.steps, current, reuse)
     except CertagentError as exc:
         return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
-    return apply(attempt, release, current, state)
+    with ctx.serial:
+        return apply(attempt, release, current, state)
 
 
 def repair(ctx: Context, spec: CertSpec, steps: Steps) -> Snapshot:
@@ -367,7 +377,8 @@ def _order_and_stage(
         csr = crypto.make_csr(key, spec.names)
         replaces = (current.path / "cert.pem").read_bytes() if current is not None else None
         options = OrderOptions(spec.profile, replaces)
-        fullchain = issuer.issue(csr, ctx.solvers.for_spec(spec.challenge), options)
+        with ctx.order_slots:
+            fullchain = issuer.issue(csr, ctx.solvers.for_spec(spec.challenge), options)
         # Kept before anything else can fail: a stage that fails or a kill from here on
         # leaves it for the next run, which stages it instead of ordering again.
         kept = ctx.store.keep_issued(spec.name, crypto.key_pem(key), fullchain, issuer.label)

@@ -15,6 +15,7 @@ import getpass
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -170,12 +171,14 @@ class LazyIssuer:
     def __init__(self, ca: CASpec, config: Config, store: Store, clock: Clock) -> None:
         self._args = (ca, config, store, clock)
         self._real: AcmeIssuer | None = None
+        self._lock = threading.Lock()  # concurrent certificates share one adapter
         self.label = ca.directory
 
     def real(self) -> AcmeIssuer:
-        if self._real is None:
-            self._real = acme_issuer(*self._args)
-        return self._real
+        with self._lock:
+            if self._real is None:
+                self._real = acme_issuer(*self._args)
+            return self._real
 
     def issue(self, csr_pem: bytes, solver: Solver, options: OrderOptions) -> bytes:
         return self.real().issue(csr_pem, solver, options)

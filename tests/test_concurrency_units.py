@@ -1,0 +1,125 @@
+"""Unit: certificates are worked on concurrently (issue #16): orders overlap up to
+`ca.max_orders` and never beyond, a failing certificate in the middle holds back no
+other, deploys never overlap, and the report, history and state stay per certificate
+in the configured order. The issuer is a fake behind the pipeline's Issuer port."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from certagent import api, config
+from certagent.challenges import Solver
+from certagent.errors import ConfigError, OrderFailed
+from certagent.model import Outcome
+
+from .fakes import LocalIssuer
+
+
+class CountingIssuer(LocalIssuer):
+    """Counts orders in flight; the first `together` orders wait for each other (a
+    barrier, so concurrency is shown, not timed); `broken` names are refused."""
+
+    def __init__(self, together: int, broken: set[str]) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.in_flight = self.most = self.calls = 0
+        self.barrier = threading.Barrier(together, timeout=30)
+        self.broken = broken
+
+    def issue(self, csr_pem: bytes, solver: Solver, options: object = None) -> bytes:
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            self.calls += 1
+            first = self.calls <= self.barrier.parties
+        try:
+            if first:  # a broken barrier is asserted on by the test
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    self.barrier.wait()
+            from cryptography import x509
+
+            names = x509.load_pem_x509_csr(csr_pem).extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            )
+            first = names.value.get_values_for_type(x509.DNSName)[0]
+            if first.split(".")[0] in self.broken:
+                raise OrderFailed(self.label, f"order for {first} refused")
+            return super().issue(csr_pem, solver, options)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def fleet(tmp_path: Path, count: int, concurrency: int, max_orders: int, hook: str = "") -> str:
+    (tmp_path / "www").mkdir(exist_ok=True)
+    lines = [
+        f"state_dir: {tmp_path / 'state'}",
+        f"ca: {{directory: https://ca.invalid/dir, max_orders: {max_orders}}}",
+        f"policy: {{concurrency: {concurrency}, failure_backoff: 0}}",
+        "certificates:",
+    ]
+    for i in range(count):
+        lines += [
+            f"  c{i:02d}:",
+            f"    names: [c{i:02d}.example.test]",
+            f"    challenge: {{type: http-01, webroot: {tmp_path / 'www'}}}",
+        ]
+        if hook:
+            lines += [f"    deploy: {{hook: {hook}, endpoints: none, endpoints_reason: test}}"]
+    return "\n".join(lines) + "\n"
+
+
+def test_orders_overlap_up_to_the_cap_and_a_failure_holds_back_no_other(tmp_path: Path) -> None:
+    cfg = config.parse(fleet(tmp_path, 12, concurrency=8, max_orders=3), tmp_path / "c.yaml")
+    issuer = CountingIssuer(together=3, broken={"c05"})
+    report = api.renew(cfg, issuer=issuer)
+    assert not issuer.barrier.broken  # three orders really were in flight at once
+    assert issuer.most == 3  # and never more than ca.max_orders, with 8 workers
+    assert [r.name for r in report.results] == [f"c{i:02d}" for i in range(12)]
+    outcomes = {r.name: r.outcome for r in report.results}
+    assert outcomes.pop("c05") is Outcome.FAILED_BEFORE_SWAP
+    assert set(outcomes.values()) == {Outcome.RENEWED}
+    history = [
+        json.loads(x) for x in (tmp_path / "state" / "history.jsonl").read_text().split("\n") if x
+    ]
+    names = [c["name"] for c in history[-1]["certificates"]]
+    assert names == [f"c{i:02d}" for i in range(12)]  # the audit line in the configured order
+
+
+def test_concurrency_one_works_through_them_one_by_one(tmp_path: Path) -> None:
+    cfg = config.parse(fleet(tmp_path, 4, concurrency=1, max_orders=4), tmp_path / "c.yaml")
+    issuer = CountingIssuer(together=1, broken=set())
+    report = api.renew(cfg, issuer=issuer)
+    assert issuer.most == 1
+    assert all(r.outcome is Outcome.RENEWED for r in report.results)
+
+
+def test_deploys_never_overlap(tmp_path: Path) -> None:
+    """Hooks touch the web server: with 6 workers, each hook still runs alone (the
+    hook takes a lock file with O_EXCL and fails if another holds it)."""
+    hook = tmp_path / "hook.sh"
+    hook.write_text(
+        "#!/bin/sh\nset -e\n"
+        f"( set -C; : > {tmp_path}/busy ) || exit 9\n"  # another deploy is running
+        f"echo $CERTAGENT_CERT_NAME >> {tmp_path}/order\n"
+        f"rm {tmp_path}/busy\n"
+    )
+    hook.chmod(0o755)
+    cfg = config.parse(fleet(tmp_path, 8, 6, 4, hook=f"[{hook}]"), tmp_path / "c.yaml")
+    report = api.renew(cfg, issuer=CountingIssuer(together=4, broken=set()))
+    assert [r.outcome for r in report.results] == [Outcome.RENEWED] * 8, [
+        r.error for r in report.results
+    ]
+    assert len((tmp_path / "order").read_text().split()) == 8
+
+
+@pytest.mark.parametrize("value", [0, 65, "x"])
+def test_concurrency_is_bounded(tmp_path: Path, value: object) -> None:
+    text = fleet(tmp_path, 1, 1, 1).replace("concurrency: 1", f"concurrency: {value}")
+    with pytest.raises(ConfigError, match=r"policy\.concurrency"):
+        config.parse(text, tmp_path / "c.yaml")
