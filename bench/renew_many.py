@@ -7,6 +7,7 @@ Target (issue 2): 20 certificates under 5 s.  Usage: bench/renew_many.py [N] [RO
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -19,6 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from testbed.pebble import Pebble
 
 
+CONCURRENCY = int(os.environ.get("CONCURRENCY", "4"))
+MAX_ORDERS = int(os.environ.get("MAX_ORDERS", "4"))
+
+
 def config(work: Path, pebble: Pebble, count: int, round_no: int) -> Path:
     lines = [
         f"state_dir: {work / f'state{round_no}'}",
@@ -26,6 +31,8 @@ def config(work: Path, pebble: Pebble, count: int, round_no: int) -> Path:
         f"  directory: {pebble.directory_url}",
         "  agree_tos: true",
         f"  trust_roots: [{pebble.tls_root}]",
+        f"  max_orders: {MAX_ORDERS}",
+        f"policy: {{concurrency: {CONCURRENCY}}}",
         "certificates:",
     ]
     for i in range(count):
