@@ -109,23 +109,25 @@ def renew(
         ctx.rehearse = _rehearsal(config, solvers, clock, staging_issuer)
         ctx.order_slots = threading.Semaphore(config.ca.max_orders)
 
-        def one(i: int, spec: CertSpec) -> CertResult:
+        def one(i: int, spec: CertSpec) -> CertResult | pipeline.Ready:
             own = ctx
             if progress is not None:
                 own = replace(ctx, progress=_labelled(progress, f"[{i}/{len(specs)}] {spec.name}"))
                 own.progress(spec.name, "planning")
             try:
-                return pipeline.renew_one(own, spec, force)
+                return pipeline.prepare(own, spec, force)
             except Exception as exc:  # this certificate's failure; the others go on
                 return pipeline.failed(own, spec, exc)
 
         try:
             workers = min(config.policy.concurrency, len(specs))
             if workers <= 1:
-                results = [one(i, spec) for i, spec in enumerate(specs, 1)]
+                prepared = [one(i, spec) for i, spec in enumerate(specs, 1)]
             else:  # the report stays in the configured order, whatever finishes first
                 with ThreadPoolExecutor(workers, thread_name_prefix="renew") as pool:
-                    results = list(pool.map(one, range(1, len(specs) + 1), specs))
+                    prepared = list(pool.map(one, range(1, len(specs) + 1), specs))
+            # Then the deploys, one web server at a time; those that share one together.
+            results = pipeline.apply_all(ctx, prepared)
         finally:
             solvers.close()
         report = Report("renew", started, clock.now(), tuple(results))

@@ -607,6 +607,7 @@ def _deploy(ctx: _Ctx, v: Value, names: tuple[str, ...]) -> DeploySpec:
         trust_roots=_roots(ctx, s, m, v),
         min_free_bytes=s.get(ctx, m, "min_free_mb") * 1024 * 1024,
         unwatched=unwatched,
+        group=s.get(ctx, m, "group"),
     )
 
 

@@ -355,6 +355,18 @@ DEPLOY = Section(
     ),
     Key("trust_roots", PATHS, (), _ROOTS_DOC),
     Key(
+        "group",
+        Bool(),
+        True,
+        "deploy together with the other certificates due in the same run that have the "
+        "same `test` and `hook` (one web server): candidates staged, one config test with "
+        "all of them in view, all swapped, one reload, every endpoint verified at once; "
+        "if any fails, every member is rolled back with one reload, and those that did "
+        "not fail are deployed again without it. The group's hook and test see "
+        "`CERTAGENT_GROUP` (the names) and the first member's own variables: `false` "
+        "for a hook that must run once per certificate",
+    ),
+    Key(
         "min_free_mb",
         Count(1, 1 << 24),
         16,

@@ -106,6 +106,8 @@ def render_configs(
 
 
 class Deployer:
+    groups = True  # certificates sharing a test and hook may be deployed together
+
     def __init__(
         self,
         store: Store,
@@ -213,11 +215,12 @@ class Deployer:
         """Where `step` (verify, verify-old) checks what is served: the configured endpoints."""
         return _need(spec).endpoints
 
-    def preflight(self, spec: CertSpec, release: Release) -> list[str]:
-        """Every reason not to swap, all at once."""
+    def preflight(self, spec: CertSpec, release: Release, test: bool = True) -> list[str]:
+        """Every reason not to swap, all at once (`test`: the config test too; a group
+        runs one test for all its members instead)."""
         deploy = _need(spec)
         problems = []
-        if deploy.test is not None:
+        if deploy.test is not None and test:
             result = self.config_test(spec, release)
             if not result.ok:
                 problems.append(f"config test failed: {result.describe()}")
@@ -253,16 +256,27 @@ class Deployer:
         or, for a destination that does not exist yet, its directory replaced by a copy
         holding the candidate (subdirectories bound through). Nothing outside that
         namespace changes. Without root the test sees the live files, and says so."""
+        return self.test_candidates([(spec, release)])
+
+    def test_candidates(self, members: Sequence[tuple[CertSpec, Release]]) -> RunResult:
+        """The first member's config test, run once with every member's candidates in
+        view (one member: its own; a group sharing a web server: all of them)."""
+        spec, release = members[0]
         deploy = _need(spec)
         assert deploy.test is not None  # noqa: S101 - called only with a test
         gate = self.store.root / "gate" / release.release_id
         view = None
         if os.geteuid() == 0 and self.can_unshare():
-            view = candidate_view(deploy, release, gate)
+            candidates = {
+                t.dest: r.path / RENDERED / t.dest.name for s, r in members
+                for t in _need(s).templates
+            }  # fmt: skip
+            view = candidate_view(candidates, gate)
+        env = {"CERTAGENT_GROUP": " ".join(s.name for s, _ in members)} if len(members) > 1 else {}
         try:
             if view is None:
-                return self.run_command(deploy.test, spec, release, "test")
-            return self.run_command(deploy.test, spec, release, "test", wrap=view)
+                return self.run_command(deploy.test, spec, release, "test", extra=env)
+            return self.run_command(deploy.test, spec, release, "test", wrap=view, extra=env)
         finally:
             shutil.rmtree(gate, ignore_errors=True)
 
@@ -314,15 +328,26 @@ class Deployer:
             self.store.current_link(spec.name).unlink()
         return notes
 
-    def reload(self, spec: CertSpec, release: Release, action: str, steps: Steps) -> None:
+    def reload(
+        self,
+        spec: CertSpec,
+        release: Release,
+        action: str,
+        steps: Steps,
+        group: Sequence[str] = (),
+    ) -> None:
+        """The post-run hook; `group`: the names of a group it reloads for at once."""
         hook = _need(spec).hook
         if hook is None:
             return
         name = "reload" if action == "deploy" else "reload-old"
+        extra = {"CERTAGENT_GROUP": " ".join(group)} if group else {}
         with steps.step(name) as notes:
-            result = self.run_command(hook, spec, release, action)
+            result = self.run_command(hook, spec, release, action, extra=extra)
             if not result.ok:
                 raise DeployFailed(f"post-run hook {result.describe()}")
+            if group:
+                notes.append(f"once for {len(group)} certificates: {' '.join(group)}")
             notes.append(result.output.strip()[-500:])
 
     def verify(self, spec: CertSpec, release: Release, steps: Steps, name: str = "verify") -> None:
@@ -348,6 +373,7 @@ class Deployer:
         release: Release,
         action: str,
         wrap: Sequence[str] = (),
+        extra: Mapping[str, str] | None = None,
     ) -> RunResult:
         deploy = _need(spec)
         config = (
@@ -359,21 +385,20 @@ class Deployer:
             .replace("{name}", spec.name)
             for a in command.argv
         ]
-        env = hook_env(command, spec, release, action, self.stage)
+        env = {**hook_env(command, spec, release, action, self.stage), **(extra or {})}
         return self.run([*wrap, *argv], command.timeout, env)
 
 
-def candidate_view(deploy: DeploySpec, release: Release, scratch: Path) -> list[str] | None:
+def candidate_view(candidates: Mapping[Path, Path], scratch: Path) -> list[str] | None:
     """An argv prefix that runs a command in a private mount namespace where every
-    destination shows the release's candidate file (see Deployer.config_test).
+    destination shows its candidate file (see Deployer.config_test).
 
     A directory holding a destination that does not exist yet is replaced by a copy
     (its other entries copied, its subdirectories bound through) in which every
     destination of that directory is a link to its candidate; elsewhere each existing
     destination is bind-mounted over by its candidate."""
-    if not deploy.templates or shutil.which("unshare") is None:
+    if not candidates or shutil.which("unshare") is None:
         return None
-    candidates = {t.dest: release.path / RENDERED / t.dest.name for t in deploy.templates}
     copied = {dest.parent for dest in candidates if not dest.is_file()}
     lines = ["set -e"]
     for dest, candidate in candidates.items():

@@ -192,6 +192,8 @@ class FailoverDeployer(Deployer):
     """The deployer of a keepalived node. `master`: gate, peer first, then here.
     Not `master` (receiving from the MASTER): a plain deploy checked on this node."""
 
+    groups = False  # the peer-first rollout goes certificate by certificate
+
     def __init__(
         self,
         store: Store,

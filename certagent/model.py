@@ -111,6 +111,7 @@ class DeploySpec:
     trust_roots: tuple[Path, ...] = ()
     min_free_bytes: int = 16 * 1024 * 1024
     unwatched: str | None = None  # `endpoints: none`: why nothing can be probed
+    group: bool = True  # deployed with the others of the same test and hook: one reload
 
 
 @dataclass(frozen=True)

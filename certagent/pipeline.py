@@ -192,8 +192,28 @@ class Attempt:
         return _result(self.spec, outcome, self.decision, self.steps, live, error, code)
 
 
+@dataclass
+class Ready:
+    """A staged release waiting for its deploy (or only its commit)."""
+
+    attempt: Attempt
+    release: Release
+    current: Release | None
+    state: CertState
+
+
 def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
     """Plan again (we hold the lock), then order or retry, stage and deploy if due."""
+    prepared = prepare(ctx, spec, force)
+    if isinstance(prepared, CertResult):
+        return prepared
+    with ctx.serial:
+        return apply(prepared.attempt, prepared.release, prepared.current, prepared.state)
+
+
+def prepare(ctx: Context, spec: CertSpec, force: bool) -> CertResult | Ready:
+    """Everything up to the deploy: plan, the keepalived gate, the rehearsal, the order
+    (or a retry of a kept release) and the stage. A result when it ends here."""
     steps = Steps(ctx.clock)
     snap = repair(ctx, spec, steps)  # the store read once (again only after a repair)
     state = snap.state
@@ -232,8 +252,57 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
             release = kept or _order_and_stage(ctx, spec, attempt.steps, current, reuse)
     except CertagentError as exc:
         return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
-    with ctx.serial:
-        return apply(attempt, release, current, state)
+    return Ready(attempt, release, current, state)
+
+
+def apply_all(ctx: Context, prepared: Sequence[CertResult | Ready]) -> list[CertResult]:
+    """Deploy what was staged, in the configured order: certificates sharing a web
+    server (the same test and hook, `deploy.group`) together, with one config test and
+    one reload (grouped.py); the others one by one. Results in the order given."""
+    groups: dict[tuple[object, ...], list[Ready]] = {}
+    for item in prepared:
+        if isinstance(item, Ready):
+            groups.setdefault(_group_key(ctx, item.attempt.spec, id(item)), []).append(item)
+    done: dict[int, CertResult] = {}
+    for members in groups.values():
+        try:
+            if len(members) == 1:
+                r = members[0]
+                done[id(r)] = apply(r.attempt, r.release, r.current, r.state)
+            else:
+                done.update(zip(map(id, members), apply_group(ctx, members), strict=True))
+        except Exception as exc:  # these certificates' failure; the others go on
+            for r in members:
+                if id(r) not in done:
+                    done[id(r)] = failed(ctx, r.attempt.spec, exc)
+    return [item if isinstance(item, CertResult) else done[id(item)] for item in prepared]
+
+
+def _group_key(ctx: Context, spec: CertSpec, alone: int) -> tuple[object, ...]:
+    deploy = spec.deploy
+    if deploy is None or not deploy.group or deploy.hook is None or not ctx.deployer.groups:
+        return ("alone", alone)
+    return ("group", deploy.test, deploy.hook)
+
+
+def apply_group(ctx: Context, members: Sequence[Ready]) -> list[CertResult]:
+    """Deploy members of one group at once (grouped.deploy_group) and record each."""
+    from .grouped import Member, deploy_group
+
+    ctx.progress(members[0].attempt.spec.name, f"deploying a group of {len(members)}")
+    group = [Member(r.attempt.spec, r.release, r.current, r.state, r.attempt.steps)
+             for r in members]  # fmt: skip
+    deploy_group(ctx.deployer, group)
+    results = []
+    for r, m in zip(members, group, strict=True):
+        if m.error is not None:  # refused before the swap: nothing live changed
+            state = replace(m.state, failed_release=r.release.release_id)
+            results.append(r.attempt.record(Outcome.FAILED_BEFORE_SWAP, state, r.current, m.error))
+            continue
+        outcome = m.outcome or Outcome.BROKEN
+        live = r.release if outcome is Outcome.RENEWED else ctx.store.current(r.attempt.spec.name)
+        results.append(r.attempt.record(outcome, m.state, live))
+    return results
 
 
 def repair(ctx: Context, spec: CertSpec, steps: Steps) -> Snapshot:

@@ -93,6 +93,36 @@ class Nginx:
         self.server.wait_until(port_open("127.0.0.1", last), what=f"port {last}")
         return self
 
+    @property
+    def sites(self) -> Path:
+        return self.prefix / "sites"
+
+    def start_including(self) -> Nginx:
+        """A main nginx.conf that includes `sites/*.conf` (where certagent renders one
+        server block per certificate) beside a default server with the bootstrap
+        certificate: many certificates, one web server."""
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        self.sites.mkdir(exist_ok=True)
+        ca = pki.make_ca("bootstrap")
+        cert, key = pki.issue(ca, list(self.names))
+        pki.write(self.prefix / "bootstrap.pem", cert)
+        pki.write(self.prefix / "bootstrap.key", key, 0o600)
+        self.conf.write_text(
+            f"pid {self.pid_file};\nerror_log {self.prefix / 'error.log'};\n"
+            "worker_processes 1;\nworker_shutdown_timeout 5s;\n"
+            "events { worker_connections 256; }\n"
+            "http {\n  access_log off;\n"
+            f"  server {{ listen 127.0.0.1:{self.port} ssl default_server;\n"
+            f"    ssl_certificate {self.prefix / 'bootstrap.pem'};\n"
+            f"    ssl_certificate_key {self.prefix / 'bootstrap.key'};\n"
+            "    location / { return 200 'bootstrap'; } }\n"
+            f"  include {self.sites}/*.conf;\n"
+            "}\n"
+        )
+        self.server = Server(self.argv("-g", "daemon off;"), self.prefix / "stdout.log")
+        self.server.wait_until(port_open("127.0.0.1", self.port), what=f"port {self.port}")
+        return self
+
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()

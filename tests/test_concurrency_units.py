@@ -99,23 +99,40 @@ def test_concurrency_one_works_through_them_one_by_one(tmp_path: Path) -> None:
     assert all(r.outcome is Outcome.RENEWED for r in report.results)
 
 
-def test_deploys_never_overlap(tmp_path: Path) -> None:
-    """Hooks touch the web server: with 6 workers, each hook still runs alone (the
-    hook takes a lock file with O_EXCL and fails if another holds it)."""
+def _hook(tmp_path: Path) -> Path:
+    """A hook that fails if another deploy's hook is running (a lock file taken with
+    O_EXCL), and logs the certificate and the group it runs for."""
     hook = tmp_path / "hook.sh"
     hook.write_text(
         "#!/bin/sh\nset -e\n"
-        f"( set -C; : > {tmp_path}/busy ) || exit 9\n"  # another deploy is running
-        f"echo $CERTAGENT_CERT_NAME >> {tmp_path}/order\n"
+        f"( set -C; : > {tmp_path}/busy ) || exit 9\n"
+        f'echo "$CERTAGENT_CERT_NAME:$CERTAGENT_GROUP" >> {tmp_path}/order\n'
         f"rm {tmp_path}/busy\n"
     )
     hook.chmod(0o755)
+    return hook
+
+
+def test_certificates_sharing_a_hook_are_reloaded_once(tmp_path: Path) -> None:
+    hook = _hook(tmp_path)
     cfg = config.parse(fleet(tmp_path, 8, 6, 4, hook=f"[{hook}]"), tmp_path / "c.yaml")
     report = api.renew(cfg, issuer=CountingIssuer(together=4, broken=set()))
+    assert [r.outcome for r in report.results] == [Outcome.RENEWED] * 8
+    group = " ".join(f"c{i:02d}" for i in range(8))
+    assert (tmp_path / "order").read_text().split("\n")[:-1] == [f"c00:{group}"]
+
+
+def test_deploys_never_overlap(tmp_path: Path) -> None:
+    """`group: false`: one hook per certificate, each alone, with 6 workers ordering."""
+    hook = _hook(tmp_path)
+    text = fleet(tmp_path, 8, 6, 4, hook=f"[{hook}]").replace(
+        "endpoints: none", "group: false, endpoints: none"
+    )
+    report = api.renew(config.parse(text, tmp_path / "c.yaml"), issuer=CountingIssuer(4, set()))
     assert [r.outcome for r in report.results] == [Outcome.RENEWED] * 8, [
         r.error for r in report.results
     ]
-    assert len((tmp_path / "order").read_text().split()) == 8
+    assert sorted((tmp_path / "order").read_text().split()) == [f"c{i:02d}:" for i in range(8)]
 
 
 @pytest.mark.parametrize("value", [0, 65, "x"])

@@ -202,7 +202,8 @@ def test_candidate_view_shows_every_candidate_in_a_mixed_directory(tmp_path: Pat
                                    TemplateSpec("y", live / "b.conf")))  # fmt: skip
     now = dt.datetime.now(dt.UTC)
     release = Release("www", "r1", release_dir, ("w",), KeyType.EC_P256, now, now, "ab", "CN")
-    view = candidate_view(deploy, release, tmp_path / "scratch")
+    candidates = {t.dest: release.path / "rendered" / t.dest.name for t in deploy.templates}
+    view = candidate_view(candidates, tmp_path / "scratch")
     assert view is not None
     files = [str(live / n) for n in ("a.conf", "b.conf", "other.conf", "sub/inc.conf")]
     result = system.run([*view, "cat", *files], 10, {})
