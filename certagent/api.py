@@ -109,23 +109,45 @@ def renew(
         ctx.rehearse = _rehearsal(config, solvers, clock, staging_issuer)
         ctx.order_slots = threading.Semaphore(config.ca.max_orders)
 
-        def one(i: int, spec: CertSpec) -> CertResult | pipeline.Ready:
-            own = ctx
-            if progress is not None:
-                own = replace(ctx, progress=_labelled(progress, f"[{i}/{len(specs)}] {spec.name}"))
-                own.progress(spec.name, "planning")
+        def own(i: int, spec: CertSpec) -> pipeline.Context:
+            if progress is None:
+                return ctx
+            label = _labelled(progress, f"[{i}/{len(specs)}] {spec.name}")
+            return replace(ctx, progress=label)
+
+        def first(i: int, spec: CertSpec) -> CertResult | pipeline.Surveyed:
+            mine = own(i, spec)
+            mine.progress(spec.name, "planning")
             try:
-                return pipeline.prepare(own, spec, force)
+                return pipeline.survey(mine, spec, force)
             except Exception as exc:  # this certificate's failure; the others go on
-                return pipeline.failed(own, spec, exc)
+                return pipeline.failed(mine, spec, exc)
+
+        def rest(
+            i: int, spec: CertSpec, surveyed: pipeline.Surveyed
+        ) -> CertResult | pipeline.Ready:
+            mine = own(i, spec)
+            try:
+                return pipeline.proceed(mine, spec, force, surveyed)
+            except Exception as exc:  # this certificate's failure; the others go on
+                return pipeline.failed(mine, spec, exc)
 
         try:
-            workers = min(config.policy.concurrency, len(specs))
+            # What needs no network is planned one by one (a no-op run ends here); the
+            # rest is worked on concurrently; the report keeps the configured order.
+            surveyed = [first(i, spec) for i, spec in enumerate(specs, 1)]
+            todo = [(i, s) for i, s in enumerate(surveyed) if isinstance(s, pipeline.Surveyed)]
+            more: dict[int, CertResult | pipeline.Ready] = {}
+            workers = min(config.policy.concurrency, len(todo))
             if workers <= 1:
-                prepared = [one(i, spec) for i, spec in enumerate(specs, 1)]
-            else:  # the report stays in the configured order, whatever finishes first
+                more = {i: rest(i + 1, specs[i], s) for i, s in todo}
+            else:
                 with ThreadPoolExecutor(workers, thread_name_prefix="renew") as pool:
-                    prepared = list(pool.map(one, range(1, len(specs) + 1), specs))
+                    done = pool.map(lambda t: rest(t[0] + 1, specs[t[0]], t[1]), todo)
+                    more = dict(zip((i for i, _ in todo), done, strict=True))
+            prepared = [
+                more[i] if isinstance(s, pipeline.Surveyed) else s for i, s in enumerate(surveyed)
+            ]
             # Then the deploys, one web server at a time; those that share one together.
             results = pipeline.apply_all(ctx, prepared)
         finally:

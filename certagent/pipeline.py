@@ -211,11 +211,41 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
         return apply(prepared.attempt, prepared.release, prepared.current, prepared.state)
 
 
+@dataclass
+class Surveyed:
+    """What the store says of one certificate, read once; more work is ahead."""
+
+    snap: Snapshot
+    steps: Steps
+
+
 def prepare(ctx: Context, spec: CertSpec, force: bool) -> CertResult | Ready:
     """Everything up to the deploy: plan, the keepalived gate, the rehearsal, the order
     (or a retry of a kept release) and the stage. A result when it ends here."""
+    first = survey(ctx, spec, force)
+    return first if isinstance(first, CertResult) else proceed(ctx, spec, force, first)
+
+
+def survey(ctx: Context, spec: CertSpec, force: bool) -> CertResult | Surveyed:
+    """The part without the network: repair the store and plan. A certificate that is
+    not due, and whose renewal information need not be asked for now, ends here (the
+    no-op run: cheap, so it is done one by one before any thread is started)."""
     steps = Steps(ctx.clock)
     snap = repair(ctx, spec, steps)  # the store read once (again only after a repair)
+    state, current = snap.state, snap.current
+    ask = current is not None and ctx.issuer is not None and _window_due(ctx, state)
+    if state.pending is None and not ask:
+        now = ctx.clock.now()
+        decision = plan.decide(spec, current, state, ctx.config.policy, now, force, snap.damaged)
+        if not decision.due:
+            return _result(spec, Outcome.SKIPPED, decision, steps, current)
+    return Surveyed(snap, steps)
+
+
+def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> CertResult | Ready:
+    """The rest of `prepare`: the end of an interrupted deploy, the CA's renewal window,
+    and for a due certificate the gate, the rehearsal, the order and the stage."""
+    snap, steps = surveyed.snap, surveyed.steps
     state = snap.state
     if state.pending is not None:
         with ctx.serial:
@@ -585,6 +615,11 @@ ARI_NONE = dt.timedelta(days=1)  # how often to ask again a CA that offers no AR
 ARI_RETRY = dt.timedelta(hours=1)  # after the CA could not be asked
 
 
+def _window_due(ctx: Context, state: CertState) -> bool:
+    """Whether the CA's renewal window is to be asked for now (RFC 9773 section 4.3)."""
+    return state.ari_next is None or ctx.clock.now() >= state.ari_next
+
+
 def _refresh_window(
     ctx: Context, spec: CertSpec, current: Release, issuer: Issuer, state: CertState
 ) -> CertState:
@@ -592,7 +627,7 @@ def _refresh_window(
     section 4.3), and a CA that offers none once a day: a run with nothing due then
     sends nothing to the CA at all. A failure only means we plan without it."""
     now = ctx.clock.now()
-    if state.ari_next is not None and now < state.ari_next:
+    if not _window_due(ctx, state):
         return state
     try:
         window = issuer.renewal_window((current.path / "cert.pem").read_bytes())
