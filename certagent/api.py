@@ -12,26 +12,20 @@ Side effects: filesystem (state dir), network (through the issuer).
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, pipeline, plan
 from .challenges import Solvers
 from .deploy import Steps
 from .errors import CertagentError, GateRefused, UsageError
-from .health import Health, health
 from .model import CertResult, CertSpec, Config, Decision, Outcome, Report, iso
-from .monitoring import (
-    CheckReport,
-    Thresholds,
-    check,
-    check_endpoint,
-    check_targets,
-)
 from .pipeline import Issuer, Progress
 from .store import Store
 from .system import Clock, SystemClock
@@ -49,7 +43,26 @@ from .wiring import (
     select,
 )
 
+if TYPE_CHECKING:  # re-exported below, imported on first use: `status` needs neither
+    from .health import Health, health
+    from .monitoring import CheckReport, Thresholds, check, check_endpoint, check_targets
+
 log = logging.getLogger(__name__)
+_LAZY = {
+    "Health": "health", "health": "health", "CheckReport": "monitoring",
+    "Thresholds": "monitoring", "check": "monitoring", "check_endpoint": "monitoring",
+    "check_targets": "monitoring",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """The check and health entry points, imported when first asked for (PEP 562):
+    they bring ssl, sockets and cryptography, which `status` and `plan` do not need."""
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __package__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CheckReport", "Health", "StatusRow", "Thresholds", "acme_issuer", "check",
@@ -154,6 +167,7 @@ def renew(
             solvers.close()
         report = Report("renew", started, clock.now(), tuple(results))
         finish(config, store, report, clock)
+        store.save_index([c.name for c in config.certificates])
     return report
 
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import http.server
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import ChallengeFailed
+
+if TYPE_CHECKING:
+    import http.server
 from .model import ChallengeSpec, Http01Standalone, Http01Webroot
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,8 @@ class StandaloneSolver:
             self._thread = None
 
     def _start(self, domain: str) -> None:
+        import http.server  # deferred: only a standalone listener needs it
+
         tokens = self._tokens
 
         class Handler(http.server.BaseHTTPRequestHandler):

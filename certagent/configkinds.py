@@ -32,6 +32,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ONE_LINE = r"^[^\x00-\x1f\x7f]+$"
 _UNSET: Any = object()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -130,7 +131,7 @@ class Word(Text):
 
     def convert(self, ctx: Checker, v: Value) -> str | None:
         s = super().convert(ctx, v)
-        if s is not None and any(ord(c) < 32 or ord(c) == 127 for c in s):
+        if s is not None and _CONTROL.search(s):
             ctx.error(v, f"expected one line without control characters, got {s!r}")
             return None
         return s

@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from . import crypto, plan
+from . import plan
 from .challenges import Solver
 from .deploy import Deployer, Steps, render_configs
 from .errors import CertagentError, GateRefused, RehearsalFailed
@@ -37,6 +37,9 @@ from .model import (
 )
 from .store import BUNDLE_FILE, KEY_FILE, Snapshot, Store
 from .system import Clock
+
+if TYPE_CHECKING:
+    from . import crypto
 
 log = logging.getLogger(__name__)
 
@@ -461,6 +464,8 @@ def _order_and_stage(
     current: Release | None = None,
     key_source: Release | None = None,
 ) -> Release:
+    from . import crypto  # deferred: status and plan need no cryptography
+
     issuer = ctx.issuer
     if issuer is None:
         raise StageError("no CA is configured for this run")
@@ -492,6 +497,8 @@ def _order_and_stage(
 
 def _order_key(spec: CertSpec, current: Release | None, notes: list[str]) -> crypto.PrivateKey:
     """A new key, unless `reuse_key` asks for the current one (same type, readable)."""
+    from . import crypto  # deferred: status and plan need no cryptography
+
     if spec.reuse_key and current is not None and current.key_type == spec.key_type:
         try:
             key = crypto.load_key((current.path / KEY_FILE).read_bytes())
@@ -507,6 +514,8 @@ def _kept_issuance(ctx: Context, spec: CertSpec, steps: Steps) -> Release | None
     """A certificate an earlier run was issued but never staged (a stage that failed, a
     kill): staged now instead of a new order, if it still fits the spec and is far from
     expiry. Unusable ones are left on disk for the operator, never deleted here."""
+    from . import crypto  # deferred: status and plan need no cryptography
+
     now = ctx.clock.now()
     for kept in ctx.store.issued(spec.name):  # newest first
         try:
@@ -531,6 +540,8 @@ def _kept_issuance(ctx: Context, spec: CertSpec, steps: Steps) -> Release | None
 
 def restage(ctx: Context, spec: CertSpec, old: Release, steps: Steps) -> Release:
     """The same key and certificate as a new release, with configs rendered afresh."""
+    from . import crypto  # deferred: status and plan need no cryptography
+
     with steps.step("stage", f"re-staged from {old.release_id}, no new order") as notes:
         key = crypto.load_key((old.path / KEY_FILE).read_bytes())
         fullchain = (old.path / "fullchain.pem").read_bytes()
@@ -543,6 +554,8 @@ def stage(
     ctx: Context, spec: CertSpec, key: crypto.PrivateKey, fullchain: bytes, ca: str
 ) -> Release:
     """Check what the CA sent against what we asked for, then write one immutable release."""
+    from . import crypto  # deferred: status and plan need no cryptography
+
     try:
         chain = crypto.split_pem_chain(fullchain)
     except ValueError as exc:

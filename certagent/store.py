@@ -33,6 +33,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import stat
@@ -43,7 +44,10 @@ from typing import Any
 
 from . import trust
 from .errors import LockHeld, StoreError
+from .index import Index, signature
 from .model import CertState, KeyType, Release, RenewalWindow
+
+log = logging.getLogger(__name__)
 
 KEY_FILE = "privkey.pem"
 BUNDLE_FILE = "bundle.pem"  # fullchain + key in one file, for haproxy and the like
@@ -149,6 +153,9 @@ class Store:
         self.group = group
         self.dir_mode = 0o750 if group is not None else 0o700
         self.secret_mode = 0o640 if group is not None else 0o600
+        self.index = Index(root)  # a cache of per-certificate reads (index.py)
+        self._cert_dirs: dict[str, Path] = {}
+        self._links: dict[str, Path] = {}
 
     def _dir(self, path: Path) -> None:
         make_private_dir(path, self.group)
@@ -195,10 +202,16 @@ class Store:
     # -- releases -------------------------------------------------------------------
 
     def cert_dir(self, name: str) -> Path:
-        return self.root / "certs" / name
+        folder = self._cert_dirs.get(name)
+        if folder is None:  # made once per certificate: a run over 1000 asks often
+            folder = self._cert_dirs[name] = self.root / "certs" / name
+        return folder
 
     def current_link(self, name: str) -> Path:
-        return self.cert_dir(name) / "current"
+        link = self._links.get(name)
+        if link is None:
+            link = self._links[name] = self.cert_dir(name) / "current"
+        return link
 
     def write_release(
         self, name: str, files: Mapping[str, bytes], meta: Mapping[str, Any], release_id: str
@@ -273,7 +286,7 @@ class Store:
         parts = Path(target).parts
         if len(parts) != 2 or parts[0] != "releases" or parts[1].startswith("."):
             raise StoreError(f"{link} points outside the releases: {target}")
-        return self._read_release(name, link.parent / target)
+        return self._read_release(name, link.parent / target, live=target)
 
     def release(self, name: str, release_id: str) -> Release:
         rel = self._read_release(name, self.cert_dir(name) / "releases" / release_id)
@@ -385,14 +398,27 @@ class Store:
         SHA-256 recorded at staging; a release without digests is parsed instead."""
         if not release.digests:
             return _parse_damage(release.path)
-        for fname, digest in release.digests.items():
+        paths = [f"{release.path}/{fname}" for fname in release.digests]
+        now = dt.datetime.now(dt.UTC)
+        if self.index.verified(release.cert_name, release.release_id, paths, now):
+            return None  # matched less than a day ago, and unchanged since
+        for path, digest in zip(paths, release.digests.values(), strict=True):
             try:
-                data = (release.path / fname).read_bytes()
+                with open(path, "rb") as f:
+                    data = f.read()
             except OSError as exc:
-                return f"{release.path / fname}: {exc.strerror}"
+                return f"{path}: {exc.strerror}"
             if hashlib.sha256(data).hexdigest() != digest:
-                return f"{release.path / fname} changed since it was staged (SHA-256 differs)"
+                return f"{path} changed since it was staged (SHA-256 differs)"
+        self.index.matched(release.cert_name, release.release_id, paths, now)
         return None
+
+    def save_index(self, names: list[str]) -> None:
+        """Keep what this run read for the next (renew, under the lock)."""
+        try:
+            self.index.save(names, lambda p, b: atomic_write(p, b, self.secret_mode, self.group))
+        except OSError as exc:  # a cache: the next run reads the files themselves
+            log.warning("cannot write %s: %s", self.index.path, exc.strerror or exc)
 
     def snapshot(self, name: str) -> Snapshot:
         """Read one certificate's state and live release, saying what is wrong. Writes
@@ -466,9 +492,17 @@ class Store:
                 secret = f in SECRET_FILES or path.parent == base  # state files: 0640
                 _share(path, self.group, self.secret_mode if secret else 0o644)
 
-    def _read_release(self, name: str, path: Path) -> Release | None:
+    def _read_release(self, name: str, path: Path, live: str | None = None) -> Release | None:
+        """A release from its meta.json; `live`: it is the one `current` points at (its
+        reading is kept in the index)."""
         try:
-            meta = _read_json(path / "meta.json")
+            meta, sig = (None, None)
+            if live is not None:
+                meta, sig = self.index.meta(name, live, f"{path}/meta.json")
+            if meta is None:
+                meta = _read_json(path / "meta.json")
+                if live is not None:
+                    self.index.read_meta(name, live, sig, meta)
             digests = meta.get("sha256") or {}
             if not isinstance(digests, dict) or not all(
                 f in CHECKED_FILES and isinstance(d, str) for f, d in digests.items()
@@ -500,9 +534,12 @@ class Store:
     def read_state(self, name: str) -> CertState:
         """The certificate's state; StoreError naming the file when it is unreadable or
         of the wrong shape (never a crash: every field is checked)."""
-        path = self.cert_dir(name) / "state.json"
+        path = f"{self.cert_dir(name)}/state.json"  # a str: the no-op path makes no Path
         try:
-            raw = _read_json(path)
+            raw, sig = self.index.state(name, path)
+            if raw is None:
+                raw = _read_json(Path(path))
+                self.index.read_state(name, sig, raw)
             pending = raw.get("pending")
             if pending is not None:
                 new, old = pending  # a pair: [new release, release it replaced]
@@ -552,7 +589,9 @@ class Store:
             "revoked": list(state.revoked) if state.revoked else None,
             "ari_next": state.ari_next.isoformat() if state.ari_next else None,
         }
-        atomic_write(self.cert_dir(name) / "state.json", _dumps(raw), self.secret_mode, self.group)
+        path = self.cert_dir(name) / "state.json"
+        atomic_write(path, _dumps(raw), self.secret_mode, self.group)
+        self.index.read_state(name, signature(str(path)), raw)  # what the next run reads
 
     def read_rehearsal(self, name: str) -> tuple[str, dt.datetime, str] | None:
         """The last passing rehearsal: (inputs digest, when, staging release), or None."""

@@ -181,10 +181,9 @@ def test_full_disk_is_refused_before_ordering_and_leaves_nothing_half_written(
         issuer = LocalIssuer()
         assert api.exit_status(api.renew(cfg, issuer=issuer)) == 0
         filler = mnt / "filler"
-        with filler.open("wb") as f, pytest.raises(OSError):
+        with filler.open("wb", buffering=0) as f, pytest.raises(OSError):
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         orders = issuer.orders
         report = api.renew(cfg, force=True, issuer=issuer)
         assert issuer.orders == orders  # not one issuance spent on a full disk
