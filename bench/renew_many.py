@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from testbed.pebble import Pebble
 
-
 CONCURRENCY = int(os.environ.get("CONCURRENCY", "4"))
 MAX_ORDERS = int(os.environ.get("MAX_ORDERS", "4"))
 

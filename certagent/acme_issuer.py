@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from acme import challenges, client, errors, jws, messages
+from acme import client, errors, jws, messages
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.errors import DeserializationError
@@ -623,7 +623,7 @@ class AcmeIssuer:
     ) -> None:
         presented: list[tuple[str, str]] = []
         try:
-            pending = []
+            pending: list[tuple[messages.AuthorizationResource, messages.ChallengeBody, Any]] = []
             for authzr in orderr.authorizations:
                 domain = authzr.body.identifier.value
                 if authzr.body.status == messages.STATUS_VALID:
@@ -632,18 +632,25 @@ class AcmeIssuer:
                     raise OrderFailed(
                         self.label, f"authorization for {domain} is {authzr.body.status}"
                     )
-                challb = _http01(authzr)
+                challb = _challenge(authzr, solver.kind)
                 if challb is None:
+                    offered = ", ".join(c.chall.typ for c in authzr.body.challenges)
                     raise OrderFailed(
-                        self.label, f"the CA offers no http-01 challenge for {domain}"
+                        self.label,
+                        f"the CA offers no {solver.kind} challenge for {domain} "
+                        f"(offered: {offered or 'none'})",
                     )
                 response, validation = challb.response_and_validation(self._account_key())
                 token = challb.chall.encode("token")
                 presented.append((domain, token))
                 solver.present(domain, token, validation)
+                pending.append((authzr, challb, response))
+            # All presented: dns-01 publishes every record of the order at once and
+            # waits for them; only then is the CA asked to validate.
+            solver.ready()
+            for _, challb, response in pending:
                 acme.answer_challenge(challb, response)
-                pending.append(authzr)
-            for authzr in pending:
+            for authzr, _, _ in pending:
                 self._await_authorization(acme, authzr, deadline)
         finally:
             for domain, token in presented:
@@ -651,6 +658,10 @@ class AcmeIssuer:
                     solver.cleanup(domain, token)
                 except Exception as exc:  # cleanup must not hide the order's own outcome
                     log.warning("challenge cleanup for %s failed: %s", domain, exc)
+            try:
+                solver.finish()
+            except Exception as exc:  # the journal keeps them: the next run removes them
+                log.warning("challenge cleanup failed: %s", exc)
 
     def _await_authorization(
         self, acme: client.ClientV2, authzr: messages.AuthorizationResource, deadline: float
@@ -762,8 +773,11 @@ class AcmeIssuer:
             raise OrderFailed(self.label, f"{what}: unexpected answer from the CA: {exc}") from exc
 
 
-def _http01(authzr: messages.AuthorizationResource) -> messages.ChallengeBody | None:
-    return next((c for c in authzr.body.challenges if isinstance(c.chall, challenges.HTTP01)), None)
+def _challenge(authzr: messages.AuthorizationResource, kind: str) -> messages.ChallengeBody | None:
+    for challb in authzr.body.challenges:
+        if challb.chall.typ == kind:
+            return challb
+    return None
 
 
 def _alg(key: JWK) -> JWASignature:

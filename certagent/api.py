@@ -110,7 +110,8 @@ def renew(
     store = Store(config.state_dir, config.state_group)
     started = clock.now()
     with store.lock():
-        solvers = Solvers()
+        solvers = Solvers(config.state_dir)
+        solvers.sweep([spec.challenge for spec in config.certificates])
         ctx = _context(
             config,
             store,

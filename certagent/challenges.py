@@ -11,29 +11,49 @@ import errno
 import logging
 import os
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ChallengeFailed
 
 if TYPE_CHECKING:
     import http.server
-from .model import ChallengeSpec, Http01Standalone, Http01Webroot
+from .model import ChallengeSpec, Dns01Hook, Dns01Rfc2136, Http01Standalone, Http01Webroot
 
 log = logging.getLogger(__name__)
+Runner = Callable[[Sequence[str], float, Mapping[str, str]], Any]  # system.run
 
 PREFIX = "/.well-known/acme-challenge/"
 
 
 class Solver(Protocol):
-    """Publishes a key authorization; cleanup always runs after present."""
+    """Publishes the validation of one challenge type (`kind`) for one order:
+    `present` each, `ready` once all are presented (dns-01 publishes and waits there),
+    then the CA is asked; `cleanup` each and `finish` always follow."""
 
-    def present(self, domain: str, token: str, key_authorization: str) -> None: ...
+    kind: str
+
+    def present(self, domain: str, token: str, validation: str) -> None: ...
+
+    def ready(self) -> None: ...
 
     def cleanup(self, domain: str, token: str) -> None: ...
 
+    def finish(self) -> None: ...
 
-class WebrootSolver:
+
+class _Http01:
+    kind = "http-01"
+
+    def ready(self) -> None:
+        """Served as soon as presented."""
+
+    def finish(self) -> None:
+        """Each token is removed by its cleanup."""
+
+
+class WebrootSolver(_Http01):
     """Writes `<webroot>/.well-known/acme-challenge/<token>`.
 
     Webroots are commonly owned by the web server's user, who could plant a symlink
@@ -48,7 +68,7 @@ class WebrootSolver:
         self.webroot = webroot
         self.directory = webroot / ".well-known" / "acme-challenge"
 
-    def present(self, domain: str, token: str, key_authorization: str) -> None:
+    def present(self, domain: str, token: str, validation: str) -> None:
         name = _safe_token(token)
         try:
             folder = self._open_dir(create=True)
@@ -59,7 +79,7 @@ class WebrootSolver:
                 fd = os.open(name, flags, 0o644, dir_fd=folder)
                 try:
                     os.fchmod(fd, 0o644)  # served by the web server's user
-                    os.write(fd, key_authorization.encode("ascii"))
+                    os.write(fd, validation.encode("ascii"))
                 finally:
                     os.close(fd)
             finally:
@@ -104,7 +124,7 @@ class WebrootSolver:
         return fd
 
 
-class StandaloneSolver:
+class StandaloneSolver(_Http01):
     """A tiny HTTP server that answers only for tokens it currently holds.
 
     It starts with the first token and stays up until `close`, so that many
@@ -119,8 +139,8 @@ class StandaloneSolver:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # concurrent orders start one listener
 
-    def present(self, domain: str, token: str, key_authorization: str) -> None:
-        self._tokens[_safe_token(token)] = key_authorization
+    def present(self, domain: str, token: str, validation: str) -> None:
+        self._tokens[_safe_token(token)] = validation
         with self._lock:
             if self._server is None:
                 self._start(domain)
@@ -181,9 +201,13 @@ def _safe_token(token: str) -> str:
 class Solvers:
     """One solver per distinct challenge spec for the length of a run."""
 
-    def __init__(self) -> None:
-        self._by_spec: dict[ChallengeSpec, WebrootSolver | StandaloneSolver] = {}
+    def __init__(self, state_dir: Path | None = None, run: Runner | None = None) -> None:
+        """`state_dir`: where dns-01 keeps its journal of records not yet removed;
+        `run`: how a dns-01 hook is run (system.run)."""
+        self._by_spec: dict[ChallengeSpec, Any] = {}
         self._lock = threading.Lock()
+        self.state_dir = state_dir
+        self.run = run
 
     def for_spec(self, spec: ChallengeSpec) -> Solver:
         with self._lock:
@@ -195,9 +219,37 @@ class Solvers:
                 self._by_spec[spec] = WebrootSolver(spec.webroot)
             elif isinstance(spec, Http01Standalone):
                 self._by_spec[spec] = StandaloneSolver(spec.address, spec.port)
-        return self._by_spec[spec]
+            else:  # dns-01: dnspython only when a certificate uses it
+                from . import dns01
+
+                journal = dns01.Journal(self.state_dir)
+                if isinstance(spec, Dns01Rfc2136):
+                    self._by_spec[spec] = dns01.Rfc2136Solver(spec, journal)
+                else:
+                    if self.run is None:
+                        from .system import run as system_run
+
+                        self.run = system_run
+                    self._by_spec[spec] = dns01.HookSolver(spec, journal, self.run)
+        solver: Solver = self._by_spec[spec]
+        return solver
+
+    def sweep(self, specs: Sequence[ChallengeSpec]) -> None:
+        """Remove dns-01 records a killed run left (its journal lists them), for each
+        dns-01 way configured; a run with an empty journal imports nothing for it."""
+        if self.state_dir is None or not (self.state_dir / "dns-records.json").is_file():
+            return
+        for spec in dict.fromkeys(specs):
+            if isinstance(spec, Dns01Rfc2136 | Dns01Hook):
+                try:
+                    self.for_spec(spec)  # made once per run; it sweeps when made
+                except Exception as exc:  # this certificate's order will say it again
+                    log.warning("dns-01 leftovers not removed: %s", exc)
 
     def close(self) -> None:
         for solver in self._by_spec.values():
-            if isinstance(solver, StandaloneSolver):
-                solver.close()
+            if hasattr(solver, "close"):
+                try:
+                    solver.close()
+                except Exception as exc:  # closing must not hide the run's outcome
+                    log.warning("closing the %s solver: %s", solver.kind, exc)

@@ -32,6 +32,8 @@ from .model import (
     ChallengeSpec,
     Config,
     DeploySpec,
+    Dns01Hook,
+    Dns01Rfc2136,
     Eab,
     Email,
     Endpoint,
@@ -46,6 +48,7 @@ from .model import (
     OnBackup,
     Peer,
     Policy,
+    Propagation,
     Staging,
     StagingTarget,
     TemplateSpec,
@@ -520,7 +523,11 @@ def _certificate(ctx: _Ctx, name: str, v: Value) -> CertSpec | None:
     if isinstance(challenge, Http01Webroot | Http01Standalone):
         for dns in names:
             if dns.startswith("*."):
-                ctx.error(m["names"], f"wildcard {dns} needs dns-01; http-01 cannot validate it")
+                ctx.error(
+                    m["names"],
+                    f"wildcard {dns} needs challenge type dns-01 (rfc2136 or hook); "
+                    "http-01 cannot validate it",
+                )
     return CertSpec(
         name,
         names,
@@ -650,18 +657,43 @@ def _templates(ctx: _Ctx, v: Value) -> tuple[TemplateSpec, ...]:
 def _challenge(ctx: _Ctx, v: Value) -> ChallengeSpec | None:
     s = spec.CHALLENGE
     m = s.read(ctx, v)
-    if s.get(ctx, m, "type") is None:
+    kind = s.get(ctx, m, "type")
+    if kind is None:
         return None
-    if ("webroot" in m) == ("standalone" in m):
-        ctx.error(v, "http-01 needs exactly one of 'webroot' and 'standalone'")
+    ways = {"http-01": ("webroot", "standalone"), "dns-01": ("rfc2136", "hook")}[kind]
+    given = [k for k in ("webroot", "standalone", "rfc2136", "hook") if k in m]
+    if len(given) != 1 or given[0] not in ways:
+        ctx.error(v, f"{kind} needs exactly one of {' and '.join(repr(w) for w in ways)}"
+                  + (f" (given: {', '.join(given)})" if given else ""))  # fmt: skip
         return None
+    if kind == "http-01":
+        for key in ("nameservers", "resolver", "propagation_timeout", "ttl"):
+            if key in m:
+                ctx.error(m[key], "only for dns-01")
     if "webroot" in m:
         root = s.get(ctx, m, "webroot")
         return None if root is None else Http01Webroot(root)
-    ss = spec.STANDALONE
-    sm = ss.read(ctx, m["standalone"])
-    port = ss.get(ctx, sm, "port")
-    return None if port is None else Http01Standalone(ss.get(ctx, sm, "address"), port)
+    if "standalone" in m:
+        ss = spec.STANDALONE
+        sm = ss.read(ctx, m["standalone"])
+        port = ss.get(ctx, sm, "port")
+        return None if port is None else Http01Standalone(ss.get(ctx, sm, "address"), port)
+    propagation = Propagation(
+        nameservers=tuple(s.get(ctx, m, "nameservers")),
+        resolver=s.get(ctx, m, "resolver"),
+        timeout=s.get(ctx, m, "propagation_timeout"),
+        ttl=s.get(ctx, m, "ttl"),
+    )
+    if "hook" in m:
+        command = s.get(ctx, m, "hook")
+        return None if command is None else Dns01Hook(command, propagation)
+    r = spec.RFC2136
+    rm = r.read(ctx, m["rfc2136"])
+    server, key = r.get(ctx, rm, "server"), r.get(ctx, rm, "tsig_key_file")
+    if server is None or key is None:
+        return None
+    zone = r.get(ctx, rm, "zone")
+    return Dns01Rfc2136(server, r.get(ctx, rm, "port"), key, zone, propagation)
 
 
 def from_environment(explicit: str | None) -> Config:

@@ -263,9 +263,34 @@ POLICY = Section(
     ),
 )
 
+RFC2136 = Section(
+    Key("server", Address(), doc="the primary server that takes the updates", required=True),
+    Key("port", PORT, 53, "its port"),
+    Key(
+        "tsig_key_file",
+        AbsPath(),
+        doc='the TSIG key, in BIND\'s format (`tsig-keygen NAME > FILE`): `key "NAME" { '
+        'algorithm hmac-sha256; secret "..."; };` (hmac-sha1 to hmac-sha512 and hmac-md5 '
+        "accepted); a root-only file; the secret is never printed",
+        required=True,
+    ),
+    Key(
+        "zone",
+        Word("DNS name"),
+        doc="the zone to update; found from the SOA that answers for each record when "
+        "not given (CNAMEs followed first)",
+        default_doc="from the SOA",
+    ),
+    text="`{server, port, tsig_key_file, zone}`",
+)
+
 CHALLENGE = Section(
     Key(
-        "type", Choice("http-01", what="challenge type"), doc="the validation method", required=True
+        "type",
+        Choice("http-01", "dns-01", what="challenge type"),
+        doc="the validation method: `http-01` (`webroot` or `standalone`) or `dns-01` "
+        "(`rfc2136` or `hook`; the only one for a wildcard name)",
+        required=True,
     ),
     Key(
         "webroot",
@@ -290,7 +315,43 @@ CHALLENGE = Section(
         doc="answer http-01 from certagent's own listener: `address` (default `0.0.0.0`) "
         "and `port` (required; 80 unless a proxy forwards)",
     ),
-    one_of=(("webroot",), ("standalone",)),
+    Key(
+        "rfc2136",
+        RFC2136,
+        doc="dns-01 through RFC 2136 dynamic updates signed with TSIG (below): the TXT "
+        "records of an order are added in one update per zone, waited for once, and "
+        "removed in one update; records a killed run left are removed by the next",
+    ),
+    Key(
+        "hook",
+        COMMAND,
+        doc="dns-01 through your own program, for any DNS provider: run without a shell as "
+        "`ARGV present FQDN VALUE` and `ARGV cleanup FQDN VALUE`, with `CERTAGENT_DNS_ACTION`, "
+        "`_FQDN`, `_VALUE`, `_DOMAIN` and `_ZONE` in its environment (the shape of lego's "
+        "exec provider), within the command's timeout; a non-zero exit fails the order",
+    ),
+    Key(
+        "nameservers",
+        ListOf(HostPort(), "list of `host:port`"),
+        (),
+        "dns-01: the servers that must all serve every record before the CA is asked",
+        default_doc="the zone's NS records (port 53)",
+    ),
+    Key(
+        "resolver",
+        HostPort(),
+        doc="dns-01: the server asked for CNAMEs, zones (SOA) and NS records",
+        default_doc="`rfc2136.server`, for a hook the system's resolver",
+    ),
+    Key(
+        "propagation_timeout",
+        Duration(0, HOUR, above=True),
+        120.0,
+        "dns-01: how long every record may take to reach every authoritative server; the "
+        "error names the server that lacks it",
+    ),
+    Key("ttl", Count(1, 86400), 60, "dns-01: the TTL of the TXT records"),
+    one_of=(("webroot",), ("standalone",), ("rfc2136",), ("hook",)),
 )
 
 TEMPLATE = Section(

@@ -37,7 +37,36 @@ class Http01Standalone:
     port: int
 
 
-ChallengeSpec = Http01Webroot | Http01Standalone
+@dataclass(frozen=True)
+class Propagation:
+    """Where and how long dns-01 records are waited for before the CA is asked."""
+
+    nameservers: tuple[tuple[str, int], ...] = ()  # empty: the zone's own NS records
+    resolver: tuple[str, int] | None = None  # for CNAMEs, zones and NS; None: the system's
+    timeout: float = 120.0
+    ttl: int = 60
+
+
+@dataclass(frozen=True)
+class Dns01Rfc2136:
+    """dns-01 through RFC 2136 dynamic updates signed with a TSIG key."""
+
+    server: str
+    port: int
+    tsig_key_file: Path
+    zone: str | None = None  # None: found from the SOA
+    propagation: Propagation = Propagation()
+
+
+@dataclass(frozen=True)
+class Dns01Hook:
+    """dns-01 through the operator's program: `argv present|cleanup FQDN VALUE`."""
+
+    command: Command
+    propagation: Propagation = Propagation()
+
+
+ChallengeSpec = Http01Webroot | Http01Standalone | Dns01Rfc2136 | Dns01Hook
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ class Pebble:
     dns_port: int = field(default_factory=free_port)
     challtest_port: int = field(default_factory=free_port)
     servers: list[Server] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # e.g. PEBBLE_VA_ALWAYS_VALID for benches
+    dns_server: str | None = None  # host:port pebble's VA resolves through (a BIND), else its own
 
     @property
     def directory_url(self) -> str:
@@ -61,21 +63,24 @@ class Pebble:
         if self.validity_seconds is not None:
             cfg["pebble"]["certificateValidityPeriod"] = self.validity_seconds
         (self.workdir / "pebble.json").write_text(json.dumps(cfg, indent=2))
-        self.servers.append(
-            challtestsrv(self.workdir, self.challtest_port, self.dns_port, self.answer)
-        )
+        if self.dns_server is None:
+            self.servers.append(
+                challtestsrv(self.workdir, self.challtest_port, self.dns_port, self.answer)
+            )
         env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject)}
         if self.authz_reuse is not None:
             env["PEBBLE_AUTHZREUSE"] = str(self.authz_reuse)
         if self.alternate_roots:
             env["PEBBLE_ALTERNATE_ROOTS"] = str(self.alternate_roots)
+        env.update(self.env)
+        env = {k: v for k, v in env.items() if v}  # "" removes a default (PEBBLE_VA_NOSLEEP)
         peb = Server(
             [
                 "pebble",
                 "-config",
                 str(self.workdir / "pebble.json"),
                 "-dnsserver",
-                f"127.0.0.1:{self.dns_port}",
+                self.dns_server or f"127.0.0.1:{self.dns_port}",
             ],
             self.workdir / "pebble.log",
             env=env,

@@ -66,7 +66,7 @@ def test_good_config() -> None:
         ),
         (
             ("[api.example.test]", "['*.example.test']"),
-            "certificates.api.names (line 14): wildcard *.example.test needs dns-01",
+            "certificates.api.names (line 14): wildcard *.example.test needs challenge type dns-01",
         ),
         (
             ("[api.example.test]", "[www.example.test]"),
@@ -80,7 +80,14 @@ def test_good_config() -> None:
         ),
         (("port: 8080", "port: 99999"), "expected a port number 1-65535, got 99999"),
         (("webroot: /var/www/acme", "webroot: www"), "expected an absolute path, got 'www'"),
-        (("type: http-01, webroot", "type: dns-01, webroot"), "unknown challenge type 'dns-01'"),
+        (
+            ("type: http-01, webroot", "type: tls-alpn-01, webroot"),
+            "unknown challenge type 'tls-alpn-01'",
+        ),
+        (
+            ("type: http-01, webroot", "type: dns-01, webroot"),
+            "dns-01 needs exactly one of 'rfc2136' and 'hook' (given: webroot)",
+        ),
         (
             ("  contact: [ops@example.test]", "  contact: ops@example.test"),
             "ca.contact (line 4): expected a list, got a string",

@@ -174,6 +174,22 @@ def full_config(tmp_path: Path) -> dict[str, Any]:
                     },
                 },
             },
+            "wild": {
+                "names": ["*.wild.example.test", "wild.example.test"],
+                "challenge": {
+                    "type": "dns-01",
+                    "rfc2136": {
+                        "server": "10.0.0.53",
+                        "port": 53,
+                        "tsig_key_file": str(secret),
+                        "zone": "example.test",
+                    },
+                    "nameservers": ["10.0.0.53:53"],
+                    "resolver": "10.0.0.53:53",
+                    "propagation_timeout": "2m",
+                    "ttl": 60,
+                },
+            },
             "api": {
                 "names": ["api.example.test"],
                 "challenge": {"type": "http-01", "webroot": "/srv/acme"},
