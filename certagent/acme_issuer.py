@@ -34,7 +34,7 @@ from josepy.jwa import ES256, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from . import __version__, crypto
-from .challenges import Solver
+from .challenges import Solver, SolverFor
 from .errors import CABusy, CAUnreachable, OrderFailed
 from .model import CASpec, OrderOptions, Policy, RenewalWindow
 from .store import atomic_write
@@ -204,7 +204,7 @@ class AcmeIssuer:
     def issue(
         self,
         csr_pem: bytes,
-        solver: Solver,
+        solver: SolverFor,
         options: OrderOptions = OrderOptions(),  # noqa: B008
     ) -> bytes:
         """Order, validate and download; returns the full chain in PEM, leaf first.
@@ -284,7 +284,7 @@ class AcmeIssuer:
         side = "ahead of" if skew > 0 else "behind"
         return f"this machine's clock is {abs(skew):.0f} s {side} the CA's (check NTP)"
 
-    def _issue(self, csr_pem: bytes, solver: Solver, options: OrderOptions) -> bytes:
+    def _issue(self, csr_pem: bytes, solver: SolverFor, options: OrderOptions) -> bytes:
         with self._translated("order"):
             acme = self._account()
             profile = self._profile(acme, options.profile)
@@ -619,9 +619,14 @@ class AcmeIssuer:
     # -- order ---------------------------------------------------------------------
 
     def _authorize(
-        self, acme: client.ClientV2, orderr: messages.OrderResource, solver: Solver, deadline: float
+        self,
+        acme: client.ClientV2,
+        orderr: messages.OrderResource,
+        solver_for: SolverFor,
+        deadline: float,
     ) -> None:
-        presented: list[tuple[str, str]] = []
+        presented: list[tuple[Solver, str, str]] = []
+        used: list[Solver] = []  # each solver once, in the order first used
         try:
             pending: list[tuple[messages.AuthorizationResource, messages.ChallengeBody, Any]] = []
             for authzr in orderr.authorizations:
@@ -632,36 +637,42 @@ class AcmeIssuer:
                     raise OrderFailed(
                         self.label, f"authorization for {domain} is {authzr.body.status}"
                     )
+                name = f"*.{domain}" if authzr.body.wildcard else domain
+                solver = solver_for(name)
+                if solver not in used:
+                    used.append(solver)
                 challb = _challenge(authzr, solver.kind)
                 if challb is None:
                     offered = ", ".join(c.chall.typ for c in authzr.body.challenges)
                     raise OrderFailed(
                         self.label,
-                        f"the CA offers no {solver.kind} challenge for {domain} "
+                        f"the CA offers no {solver.kind} challenge for {name} "
                         f"(offered: {offered or 'none'})",
                     )
                 response, validation = challb.response_and_validation(self._account_key())
                 token = challb.chall.encode("token")
-                presented.append((domain, token))
+                presented.append((solver, domain, token))
                 solver.present(domain, token, validation)
                 pending.append((authzr, challb, response))
             # All presented: dns-01 publishes every record of the order at once and
             # waits for them; only then is the CA asked to validate.
-            solver.ready()
+            for solver in used:
+                solver.ready()
             for _, challb, response in pending:
                 acme.answer_challenge(challb, response)
             for authzr, _, _ in pending:
                 self._await_authorization(acme, authzr, deadline)
         finally:
-            for domain, token in presented:
+            for solver, domain, token in presented:
                 try:
                     solver.cleanup(domain, token)
                 except Exception as exc:  # cleanup must not hide the order's own outcome
                     log.warning("challenge cleanup for %s failed: %s", domain, exc)
-            try:
-                solver.finish()
-            except Exception as exc:  # the journal keeps them: the next run removes them
-                log.warning("challenge cleanup failed: %s", exc)
+            for solver in used:
+                try:
+                    solver.finish()
+                except Exception as exc:  # the journal keeps them: the next run removes them
+                    log.warning("%s cleanup failed: %s", solver.kind, exc)
 
     def _await_authorization(
         self, acme: client.ClientV2, authzr: messages.AuthorizationResource, deadline: float

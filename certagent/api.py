@@ -111,7 +111,9 @@ def renew(
     started = clock.now()
     with store.lock():
         solvers = Solvers(config.state_dir)
-        solvers.sweep([spec.challenge for spec in config.certificates])
+        solvers.sweep(
+            [c for s in config.certificates for c in (s.challenge, *s.challenges.values())]
+        )
         ctx = _context(
             config,
             store,

@@ -19,10 +19,11 @@ from .errors import ChallengeFailed
 
 if TYPE_CHECKING:
     import http.server
-from .model import ChallengeSpec, Dns01Hook, Dns01Rfc2136, Http01Standalone, Http01Webroot
+from .model import CertSpec, ChallengeSpec, Dns01Hook, Dns01Rfc2136, Http01Standalone, Http01Webroot
 
 log = logging.getLogger(__name__)
 Runner = Callable[[Sequence[str], float, Mapping[str, str]], Any]  # system.run
+SolverFor = Callable[[str], "Solver"]  # a name of the order ("*.x" for a wildcard) -> solver
 
 PREFIX = "/.well-known/acme-challenge/"
 
@@ -212,6 +213,10 @@ class Solvers:
     def for_spec(self, spec: ChallengeSpec) -> Solver:
         with self._lock:
             return self._solver(spec)
+
+    def chooser(self, cert: CertSpec) -> SolverFor:
+        """The solver of each name of a certificate (`challenges`, else `challenge`)."""
+        return lambda name: self.for_spec(cert.challenge_for(name))
 
     def _solver(self, spec: ChallengeSpec) -> Solver:
         if spec not in self._by_spec:

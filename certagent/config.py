@@ -520,14 +520,27 @@ def _certificate(ctx: _Ctx, name: str, v: Value) -> CertSpec | None:
             ctx.error(m["staging"], "a staging target rehearses a deploy: add a 'deploy' section")
         else:
             staging = _staging_target(ctx, m["staging"], deploy, names)
-    if isinstance(challenge, Http01Webroot | Http01Standalone):
-        for dns in names:
-            if dns.startswith("*."):
-                ctx.error(
-                    m["names"],
-                    f"wildcard {dns} needs challenge type dns-01 (rfc2136 or hook); "
-                    "http-01 cannot validate it",
-                )
+    per_name: dict[str, ChallengeSpec] = {}
+    if "challenges" in m:
+        for for_name, sub in (
+            spec.CERTIFICATE["challenges"].kind.convert(ctx, m["challenges"]) or {}
+        ).items():
+            key = for_name.lower().rstrip(".")
+            if key not in names:
+                ctx.error(sub, f"{for_name} is not one of this certificate's names")
+                continue
+            chosen = _challenge(ctx, sub)
+            if chosen is not None:
+                per_name[key] = chosen
+    for dns in names:
+        if dns.startswith("*.") and isinstance(
+            per_name.get(dns, challenge), Http01Webroot | Http01Standalone
+        ):
+            ctx.error(
+                m["names"],
+                f"wildcard {dns} needs challenge type dns-01 (rfc2136 or hook); "
+                "http-01 cannot validate it",
+            )
     return CertSpec(
         name,
         names,
@@ -538,6 +551,7 @@ def _certificate(ctx: _Ctx, name: str, v: Value) -> CertSpec | None:
         s.get(ctx, m, "profile"),
         s.get(ctx, m, "reuse_key"),
         s.get(ctx, m, "failover_instance"),
+        per_name,
     )
 
 

@@ -534,6 +534,19 @@ CERTIFICATE = Section(
     ),
     Key("challenge", CHALLENGE, doc="how the CA validates the names (below)", required=True),
     Key(
+        "challenges",
+        MapOf(
+            r"(\*\.)?[A-Za-z0-9.-]{1,253}",
+            CHALLENGE,
+            "mapping name → challenge",
+            what="names of this certificate to challenges",
+            bad="not a DNS name",
+        ),
+        {},
+        "a different challenge for some of the names, e.g. dns-01 for `*.example.com` and "
+        "http-01 for `example.com`; each must be one of `names`; the others use `challenge`",
+    ),
+    Key(
         "deploy",
         DEPLOY,
         doc="what a new release is deployed to (below)",

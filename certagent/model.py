@@ -189,6 +189,11 @@ class CertSpec:
     profile: str | None = None  # the CA's certificate profile to order
     reuse_key: bool = False  # renew with the current key instead of a new one
     failover_instance: str | None = None  # its keepalived instance (None: the default)
+    # per name, instead of `challenge` (a wildcard by dns-01, its apex by http-01)
+    challenges: Mapping[str, ChallengeSpec] = field(default_factory=dict)
+
+    def challenge_for(self, name: str) -> ChallengeSpec:
+        return self.challenges.get(name, self.challenge)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from . import plan
-from .challenges import Solver
+from .challenges import Solver, SolverFor
 from .deploy import Deployer, Steps, render_configs
 from .errors import CertagentError, GateRefused, RehearsalFailed
 from .model import (
@@ -48,13 +48,15 @@ class Issuer(Protocol):
     @property
     def label(self) -> str: ...
 
-    def issue(self, csr_pem: bytes, solver: Solver, options: OrderOptions) -> bytes: ...
+    def issue(self, csr_pem: bytes, solver: SolverFor, options: OrderOptions) -> bytes: ...
 
     def renewal_window(self, cert_pem: bytes) -> RenewalWindow | None: ...
 
 
 class SolverSource(Protocol):
     def for_spec(self, spec: ChallengeSpec) -> Solver: ...
+
+    def chooser(self, cert: CertSpec) -> SolverFor: ...
 
 
 class Rehearser(Protocol):
@@ -112,8 +114,9 @@ def precheck(
     that are missing, broken or use an undefined variable (rendered with a placeholder
     release), destination directories and a webroot that do not exist."""
     problems = []
-    if isinstance(spec.challenge, Http01Webroot) and not spec.challenge.webroot.is_dir():
-        problems.append(f"the webroot {spec.challenge.webroot} does not exist")
+    for challenge in dict.fromkeys((spec.challenge, *spec.challenges.values())):
+        if isinstance(challenge, Http01Webroot) and not challenge.webroot.is_dir():
+            problems.append(f"the webroot {challenge.webroot} does not exist")
     if spec.deploy is not None:
         for t in spec.deploy.templates:
             if not t.dest.parent.is_dir():
@@ -482,7 +485,7 @@ def _order_and_stage(
         replaces = (current.path / "cert.pem").read_bytes() if current is not None else None
         options = OrderOptions(spec.profile, replaces)
         with ctx.order_slots:
-            fullchain = issuer.issue(csr, ctx.solvers.for_spec(spec.challenge), options)
+            fullchain = issuer.issue(csr, ctx.solvers.chooser(spec), options)
         # Kept before anything else can fail: a stage that fails or a kill from here on
         # leaves it for the next run, which stages it instead of ordering again.
         kept = ctx.store.keep_issued(spec.name, crypto.key_pem(key), fullchain, issuer.label)

@@ -64,7 +64,11 @@ def staging_spec(spec: CertSpec, staging: Staging) -> CertSpec:
         min_free_bytes=deploy.min_free_bytes,
     )
     return replace(
-        spec, challenge=target.challenge or spec.challenge, deploy=rehearsal, staging=None
+        spec,
+        challenge=target.challenge or spec.challenge,
+        challenges={} if target.challenge else spec.challenges,
+        deploy=rehearsal,
+        staging=None,
     )
 
 

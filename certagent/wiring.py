@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import config as config_mod
 from . import system
-from .challenges import Solver, Solvers
+from .challenges import SolverFor, Solvers
 from .deploy import Deployer
 from .errors import ExitStatus, UsageError
 from .model import (
@@ -180,7 +180,7 @@ class LazyIssuer:
                 self._real = acme_issuer(*self._args)
             return self._real
 
-    def issue(self, csr_pem: bytes, solver: Solver, options: OrderOptions) -> bytes:
+    def issue(self, csr_pem: bytes, solver: SolverFor, options: OrderOptions) -> bytes:
         return self.real().issue(csr_pem, solver, options)
 
     def renewal_window(self, cert_pem: bytes) -> RenewalWindow | None:

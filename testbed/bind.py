@@ -55,7 +55,7 @@ class Bind:
         (self.workdir / "example.test.db").write_text(
             _zone(
                 "example.test",
-                "ns IN A 127.0.0.1\nwww IN A 127.0.0.1\n"
+                "ns IN A 127.0.0.1\nwww IN A 127.0.0.1\nmixed IN A 127.0.0.1\n"
                 "_acme-challenge.delegated IN CNAME delegated.acme.test.\n",
             )
         )

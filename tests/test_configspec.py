@@ -189,6 +189,7 @@ def full_config(tmp_path: Path) -> dict[str, Any]:
                     "propagation_timeout": "2m",
                     "ttl": 60,
                 },
+                "challenges": {"wild.example.test": {"type": "http-01", "webroot": "/srv/a"}},
             },
             "api": {
                 "names": ["api.example.test"],

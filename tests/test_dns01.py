@@ -211,6 +211,21 @@ def test_a_hook_that_calls_nsupdate(tmp_path: Path, dns_pebble: Pebble, bind: Bi
     assert txt_left(bind, "www.example.test") == []
 
 
+def test_a_wildcard_by_dns01_and_its_apex_by_http01(
+    tmp_path: Path, dns_pebble: Pebble, bind: Bind, run
+) -> None:
+    path = config(
+        tmp_path, dns_pebble, bind, {"mixed": ["*.mixed.example.test", "mixed.example.test"]}
+    )
+    cfg = json.loads(path.read_text())
+    http = {"type": "http-01", "standalone": {"address": "127.0.0.1", "port": dns_pebble.http_port}}
+    cfg["certificates"]["mixed"]["challenges"] = {"mixed.example.test": http}
+    path.write_text(json.dumps(cfg))
+    code, certs = renew(run, path)
+    assert code == 0, certs["mixed"]["error"]
+    assert txt_left(bind, "mixed.example.test") == []
+
+
 def test_wildcards_need_dns01(tmp_path: Path, run) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
