@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from acme import client, errors, jws, messages
+from acme import challenges, client, errors, jws, messages
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.errors import DeserializationError
@@ -643,14 +643,22 @@ class AcmeIssuer:
                     used.append(solver)
                 challb = _challenge(authzr, solver.kind)
                 if challb is None:
-                    offered = ", ".join(c.chall.typ for c in authzr.body.challenges)
+                    offered = ", ".join(str(_typ(c)) for c in authzr.body.challenges)
                     raise OrderFailed(
                         self.label,
                         f"the CA offers no {solver.kind} challenge for {name} "
                         f"(offered: {offered or 'none'})",
                     )
-                response, validation = challb.response_and_validation(self._account_key())
-                token = challb.chall.encode("token")
+                if solver.kind == "tls-alpn-01":
+                    # The acme library no longer knows tls-alpn-01 (RFC 8737): the key
+                    # authorization is made here, the solver makes the certificate, and
+                    # the challenge is answered with an empty object (RFC 8555 7.5.1).
+                    token = str(challb.chall.jobj.get("token", ""))
+                    validation = f"{token}.{_thumbprint(self._account_key())}"
+                    response: Any = _Raw({})
+                else:
+                    response, validation = challb.response_and_validation(self._account_key())
+                    token = challb.chall.encode("token")
                 presented.append((solver, domain, token))
                 solver.present(domain, token, validation)
                 pending.append((authzr, challb, response))
@@ -786,9 +794,16 @@ class AcmeIssuer:
 
 def _challenge(authzr: messages.AuthorizationResource, kind: str) -> messages.ChallengeBody | None:
     for challb in authzr.body.challenges:
-        if challb.chall.typ == kind:
+        if _typ(challb) == kind:
             return challb
     return None
+
+
+def _typ(challb: messages.ChallengeBody) -> object:
+    """The challenge's type, also for those the acme library no longer parses."""
+    if isinstance(challb.chall, challenges.UnrecognizedChallenge):
+        return challb.chall.jobj.get("type")
+    return challb.chall.typ
 
 
 def _alg(key: JWK) -> JWASignature:

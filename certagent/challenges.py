@@ -10,6 +10,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,15 @@ from .errors import ChallengeFailed
 
 if TYPE_CHECKING:
     import http.server
-from .model import CertSpec, ChallengeSpec, Dns01Hook, Dns01Rfc2136, Http01Standalone, Http01Webroot
+from .model import (
+    CertSpec,
+    ChallengeSpec,
+    Dns01Hook,
+    Dns01Rfc2136,
+    Http01Standalone,
+    Http01Webroot,
+    TlsAlpn01Standalone,
+)
 
 log = logging.getLogger(__name__)
 Runner = Callable[[Sequence[str], float, Mapping[str, str]], Any]  # system.run
@@ -192,6 +201,114 @@ class StandaloneSolver(_Http01):
         self._thread.start()
 
 
+class AlpnSolver:
+    """tls-alpn-01 (RFC 8737): a TLS listener on address:port that answers the
+    `acme-tls/1` protocol with each name's validation certificate, chosen by SNI. It
+    starts with the first name and stays up until `close` (one listener per run)."""
+
+    kind = "tls-alpn-01"
+    ALPN = "acme-tls/1"
+
+    def __init__(self, address: str, port: int) -> None:
+        self.address, self.port = address, port
+        self._contexts: dict[str, Any] = {}  # name -> ssl.SSLContext with its certificate
+        self._lock = threading.Lock()
+        self._sock: Any = None
+        self._thread: threading.Thread | None = None
+        self._scratch: Path | None = None
+
+    def present(self, domain: str, token: str, validation: str) -> None:
+        import ssl
+        import tempfile
+
+        from . import crypto
+
+        cert, key = crypto.alpn_certificate(domain, validation)
+        with self._lock:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="certagent-alpn-"))  # 0700
+            pem = self._scratch / f"{_safe_token(token)}.pem"
+            fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(cert + key)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8737: TLS 1.2 or later
+            ctx.set_alpn_protocols([self.ALPN])
+            ctx.load_cert_chain(pem)
+            self._contexts[domain.lower()] = ctx
+            if self._sock is None:
+                self._start(domain, ctx)
+
+    def ready(self) -> None:
+        """Served as soon as presented."""
+
+    def cleanup(self, domain: str, token: str) -> None:
+        with self._lock:
+            self._contexts.pop(domain.lower(), None)
+            if self._scratch is not None:
+                with contextlib.suppress(OSError, ChallengeFailed):
+                    (self._scratch / f"{_safe_token(token)}.pem").unlink()
+
+    def finish(self) -> None:
+        """Each certificate is removed by its cleanup."""
+
+    def _start(self, domain: str, first: Any) -> None:
+        import socket
+        import ssl
+
+        try:
+            sock = socket.create_server((self.address, self.port), reuse_port=False)
+        except OSError as exc:
+            raise ChallengeFailed(
+                f"tls-alpn-01 for {domain}: cannot listen on {self.address}:{self.port}: "
+                f"{exc.strerror} (is a web server already on that port?)"
+            ) from exc
+        contexts = self._contexts
+
+        def choose(tls: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+            chosen = contexts.get((name or "").lower())
+            if chosen is None:
+                return None  # handshake fails: nothing to say for that name
+            tls.context = chosen
+            return None
+
+        first.sni_callback = choose
+        self._sock = sock
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    return  # closed
+                threading.Thread(target=self._answer, args=(conn, first), daemon=True).start()
+
+        self._thread = threading.Thread(target=serve, daemon=True, name="tls-alpn-01")
+        self._thread.start()
+
+    def _answer(self, conn: Any, ctx: Any) -> None:
+        conn.settimeout(10)
+        try:
+            tls = ctx.wrap_socket(conn, server_side=True)
+            tls.close()
+        except OSError as exc:
+            log.debug("tls-alpn-01: %s", exc)
+            conn.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(2)  # SHUT_RDWR: wakes the accept() waiting on it
+            self._sock.close()
+            self._sock = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+
 def _safe_token(token: str) -> str:
     # Tokens are base64url (RFC 8555 section 8.1); anything else could escape the directory.
     if not token or not all(c.isalnum() or c in "-_" for c in token):
@@ -224,6 +341,8 @@ class Solvers:
                 self._by_spec[spec] = WebrootSolver(spec.webroot)
             elif isinstance(spec, Http01Standalone):
                 self._by_spec[spec] = StandaloneSolver(spec.address, spec.port)
+            elif isinstance(spec, TlsAlpn01Standalone):
+                self._by_spec[spec] = AlpnSolver(spec.address, spec.port)
             else:  # dns-01: dnspython only when a certificate uses it
                 from . import dns01
 

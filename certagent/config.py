@@ -52,6 +52,7 @@ from .model import (
     Staging,
     StagingTarget,
     TemplateSpec,
+    TlsAlpn01Standalone,
     Unreachable,
     Webhook,
 )
@@ -533,13 +534,13 @@ def _certificate(ctx: _Ctx, name: str, v: Value) -> CertSpec | None:
             if chosen is not None:
                 per_name[key] = chosen
     for dns in names:
-        if dns.startswith("*.") and isinstance(
-            per_name.get(dns, challenge), Http01Webroot | Http01Standalone
-        ):
+        chosen_for = per_name.get(dns, challenge)
+        if dns.startswith("*.") and not isinstance(chosen_for, Dns01Rfc2136 | Dns01Hook):
+            what = "tls-alpn-01" if isinstance(chosen_for, TlsAlpn01Standalone) else "http-01"
             ctx.error(
                 m["names"],
                 f"wildcard {dns} needs challenge type dns-01 (rfc2136 or hook); "
-                "http-01 cannot validate it",
+                f"{what} cannot validate it",
             )
     return CertSpec(
         name,
@@ -674,13 +675,18 @@ def _challenge(ctx: _Ctx, v: Value) -> ChallengeSpec | None:
     kind = s.get(ctx, m, "type")
     if kind is None:
         return None
-    ways = {"http-01": ("webroot", "standalone"), "dns-01": ("rfc2136", "hook")}[kind]
+    ways = {
+        "http-01": ("webroot", "standalone"),
+        "dns-01": ("rfc2136", "hook"),
+        "tls-alpn-01": ("standalone",),
+    }[kind]
     given = [k for k in ("webroot", "standalone", "rfc2136", "hook") if k in m]
     if len(given) != 1 or given[0] not in ways:
-        ctx.error(v, f"{kind} needs exactly one of {' and '.join(repr(w) for w in ways)}"
+        ctx.error(v, f"{kind} needs {'exactly one of ' if len(ways) > 1 else ''}"
+                  f"{' and '.join(repr(w) for w in ways)}"
                   + (f" (given: {', '.join(given)})" if given else ""))  # fmt: skip
         return None
-    if kind == "http-01":
+    if kind != "dns-01":
         for key in ("nameservers", "resolver", "propagation_timeout", "ttl"):
             if key in m:
                 ctx.error(m[key], "only for dns-01")
@@ -691,7 +697,11 @@ def _challenge(ctx: _Ctx, v: Value) -> ChallengeSpec | None:
         ss = spec.STANDALONE
         sm = ss.read(ctx, m["standalone"])
         port = ss.get(ctx, sm, "port")
-        return None if port is None else Http01Standalone(ss.get(ctx, sm, "address"), port)
+        if port is None:
+            return None
+        if kind == "tls-alpn-01":
+            return TlsAlpn01Standalone(ss.get(ctx, sm, "address"), port)
+        return Http01Standalone(ss.get(ctx, sm, "address"), port)
     propagation = Propagation(
         nameservers=tuple(s.get(ctx, m, "nameservers")),
         resolver=s.get(ctx, m, "resolver"),

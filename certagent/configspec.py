@@ -287,9 +287,11 @@ RFC2136 = Section(
 CHALLENGE = Section(
     Key(
         "type",
-        Choice("http-01", "dns-01", what="challenge type"),
-        doc="the validation method: `http-01` (`webroot` or `standalone`) or `dns-01` "
-        "(`rfc2136` or `hook`; the only one for a wildcard name)",
+        Choice("http-01", "dns-01", "tls-alpn-01", what="challenge type"),
+        doc="the validation method: `http-01` (`webroot` or `standalone`), `dns-01` "
+        "(`rfc2136` or `hook`; the only one for a wildcard name) or `tls-alpn-01` "
+        "(`standalone`: certagent's own TLS listener answering the `acme-tls/1` protocol, "
+        "RFC 8737, usually on port 443 while no web server holds it)",
         required=True,
     ),
     Key(
@@ -312,8 +314,9 @@ CHALLENGE = Section(
             Key("port", PORT, doc="… on this port (80 unless a proxy forwards)", required=True),
             text="`{address, port}`",
         ),
-        doc="answer http-01 from certagent's own listener: `address` (default `0.0.0.0`) "
-        "and `port` (required; 80 unless a proxy forwards)",
+        doc="answer http-01 (or tls-alpn-01) from certagent's own listener: `address` "
+        "(default `0.0.0.0`) and `port` (required; 80 for http-01, 443 for tls-alpn-01, "
+        "unless a proxy forwards); a port in use is an error naming it",
     ),
     Key(
         "rfc2136",

@@ -135,3 +135,33 @@ def key_matches(key: PrivateKey, cert_pem: bytes) -> bool:
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
     return key.public_key().public_bytes(enc, spki) == cert.public_key().public_bytes(enc, spki)
+
+
+ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")  # id-pe-acmeIdentifier
+
+
+def alpn_certificate(domain: str, key_authorization: str) -> tuple[bytes, bytes]:
+    """The tls-alpn-01 validation certificate (RFC 8737 section 3): self-signed, the one
+    name, and the critical acmeIdentifier extension holding the SHA-256 of the key
+    authorization as a DER OCTET STRING. Returns (certificate, key) in PEM."""
+    import hashlib
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .add_extension(
+            x509.UnrecognizedExtension(ACME_IDENTIFIER, b"\x04\x20" + digest), critical=True
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)

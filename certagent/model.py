@@ -66,7 +66,15 @@ class Dns01Hook:
     propagation: Propagation = Propagation()
 
 
-ChallengeSpec = Http01Webroot | Http01Standalone | Dns01Rfc2136 | Dns01Hook
+@dataclass(frozen=True)
+class TlsAlpn01Standalone:
+    """Answer tls-alpn-01 (RFC 8737) from a built-in TLS listener on address:port."""
+
+    address: str
+    port: int
+
+
+ChallengeSpec = Http01Webroot | Http01Standalone | Dns01Rfc2136 | Dns01Hook | TlsAlpn01Standalone
 
 
 @dataclass(frozen=True)

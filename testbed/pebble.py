@@ -23,6 +23,7 @@ class Pebble:
     host: str = "127.0.0.1"  # where pebble listens (a LAN address for a cluster)
     answer: str = "127.0.0.1"  # what its DNS answers for every name (where it validates)
     http_port: int = field(default_factory=free_port)
+    tls_port: int = field(default_factory=free_port)  # where pebble validates tls-alpn-01
     port: int = field(default_factory=free_port)
     management_port: int = field(default_factory=free_port)
     dns_port: int = field(default_factory=free_port)
@@ -54,7 +55,7 @@ class Pebble:
                 "certificate": str(self.workdir / "listener.pem"),
                 "privateKey": str(self.workdir / "listener.key"),
                 "httpPort": self.http_port,
-                "tlsPort": free_port(),
+                "tlsPort": self.tls_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": False,
                 "domainBlocklist": list(self.blocklist),

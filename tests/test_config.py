@@ -81,7 +81,7 @@ def test_good_config() -> None:
         (("port: 8080", "port: 99999"), "expected a port number 1-65535, got 99999"),
         (("webroot: /var/www/acme", "webroot: www"), "expected an absolute path, got 'www'"),
         (
-            ("type: http-01, webroot", "type: tls-alpn-01, webroot"),
+            ("type: http-01, webroot", "type: tls-alpn-02, webroot"),
             "unknown challenge type 'tls-alpn-01'",
         ),
         (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -224,6 +225,31 @@ def test_a_wildcard_by_dns01_and_its_apex_by_http01(
     code, certs = renew(run, path)
     assert code == 0, certs["mixed"]["error"]
     assert txt_left(bind, "mixed.example.test") == []
+
+
+def test_tls_alpn_01_for_one_name(tmp_path: Path, dns_pebble: Pebble, bind: Bind, run) -> None:
+    challenge = {
+        "type": "tls-alpn-01",
+        "standalone": {"address": "127.0.0.1", "port": dns_pebble.tls_port},
+    }
+    path = config(tmp_path, dns_pebble, bind, {"www": ["www.example.test"]}, challenge)
+    code, certs = renew(run, path)
+    assert code == 0, certs["www"]["error"]
+
+
+def test_tls_alpn_01_on_a_port_in_use_is_named(
+    tmp_path: Path, dns_pebble: Pebble, bind: Bind, run
+) -> None:
+    with socket.create_server(("127.0.0.1", dns_pebble.tls_port)):
+        challenge = {
+            "type": "tls-alpn-01",
+            "standalone": {"address": "127.0.0.1", "port": dns_pebble.tls_port},
+        }
+        path = config(tmp_path, dns_pebble, bind, {"www": ["www.example.test"]}, challenge)
+        code, certs = renew(run, path)
+    assert code == 1
+    error = certs["www"]["error"]
+    assert f"cannot listen on 127.0.0.1:{dns_pebble.tls_port}" in error and "in use" in error
 
 
 def test_wildcards_need_dns01(tmp_path: Path, run) -> None:
