@@ -82,7 +82,7 @@ def test_good_config() -> None:
         (("webroot: /var/www/acme", "webroot: www"), "expected an absolute path, got 'www'"),
         (
             ("type: http-01, webroot", "type: tls-alpn-02, webroot"),
-            "unknown challenge type 'tls-alpn-01'",
+            "unknown challenge type 'tls-alpn-02'",
         ),
         (
             ("type: http-01, webroot", "type: dns-01, webroot"),
