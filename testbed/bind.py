@@ -10,7 +10,9 @@ pointed at this server's port explicitly, so nothing resolves through the system
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,8 @@ class Bind:
     key_name: str = "certagent-key"
     secret: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode())
     server: Server | None = None
+    primary: Bind | None = None  # set: a secondary of that server (zone transfers)
+    secondary_port: int | None = None  # set on a primary: NOTIFY that secondary
 
     @property
     def key_file(self) -> Path:
@@ -60,6 +64,22 @@ class Bind:
             )
         )
         (self.workdir / "acme.test.db").write_text(_zone("acme.test"))
+        if self.primary is not None:  # a secondary: the zones come by transfer
+            src = f"primaries {{ 127.0.0.1 port {self.primary.port}; }};"
+            zones = "".join(
+                f'zone "{z}" {{ type secondary; file "{self.workdir}/{z}.sec"; {src} }};\n'
+                for z in ("example.test", "acme.test")
+            )
+        else:
+            notify = ""
+            if self.secondary_port is not None:
+                also = f"also-notify {{ 127.0.0.1 port {self.secondary_port}; }};"
+                notify = f"notify explicit; {also} allow-transfer {{ any; }};"
+            zones = "".join(
+                f'zone "{z}" {{ type primary; file "{self.workdir}/{z}.db"; {notify}\n'
+                f'    allow-update {{ key "{self.key_name}"; }}; }};\n'
+                for z in ("example.test", "acme.test")
+            )
         conf = f"""
 options {{
     directory "{self.workdir}";
@@ -69,15 +89,11 @@ options {{
     recursion yes;  # for 127.0.0.1 only: it chases a CNAME into its other zone, as a resolver would
     allow-recursion {{ 127.0.0.1; }};
     dnssec-validation no;
-    notify no;
+    notify {"explicit" if self.secondary_port else "no"};
     session-keyfile "{self.workdir}/session.key";
 }};
 include "{self.key_file}";
-zone "example.test" {{ type primary; file "{self.workdir}/example.test.db";
-    allow-update {{ key "{self.key_name}"; }}; }};
-zone "acme.test" {{ type primary; file "{self.workdir}/acme.test.db";
-    allow-update {{ key "{self.key_name}"; }}; }};
-"""
+{zones}"""
         (self.workdir / "named.conf").write_text(conf)
         check = subprocess.run(["named-checkconf", str(self.workdir / "named.conf")],
                                capture_output=True, text=True, check=False)  # fmt: skip
@@ -99,6 +115,15 @@ zone "acme.test" {{ type primary; file "{self.workdir}/acme.test.db";
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         return [x.strip('"') for x in out.stdout.split()] if out.returncode == 0 else []
+
+    def pause(self) -> None:
+        """SIGSTOP: a secondary that lags (its NOTIFYs wait in the socket)."""
+        assert self.server is not None
+        os.kill(self.server.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.server is not None
+        os.kill(self.server.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.server is not None:

@@ -22,6 +22,7 @@ import pytest
 from certagent.store import Store
 from testbed.bind import Bind
 from testbed.pebble import Pebble
+from testbed.proc import free_port
 
 from .conftest import ROOT
 
@@ -250,6 +251,51 @@ def test_tls_alpn_01_on_a_port_in_use_is_named(
     assert code == 1
     error = certs["www"]["error"]
     assert f"cannot listen on 127.0.0.1:{dns_pebble.tls_port}" in error and "in use" in error
+
+
+def test_a_lagging_secondary_is_waited_for(tmp_path: Path) -> None:
+    """Two authoritative servers; the secondary stops for a while (SIGSTOP): the run
+    waits until both serve the record before the CA is asked, then validates."""
+    secondary_port = free_port()
+    primary = Bind(tmp_path / "primary", secondary_port=secondary_port).start()
+    secondary = Bind(tmp_path / "secondary", port=secondary_port, primary=primary)
+    pebble = None
+    try:
+        secondary.start()
+        pebble = Pebble(tmp_path / "pebble", dns_server=primary.address).start()
+        challenge = {
+            "type": "dns-01",
+            "rfc2136": {"server": "127.0.0.1", "port": primary.port,
+                        "tsig_key_file": str(primary.key_file)},
+            "nameservers": [primary.address, secondary.address],
+            "resolver": primary.address,
+            "propagation_timeout": 60,
+        }  # fmt: skip
+        path = config(tmp_path, pebble, primary, {"www": ["www.example.test"]}, challenge)
+        secondary.pause()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "certagent", "-c", str(path), "-v", "renew"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not txt_left(primary, "www.example.test") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert txt_left(primary, "www.example.test"), "never published"
+        time.sleep(1.0)  # the lag under test: the secondary has not got it yet
+        assert proc.poll() is None  # still waiting for the secondary
+        secondary.resume()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-2000:]
+        waited = float(err.split("on every authoritative server in ")[1].split(" s")[0])
+        assert waited >= 1.0
+    finally:
+        if pebble is not None:
+            pebble.stop()
+        if secondary.server is not None:
+            secondary.resume()
+        secondary.stop()
+        primary.stop()
 
 
 def test_wildcards_need_dns01(tmp_path: Path, run) -> None:
