@@ -299,8 +299,14 @@ class _Dns01:
         self.publish(records)
         start = time.monotonic()
         self.dns.wait(records, start + self.dns.propagation.timeout)
-        log.info("dns-01: %d record(s) on every authoritative server in %.2f s",
-                 len(records), time.monotonic() - start)  # fmt: skip
+        log.info(
+            "dns-01: %d record(s) on every authoritative server in %.2f s "
+            "(DNS queries so far in this run: %d; updates: %d)",
+            len(records),
+            time.monotonic() - start,
+            self.dns.queries,
+            getattr(self, "updates", 0),
+        )
 
     def cleanup(self, domain: str, token: str) -> None:
         _, done = self._mine()

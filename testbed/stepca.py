@@ -70,6 +70,7 @@ class StepCA:
     dns_port: int = field(default_factory=free_port)
     challtest_port: int = field(default_factory=free_port)
     servers: list[Server] = field(default_factory=list)
+    resolver: str | None = None  # host:port of a DNS server (a BIND) instead of its own
 
     @property
     def directory_url(self) -> str:
@@ -84,9 +85,10 @@ class StepCA:
         if not BINARY.is_file():
             raise RuntimeError(f"{BINARY} is missing: run `make step-ca`")
         config = create_ca(self.workdir, self.port, self.cert_duration)
-        self.servers.append(challtestsrv(self.workdir, self.challtest_port, self.dns_port))
+        if self.resolver is None:
+            self.servers.append(challtestsrv(self.workdir, self.challtest_port, self.dns_port))
         ca = Server(
-            [str(BINARY), "--resolver", f"127.0.0.1:{self.dns_port}", str(config)],
+            [str(BINARY), "--resolver", self.resolver or f"127.0.0.1:{self.dns_port}", str(config)],
             self.workdir / "step-ca.log",
             env={"STEPPATH": str(self.workdir / "steppath"), "HOME": str(self.workdir)},
         )

@@ -23,6 +23,8 @@ from certagent.store import Store
 from testbed.bind import Bind
 from testbed.pebble import Pebble
 from testbed.proc import free_port
+from testbed.stepca import BINARY as STEP_CA
+from testbed.stepca import StepCA
 
 from .conftest import ROOT
 
@@ -296,6 +298,39 @@ def test_a_lagging_secondary_is_waited_for(tmp_path: Path) -> None:
             secondary.resume()
         secondary.stop()
         primary.stop()
+
+
+@pytest.mark.skipif(not STEP_CA.is_file(), reason="make step-ca builds it")
+def test_the_rehearsal_on_step_ca_validates_dns01_too(
+    tmp_path: Path, dns_pebble: Pebble, bind: Bind, run
+) -> None:
+    """step-ca's ACME provisioner validates dns-01 through its --resolver (the BIND)."""
+    stepca = StepCA(tmp_path / "step-ca", resolver=bind.address).start()
+    try:
+        path = config(tmp_path, dns_pebble, bind, {"www": ["www.example.test"]})
+        cfg = json.loads(path.read_text())
+        (tmp_path / "staging-dir").mkdir()
+        cfg["staging"] = {
+            "ca": {"directory": stepca.directory_url, "trust_roots": [str(stepca.root)]}
+        }
+        cfg["certificates"]["www"]["deploy"] = {
+            "hook": ["/bin/true"],
+            "endpoints": "none",
+            "endpoints_reason": "no server here",
+        }
+        cfg["certificates"]["www"]["staging"] = {
+            "dir": str(tmp_path / "staging-dir"),
+            "hook": ["/bin/true"],
+        }
+        path.write_text(json.dumps(cfg))
+        code, certs = renew(run, path)
+        assert code == 0, certs["www"]["error"]
+        steps = [s["step"] for s in certs["www"]["steps"]]
+        assert "rehearse" in " ".join(steps), steps
+        assert Store(tmp_path / "state" / "staging").current("www") is not None
+        assert txt_left(bind, "www.example.test") == []
+    finally:
+        stepca.stop()
 
 
 def test_wildcards_need_dns01(tmp_path: Path, run) -> None:
