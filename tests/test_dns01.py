@@ -144,6 +144,24 @@ def test_a_wrong_tsig_key_is_named_and_leaves_nothing(
     assert txt_left(bind, "www.example.test") == []
 
 
+def test_a_server_that_never_gets_the_record_is_named_and_the_record_removed(
+    tmp_path: Path, dns_pebble: Pebble, bind: Bind, run
+) -> None:
+    challenge = {
+        "type": "dns-01",
+        "rfc2136": {"server": "127.0.0.1", "port": bind.port, "tsig_key_file": str(bind.key_file)},
+        "nameservers": [bind.address, "127.0.0.1:9"],  # nothing answers on port 9
+        "resolver": bind.address,
+        "propagation_timeout": 1,
+    }
+    path = config(tmp_path, dns_pebble, bind, {"www": ["www.example.test"]}, challenge)
+    code, certs = renew(run, path)
+    assert code == 1
+    assert "127.0.0.1:9 does not serve TXT" in certs["www"]["error"]
+    assert txt_left(bind, "www.example.test") == []  # removed on the timeout too
+    assert json.loads((tmp_path / "state" / "dns-records.json").read_text()) == []
+
+
 def test_a_killed_run_leaves_records_the_next_run_removes(
     tmp_path: Path, dns_pebble: Pebble, bind: Bind
 ) -> None:
