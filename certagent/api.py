@@ -124,6 +124,10 @@ def renew(
         )
         ctx.rehearse = _rehearsal(config, solvers, clock, staging_issuer)
         ctx.order_slots = threading.Semaphore(config.ca.max_orders)
+        from .budget import OrderBudget
+
+        ctx.budget = OrderBudget(store.account_dir(config.ca.directory),
+                                 config.ca.max_new_orders, config.ca.new_orders_window)  # fmt: skip
 
         def own(i: int, spec: CertSpec) -> pipeline.Context:
             if progress is None:

@@ -459,6 +459,8 @@ def _ca(ctx: _Ctx, v: Value) -> CASpec | None:
         s.get(ctx, m, "agree_tos"),
         s.get(ctx, m, "preferred_chain"),
         s.get(ctx, m, "max_orders"),
+        s.get(ctx, m, "max_new_orders"),
+        s.get(ctx, m, "new_orders_window"),
     )
 
 

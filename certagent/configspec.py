@@ -209,6 +209,22 @@ CA = Section(
         "the run, and a Retry-After is kept for later runs",
     ),
     Key(
+        "max_new_orders",
+        Count(1, 1_000_000),
+        300,
+        "new orders sent to this CA in any `new_orders_window`, across runs (the default "
+        "is Let's Encrypt's published \"New Orders per Account\" limit, 300 every 3 hours: "
+        "https://letsencrypt.org/docs/rate-limits/). A certificate due beyond it is not "
+        "ordered but deferred to a later run (skipped, said in the report, not a "
+        "failure), so a node with thousands of certificates due at once spreads them itself",
+    ),
+    Key(
+        "new_orders_window",
+        Duration(60, 30 * DAY),
+        3 * HOUR,
+        "the window of `max_new_orders`",
+    ),
+    Key(
         "preferred_chain",
         Word(),
         doc="the common name of the root (or topmost issuer) "

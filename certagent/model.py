@@ -95,6 +95,8 @@ class CASpec:
     agree_tos: bool = False  # the CA's terms of service, agreed to by the operator
     preferred_chain: str | None = None  # the issuer CN of the chain's top, among alternates
     max_orders: int = 4  # orders in flight at this CA at once, whatever `concurrency` says
+    max_new_orders: int = 300  # in any `new_orders_window` (Let's Encrypt: 300 per 3 h)
+    new_orders_window: float = 3 * 3600.0
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from .system import Clock
 
 if TYPE_CHECKING:
     from . import crypto
+    from .budget import OrderBudget
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class Context:
     # rehearsal, a deploy, the end of an interrupted one): with certificates worked on
     # concurrently, only orders, planning and staging overlap.
     serial: threading.Lock = field(default_factory=threading.Lock)
+    # New orders in any window at this CA (ca.max_new_orders); None: no budget kept.
+    budget: OrderBudget | None = None
     # Orders in flight at the CA at once (ca.max_orders), whatever the concurrency.
     order_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(4))
 
@@ -99,6 +102,17 @@ GATES = frozenset({GateRefused.code, RehearsalFailed.code})  # refusals counted 
 
 class StageError(CertagentError):
     """The CA's answer cannot become a release (wrong key, missing names)."""
+
+
+class Deferred(CertagentError):
+    """The account's order budget is spent: ordered in a later run, not a failure."""
+
+    def __init__(self, until: dt.datetime, limit: int) -> None:
+        super().__init__(
+            f"{limit} new orders were sent to this CA in the last window "
+            f"(ca.max_new_orders): deferred to a run after {until:%Y-%m-%d %H:%M} UTC"
+        )
+        self.until = until
 
 
 class PrecheckFailed(CertagentError):
@@ -286,6 +300,9 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
             compromised = state.revoked is not None and state.revoked[1] == "keyCompromise"
             reuse = None if compromised else current  # never the key of a compromise
             release = kept or _order_and_stage(ctx, spec, attempt.steps, current, reuse)
+    except Deferred as exc:  # not a failure: no backoff, no alert; a later run orders
+        later = Decision(False, f"{decision.reason}, but {exc}", exc.until)
+        return _result(spec, Outcome.SKIPPED, later, attempt.steps, current)
     except CertagentError as exc:
         return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
     return Ready(attempt, release, current, state)
@@ -472,6 +489,10 @@ def _order_and_stage(
     issuer = ctx.issuer
     if issuer is None:
         raise StageError("no CA is configured for this run")
+    if ctx.budget is not None:  # a slot of the account's order budget is spent here
+        until = ctx.budget.take(ctx.clock.now())
+        if until is not None:
+            raise Deferred(until, ctx.budget.limit)
     with steps.step("order", issuer.label) as notes:
         # All that could fail after the CA issues is checked first: an issuance that
         # cannot be staged or deployed is wasted (public CAs allow ~5 duplicates a week).

@@ -140,3 +140,22 @@ def test_concurrency_is_bounded(tmp_path: Path, value: object) -> None:
     text = fleet(tmp_path, 1, 1, 1).replace("concurrency: 1", f"concurrency: {value}")
     with pytest.raises(ConfigError, match=r"policy\.concurrency"):
         config.parse(text, tmp_path / "c.yaml")
+
+
+def test_the_order_budget_defers_what_exceeds_it_and_holds_across_runs(tmp_path: Path) -> None:
+    """ca.max_new_orders: beyond it a certificate is skipped (not failed) with the time a
+    slot frees; the next run, still inside the window, orders nothing more."""
+    text = fleet(tmp_path, 5, concurrency=1, max_orders=1).replace(
+        "max_orders: 1}", "max_orders: 1, max_new_orders: 3, new_orders_window: 1h}"
+    )
+    cfg = config.parse(text, tmp_path / "c.yaml")
+    issuer = CountingIssuer(together=1, broken=set())
+    report = api.renew(cfg, issuer=issuer)
+    outcomes = [r.outcome for r in report.results]
+    assert outcomes == [Outcome.RENEWED] * 3 + [Outcome.SKIPPED] * 2
+    assert issuer.calls == 3
+    deferred = report.results[3]
+    assert "ca.max_new_orders" in deferred.decision.reason and deferred.error is None
+    assert api.exit_status(report) == 0  # a deferral is not a failure
+    again = api.renew(cfg, issuer=issuer)
+    assert issuer.calls == 3 and [r.outcome for r in again.results][3:] == [Outcome.SKIPPED] * 2
