@@ -125,14 +125,14 @@ def simulate(
         fleet.append(Cert(spec, i % nodes, release(name, 0, issued), CertState()))
     end = T0 + LIFETIME
     runs = {n: schedule.runs(n, T0, end) for n in range(nodes)}
-    # events: (time of a node's run, node); each run looks at the node's certificates
-    by_node: dict[int, list[Cert]] = {}
-    for c in fleet:
-        by_node.setdefault(c.node, []).append(c)
-    # the next time worth asking: the planner's own renew_at (renewal time or backoff)
-    next_check = {
-        id(c): plan.decide(c.spec, c.current, c.state, policy, T0).renew_at for c in fleet
-    }
+    # the next time worth asking each certificate: the planner's own renew_at (renewal
+    # time or backoff end); per node a heap of them, so a run touches only what is due
+    due: dict[int, list[tuple[dt.datetime, int]]] = {}
+    for i, c in enumerate(fleet):
+        when = plan.decide(c.spec, c.current, c.state, policy, T0).renew_at or T0
+        due.setdefault(c.node, []).append((when, i))
+    for h in due.values():
+        heapq.heapify(h)
     heap = [(t, n) for n, ts in runs.items() for t in ts]
     heapq.heapify(heap)
     per_minute: Counter[dt.datetime] = Counter()
@@ -142,20 +142,20 @@ def simulate(
         now, node = heapq.heappop(heap)
         clock = now
         down_this_run = False
-        for c in by_node[node]:
-            if c.state.last_success is not None:
-                continue  # renewed once: the wave under study is over for it
-            when = next_check[id(c)]
-            if when is not None and when > now:
-                continue
+        mine = due.get(node, [])
+        later: list[tuple[dt.datetime, int]] = []
+        while mine and mine[0][0] <= now:
+            _, i = heapq.heappop(mine)
+            c = fleet[i]
             decision = plan.decide(c.spec, c.current, c.state, policy, now)
             if not decision.due:
-                next_check[id(c)] = decision.renew_at
+                later.append((decision.renew_at or now + 12 * HOUR, i))
                 continue
             sent = per_node_orders.get(node, [])
             recent = sum(1 for t in sent[-(budget or 1) :] if t > clock - 3 * HOUR)
             if budget is not None and recent >= budget:
                 deferred += 1  # ca.max_new_orders: a later run orders it
+                later.append((now + MINUTE, i))
                 continue
             in_outage = outage is not None and outage[0] <= clock < outage[1]
             if not down_this_run:  # an order reaches the CA (after an outage: none more)
@@ -165,13 +165,20 @@ def simulate(
             if in_outage or down_this_run:
                 down_this_run = True  # the adapter stops ordering for the rest of the run
                 failed += 1
-                c.state = replace(c.state, consecutive_failures=c.state.consecutive_failures + 1,
-                                  last_attempt=now, last_outcome="failed")  # fmt: skip
-                next_check[id(c)] = plan.decide(c.spec, c.current, c.state, policy, now).renew_at
+                c.state = replace(
+                    c.state,
+                    consecutive_failures=c.state.consecutive_failures + 1,
+                    last_attempt=now,
+                    last_outcome="failed",
+                )
+                again = plan.decide(c.spec, c.current, c.state, policy, now).renew_at
+                later.append((again or now + HOUR, i))
                 continue
-            renewed += 1
+            renewed += 1  # renewed once: the wave under study is over for it
             c.current = release(c.spec.name, 1, clock)
             c.state = CertState(last_success=clock)
+        for item in later:
+            heapq.heappush(mine, item)
     peak_minute, peak = max(per_minute.items(), key=lambda kv: kv[1]) if per_minute else (T0, 0)
     worst_3h = 0
     for times in per_node_orders.values():
