@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 from pathlib import Path
 
 from .store import atomic_write
+
+log = logging.getLogger(__name__)
 
 BUDGET_FILE = "orders.json"
 
@@ -48,7 +51,9 @@ class OrderBudget:
                 return sent[len(sent) - self.limit] + self.window
             sent.append(now)
             self._sent = sent
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             data = json.dumps([t.isoformat() for t in sent[-self.limit :]]).encode()
-            atomic_write(self.path, data, 0o600)
+            try:
+                atomic_write(self.path, data, 0o600)
+            except OSError as exc:  # a full disk: the order's own checks say it better
+                log.warning("cannot record the order in %s: %s", self.path, exc.strerror or exc)
             return None
