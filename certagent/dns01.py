@@ -129,8 +129,10 @@ class _Dns:
         if target is None:  # the system's resolver
             try:
                 answer = dns.resolver.resolve(name, rtype, raise_on_no_answer=False)
-            except (dns.resolver.NXDOMAIN, dns.resolver.NoNameservers) as exc:
-                raise ChallengeFailed(f"DNS lookup of {name} {rtype} failed: {exc}") from exc
+            except dns.resolver.NXDOMAIN:  # no such name: an empty answer, as a server gives
+                empty = dns.message.make_response(query)
+                empty.set_rcode(dns.rcode.NXDOMAIN)
+                return empty
             except dns.exception.DNSException as exc:
                 raise ChallengeFailed(f"DNS lookup of {name} {rtype} failed: {exc}") from exc
             return answer.response
@@ -157,6 +159,11 @@ class _Dns:
 
     def zone_of(self, fqdn: str) -> str:
         """The zone holding `fqdn`: the owner of the SOA that answers for it."""
+        if self.via is None:  # the system's resolver hides the authority section: ask it so
+            try:
+                return str(dns.resolver.zone_for_name(fqdn))
+            except dns.exception.DNSException as exc:
+                raise ChallengeFailed(f"no zone (SOA) found for {fqdn}: {exc}") from exc
         name = dns.name.from_text(fqdn)
         while True:
             response = self.ask(name.to_text(), "SOA")

@@ -351,6 +351,37 @@ def test_the_rehearsal_on_step_ca_validates_dns01_too(
         stepca.stop()
 
 
+def test_a_hook_without_a_resolver_uses_the_systems(
+    tmp_path: Path, dns_pebble: Pebble, bind: Bind
+) -> None:
+    """No `resolver:`: CNAMEs and the zone are asked of the system's resolver, which
+    here (in this process only) is dnspython's default resolver pointed at the BIND."""
+    import dns.resolver
+
+    from certagent import api
+    from certagent import config as config_mod
+
+    hook = tmp_path / "hook.sh"
+    hook.write_text(
+        "#!/bin/sh\nset -e\n"
+        'case "$1" in present) op=add ;; cleanup) op=delete ;; *) exit 2 ;; esac\n'
+        f'printf "server 127.0.0.1 {bind.port}\\nupdate %s %s 60 TXT \\"%s\\"\\nsend\\n" '
+        f'"$op" "$2" "$3" | nsupdate -k {bind.key_file}\n'
+    )
+    hook.chmod(0o755)
+    challenge = {"type": "dns-01", "hook": [str(hook)], "nameservers": [bind.address]}
+    path = config(tmp_path, dns_pebble, bind, {"del": ["delegated.example.test"]}, challenge)
+    system = dns.resolver.default_resolver
+    ours = dns.resolver.Resolver(configure=False)
+    ours.nameservers, ours.port = ["127.0.0.1"], bind.port
+    dns.resolver.default_resolver = ours
+    try:
+        report = api.renew(config_mod.load(path))
+    finally:
+        dns.resolver.default_resolver = system
+    assert report.results[0].outcome.value == "renewed", report.results[0].error
+
+
 def test_wildcards_need_dns01(tmp_path: Path, run) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
