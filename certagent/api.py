@@ -197,7 +197,7 @@ def deploy(
         current = store.current(name)
         if current is None:
             raise UsageError(f"certificate {name} has no release yet; run `certagent renew {name}`")
-        solvers = Solvers()
+        solvers = Solvers(config.state_dir)
         failover = _failover(config, failover_override)
         ctx = _context(config, store, None, solvers, clock, failover=failover)
         ctx.rehearse = _rehearsal(config, solvers, clock)
@@ -353,7 +353,7 @@ def rehearse(
     specs = select(config, names)
     clock = clock or SystemClock()
     started = clock.now()
-    solvers = Solvers()
+    solvers = Solvers(config.state_dir)
     try:
         rehearsal = _rehearsal(config, solvers, clock, staging_issuer)
         assert rehearsal is not None  # noqa: S101 - config.staging is set
