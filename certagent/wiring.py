@@ -41,7 +41,6 @@ from .model import (
 from .pipeline import Context, Issuer
 from .store import Store, atomic_write, make_private_dir
 from .system import Clock, SystemClock
-from .verify import TlsProber
 
 if TYPE_CHECKING:
     from .acme_issuer import AcmeIssuer
@@ -115,6 +114,8 @@ def _context(
     """The composition root: the real runner, TLS prober and clock. With `failover`, a
     keepalived node's deployer: the MASTER's (gate, peer first) or, receiving, the
     BACKUP's."""
+
+    from .verify import TlsProber  # deferred: ssl and sockets only where a run deploys
 
     def prober(deploy: DeploySpec) -> TlsProber:
         return TlsProber(clock, deploy.trust_roots)
