@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, pipeline, plan
 from .challenges import Solvers
-from .deploy import Steps
 from .errors import CertagentError, GateRefused, UsageError
 from .model import CertResult, CertSpec, Config, Decision, Outcome, Report, iso
 from .pipeline import Issuer, Progress
+from .steps import Steps
 from .store import Store
 from .system import Clock, SystemClock
 from .wiring import (

@@ -20,15 +20,15 @@ import pwd
 import shlex
 import shutil
 import stat
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import render
 from .errors import CertagentError, GateRefused
-from .model import CertSpec, CertState, Command, DeploySpec, Endpoint, Outcome, Release, StepResult
+from .model import CertSpec, CertState, Command, DeploySpec, Endpoint, Outcome, Release
+from .steps import Steps
 from .store import Store
 from .system import Clock, RunResult
 
@@ -51,28 +51,6 @@ class Prober(Protocol):
 
 class DeployFailed(CertagentError):
     """A deploy step failed; carries every reason."""
-
-
-class Steps:
-    """Times each step and records its result, also when it raises."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.results: list[StepResult] = []
-
-    @contextmanager
-    def step(self, name: str, detail: str = "") -> Iterator[list[str]]:
-        notes = [detail] if detail else []
-        start = self.clock.monotonic()
-        try:
-            yield notes
-        except CertagentError as exc:
-            self.add(name, False, self.clock.monotonic() - start, str(exc))
-            raise
-        self.add(name, True, self.clock.monotonic() - start, "; ".join(notes))
-
-    def add(self, name: str, ok: bool, seconds: float, detail: str) -> None:
-        self.results.append(StepResult(name, ok, seconds, detail))
 
 
 def render_configs(

@@ -22,10 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import __version__, keepalived
-from .deploy import Deployer, Prober, Steps
+from .deploy import Deployer, Prober
 from .errors import CertagentError, GateRefused
 from .keepalived import Expect, Instance, KeepalivedError, VrrpState, Where
 from .model import CertSpec, DeploySpec, Endpoint, Keepalived, OnBackup, Release
+from .steps import Steps
 from .store import Store
 from .system import Clock, RunResult
 from .verify import on_address

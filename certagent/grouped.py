@@ -20,9 +20,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from .deploy import Deployer, DeployFailed, Steps
+from .deploy import Deployer, DeployFailed
 from .errors import CertagentError, GateRefused
 from .model import CertSpec, CertState, Outcome, Release
+from .steps import Steps
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .deploy import Steps
 from .errors import UsageError
 from .model import CertResult, Config, Decision, Outcome, Report
+from .steps import Steps
 from .store import Store
 from .system import Clock, SystemClock
 

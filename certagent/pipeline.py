@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from . import plan
 from .challenges import Solver, SolverFor
-from .deploy import Deployer, Steps, render_configs
 from .errors import CertagentError, GateRefused, RehearsalFailed
 from .model import (
     CertResult,
@@ -35,12 +34,14 @@ from .model import (
     Release,
     RenewalWindow,
 )
+from .steps import Steps
 from .store import BUNDLE_FILE, KEY_FILE, Snapshot, Store
 from .system import Clock
 
 if TYPE_CHECKING:
     from . import crypto
     from .budget import OrderBudget
+    from .deploy import Deployer
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,8 @@ def precheck(
                 problems.append(f"the directory of {t.dest} does not exist")
         placeholder = store.cert_dir(spec.name) / "releases" / "PLACEHOLDER"
         try:
+            from .deploy import render_configs  # deferred: status and plan need no deployer
+
             render_configs(spec, placeholder, store.current_link(spec.name), template_dirs, stage)
         except CertagentError as exc:
             problems.append(str(exc))
@@ -614,6 +617,8 @@ def stage(
         BUNDLE_FILE: b"".join(chain) + key_pem,
     }
     release_dir = ctx.store.cert_dir(spec.name) / "releases" / release_id
+    from .deploy import render_configs
+
     files.update(
         render_configs(
             spec,

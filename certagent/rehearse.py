@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from . import pipeline, render, system
-from .deploy import Steps
 from .errors import CAUnreachable, RehearsalFailed
 from .model import (
     CertResult,
@@ -40,6 +39,7 @@ from .model import (
     Unreachable,
 )
 from .pipeline import Context
+from .steps import Steps
 
 log = logging.getLogger(__name__)
 

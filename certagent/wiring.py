@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from . import config as config_mod
 from . import system
 from .challenges import SolverFor, Solvers
-from .deploy import Deployer
 from .errors import ExitStatus, UsageError
 from .model import (
     CASpec,
@@ -115,7 +114,8 @@ def _context(
     keepalived node's deployer: the MASTER's (gate, peer first) or, receiving, the
     BACKUP's."""
 
-    from .verify import TlsProber  # deferred: ssl and sockets only where a run deploys
+    from .deploy import Deployer  # deferred: ssl, sockets and the deployer only where used
+    from .verify import TlsProber
 
     def prober(deploy: DeploySpec) -> TlsProber:
         return TlsProber(clock, deploy.trust_roots)
