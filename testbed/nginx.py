@@ -49,13 +49,22 @@ class Nginx:
             "access_log": str(self.prefix / "access.log"),
         }
 
-    def start(self) -> Nginx:
-        """Serve a self-signed bootstrap certificate until certagent deploys one."""
-        self.prefix.mkdir(parents=True, exist_ok=True)
+    def _bootstrap(self) -> None:
+        """A self-signed certificate for the names, served until certagent deploys one."""
         ca = pki.make_ca("bootstrap")
         cert, key = pki.issue(ca, list(self.names))
         pki.write(self.prefix / "bootstrap.pem", cert)
         pki.write(self.prefix / "bootstrap.key", key, 0o600)
+
+    def _run(self) -> Nginx:
+        self.server = Server(self.argv("-g", "daemon off;"), self.prefix / "stdout.log")
+        self.server.wait_until(port_open("127.0.0.1", self.port), what=f"port {self.port}")
+        return self
+
+    def start(self) -> Nginx:
+        """Serve a self-signed bootstrap certificate until certagent deploys one."""
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        self._bootstrap()
         self.conf.write_text(
             f"pid {self.pid_file};\nerror_log {self.prefix / 'error.log'};\n"
             "worker_shutdown_timeout 5s;\n"
@@ -68,9 +77,7 @@ class Nginx:
             "    location / { return 200 'bootstrap'; } }\n"
             "}\n"
         )
-        self.server = Server(self.argv("-g", "daemon off;"), self.prefix / "stdout.log")
-        self.server.wait_until(port_open("127.0.0.1", self.port), what=f"port {self.port}")
-        return self
+        return self._run()
 
     def start_sites(self, sites: list[tuple[int, str, Path, Path]]) -> Nginx:
         """Serve several certificates: (port, server_name, cert file, key file) each; the
@@ -103,10 +110,7 @@ class Nginx:
         certificate: many certificates, one web server."""
         self.prefix.mkdir(parents=True, exist_ok=True)
         self.sites.mkdir(exist_ok=True)
-        ca = pki.make_ca("bootstrap")
-        cert, key = pki.issue(ca, list(self.names))
-        pki.write(self.prefix / "bootstrap.pem", cert)
-        pki.write(self.prefix / "bootstrap.key", key, 0o600)
+        self._bootstrap()
         self.conf.write_text(
             f"pid {self.pid_file};\nerror_log {self.prefix / 'error.log'};\n"
             "worker_processes 1;\nworker_shutdown_timeout 5s;\n"
@@ -119,9 +123,7 @@ class Nginx:
             f"  include {self.sites}/*.conf;\n"
             "}\n"
         )
-        self.server = Server(self.argv("-g", "daemon off;"), self.prefix / "stdout.log")
-        self.server.wait_until(port_open("127.0.0.1", self.port), what=f"port {self.port}")
-        return self
+        return self._run()
 
     def stop(self) -> None:
         if self.server is not None:
