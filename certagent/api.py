@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, pipeline, plan
+from . import pipeline, plan
 from .challenges import Solvers
 from .errors import CertagentError, GateRefused, UsageError
 from .model import CertResult, CertSpec, Config, Decision, Outcome, Report, iso
@@ -44,6 +43,7 @@ from .wiring import (
 )
 
 if TYPE_CHECKING:  # re-exported below, imported on first use: `status` needs neither
+    from .failover import Handed
     from .health import Health, health
     from .monitoring import CheckReport, Thresholds, check, check_endpoint, check_targets
 
@@ -224,65 +224,63 @@ def deploy(
     return report
 
 
-def receive(config: Config, name: str, payload: bytes, *, clock: Clock | None = None) -> Report:
-    """The peer's side of a failover rollout: the MASTER hands over a release (key and
-    chain, as JSON on stdin) and this node deploys it with its own config test, hook and
-    checks, rolling itself back if they fail. Nothing is ordered here."""
-    from . import crypto
-    from .failover import MAX_PAYLOAD, PAYLOAD_SCHEMA
+def receive(
+    config: Config,
+    names: str | Sequence[str],
+    payload: bytes,
+    *,
+    clock: Clock | None = None,
+) -> Report:
+    """The peer's side of a failover rollout: the MASTER hands over releases (key and
+    chain, as JSON on stdin; one, or a group) and this node deploys them with its own
+    config test, hook and checks (a group together, as `renew` would), rolling itself
+    back if they fail. Nothing is ordered here."""
+    from .failover import read_payload
 
-    spec = select(config, [name])[0]
-    if spec.deploy is None:
-        raise UsageError(f"certificate {name} has no deploy section in {config.source}")
-    if len(payload) > MAX_PAYLOAD:
-        raise UsageError(f"receive: more than {MAX_PAYLOAD} bytes on stdin: not a release")
-    try:
-        data = json.loads(payload)
-        if not isinstance(data, dict) or data.get("name") != name:
-            raise ValueError(f"expected a release of {name}")
-        if data.get("schema") != PAYLOAD_SCHEMA:
-            sender = data.get("certagent", "an unknown version")
-            raise UsageError(
-                f"receive: the MASTER (certagent {sender}) sent release schema "
-                f"{data.get('schema')!r}; this node (certagent {__version__}) speaks schema "
-                f"{PAYLOAD_SCHEMA}: upgrade both nodes to the same certagent"
-            )
-        key = crypto.load_key(str(data["key"]).encode())
-        fullchain = str(data["fullchain"]).encode()
-        source, ca = str(data.get("release", "?")), str(data.get("ca", ""))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"receive: stdin is not a release from certagent: {exc}") from None
+    names = [names] if isinstance(names, str) else list(names)
+    specs = select(config, names) if names else ()
+    if not specs or len(set(names)) != len(names):
+        raise UsageError("receive: name each certificate handed over once")
+    for spec in specs:
+        if spec.deploy is None:
+            raise UsageError(f"certificate {spec.name} has no deploy section in {config.source}")
+    handed = read_payload(names, payload)
     clock = clock or SystemClock()
     store = Store(config.state_dir, config.state_group)
     started = clock.now()
     with store.lock():
         failover = _failover(config, None)
         ctx = _context(config, store, None, Solvers(), clock, failover=failover, master=False)
-        current = store.current(name)
-        state = store.read_state(name)
-        leaf = crypto.split_pem_chain(fullchain)[:1]
-        served = crypto.facts(leaf[0]).fingerprint_sha256 if leaf else None
-        if current is not None and current.fingerprint_sha256 == served and state.pending is None:
-            # Already live here (a retried rollout): nothing to stage, reload or verify.
-            same = Decision(False, f"release {source} is already live here")
-            result = CertResult(name, Outcome.SKIPPED, same, (), current.release_id,
-                                current.not_after)  # fmt: skip
-            report = Report("receive", started, clock.now(), (result,))
-            finish(config, store, report, clock)
-            return report
-        decision = Decision(True, f"release {source} handed over by the keepalived MASTER")
-        attempt = pipeline.Attempt.begin(ctx, spec, decision)
-        try:
-            with attempt.steps.step("stage", f"from {source}") as notes:
-                release = pipeline.stage(ctx, spec, key, fullchain, ca)
-                notes.append(f"release {release.release_id}")
-        except CertagentError as exc:
-            result = attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
-        else:
-            result = pipeline.apply(attempt, release, current, state)
-        report = Report("receive", started, clock.now(), (result,))
+        prepared = [_received(ctx, spec, h) for spec, h in zip(specs, handed, strict=True)]
+        results = pipeline.apply_all(ctx, prepared)
+        report = Report("receive", started, clock.now(), tuple(results))
         finish(config, store, report, clock)
     return report
+
+
+def _received(ctx: pipeline.Context, spec: CertSpec, handed: Handed) -> CertResult | pipeline.Ready:
+    """One handed-over release staged here, or the reason it is not (already live, or
+    it cannot be staged)."""
+    from . import crypto
+
+    current = ctx.store.current(spec.name)
+    state = ctx.store.read_state(spec.name)
+    leaf = crypto.split_pem_chain(handed.fullchain)[:1]
+    served = crypto.facts(leaf[0]).fingerprint_sha256 if leaf else None
+    if current is not None and current.fingerprint_sha256 == served and state.pending is None:
+        # Already live here (a retried rollout): nothing to stage, reload or verify.
+        same = Decision(False, f"release {handed.source} is already live here")
+        return CertResult(spec.name, Outcome.SKIPPED, same, (), current.release_id,
+                          current.not_after)  # fmt: skip
+    decision = Decision(True, f"release {handed.source} handed over by the keepalived MASTER")
+    attempt = pipeline.Attempt.begin(ctx, spec, decision)
+    try:
+        with attempt.steps.step("stage", f"from {handed.source}") as notes:
+            release = pipeline.stage(ctx, spec, handed.key, handed.fullchain, handed.ca)
+            notes.append(f"release {release.release_id}")
+    except CertagentError as exc:
+        return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
+    return pipeline.Ready(attempt, release, current, state)
 
 
 def rollback(config: Config, name: str, *, clock: Clock | None = None) -> Report:

@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="deploy a release handed over on stdin (run by the keepalived MASTER)",
     )
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("names", nargs="+", metavar="NAME")
 
     p = sub.add_parser("status", parents=[common], help="certificates, expiry, next renewal")
     p.add_argument("names", nargs="*", metavar="NAME")
@@ -566,7 +566,9 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
     if args.command == "plan":
         report = api.plan_run(config, args.names, args.force)
     elif args.command == "receive":
-        report = api.receive(config, args.name, sys.stdin.buffer.read(1 << 21))
+        from .failover import MAX_GROUP_PAYLOAD
+
+        report = api.receive(config, args.names, sys.stdin.buffer.read(MAX_GROUP_PAYLOAD + 1))
     elif args.command == "deploy":
         report = api.deploy(config, args.name, failover_override=args.failover_override)
     elif args.command == "rollback":

@@ -443,8 +443,12 @@ DEPLOY = Section(
         "all of them in view, all swapped, one reload, every endpoint verified at once; "
         "if any fails, every member is rolled back with one reload, and those that did "
         "not fail are deployed again without it. The group's hook and test see "
-        "`CERTAGENT_GROUP` (the names) and the first member's own variables: `false` "
-        "for a hook that must run once per certificate",
+        "`CERTAGENT_GROUP` (the names) and the first member's own variables. A test or "
+        "hook with a placeholder (`{config}`, `{release}`, `{name}`), or a `shell` text "
+        "reading one certificate's variables (`$CERTAGENT_FULLCHAIN`, `$RENEWED_LINEAGE`, "
+        "...), runs per certificate and is never grouped; set `false` for a hook script "
+        "that must run once per certificate. On a keepalived pair the peer takes the "
+        "whole group first, in one `receive`",
     ),
     Key(
         "min_free_mb",

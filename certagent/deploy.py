@@ -17,6 +17,7 @@ import datetime as dt
 import grp
 import os
 import pwd
+import re
 import shlex
 import shutil
 import stat
@@ -84,8 +85,6 @@ def render_configs(
 
 
 class Deployer:
-    groups = True  # certificates sharing a test and hook may be deployed together
-
     def __init__(
         self,
         store: Store,
@@ -188,6 +187,32 @@ class Deployer:
 
     def before_swap(self, spec: CertSpec, release: Release, steps: Steps) -> None:
         """What must succeed elsewhere before this node swaps (a failover peer): nothing here."""
+
+    # -- a group's shared steps (grouped.py); one certificate's own steps, by default ---
+
+    def group_tag(self, spec: CertSpec) -> object:
+        """What certificates must share besides the test and hook to be deployed together
+        (on a failover pair, the VRRP instance they follow): nothing more here."""
+        return None
+
+    def group_gate(self, specs: Sequence[CertSpec]) -> tuple[list[str], list[str]]:
+        """The checks a group's members share, run once (a failover pair's readiness):
+        every problem, and what was seen. None here."""
+        return [], []
+
+    def before_swap_group(
+        self, members: Sequence[tuple[CertSpec, Release, Steps]]
+    ) -> list[CertagentError | None]:
+        """`before_swap` for a group: for each member, None or why it must not swap."""
+        out: list[CertagentError | None] = []
+        for spec, release, steps in members:
+            try:
+                self.before_swap(spec, release, steps)
+            except CertagentError as exc:
+                out.append(exc)
+            else:
+                out.append(None)
+        return out
 
     def endpoints(self, spec: CertSpec, step: str) -> tuple[Endpoint, ...]:
         """Where `step` (verify, verify-old) checks what is served: the configured endpoints."""
@@ -405,6 +430,27 @@ def candidate_view(candidates: Mapping[Path, Path], scratch: Path) -> list[str] 
     lines.append('exec "$@"')
     script = "\n".join(lines)
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "gate"]
+
+
+PLACEHOLDERS = ("{config}", "{release}", "{name}")  # replaced per certificate in argv
+_GROUP_SAFE = ("CERTAGENT_ACTION", "CERTAGENT_STAGE", "CERTAGENT_GROUP")
+
+
+def per_certificate(command: Command | None) -> bool:
+    """Does the command do something different for each certificate? Then it cannot
+    run once for a group: a placeholder in its argv (each member's resolves otherwise),
+    or a shell text that reads one certificate's variables (`$CERTAGENT_FULLCHAIN`,
+    certbot's `$RENEWED_LINEAGE`, lego's `$LEGO_CERT_PATH`...). A script file's
+    contents are not read: such a hook that copies files needs `deploy.group: false`."""
+    if command is None:
+        return False
+    text = " ".join(command.argv)
+    if any(p in text for p in PLACEHOLDERS):
+        return True
+    for var in re.findall(r"\$\{?([A-Z_]+)", text):
+        if var.startswith(("CERTAGENT_", "RENEWED_", "LEGO_")) and var not in _GROUP_SAFE:
+            return True
+    return False
 
 
 def hook_env(

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import __version__, keepalived
+from . import __version__, crypto, keepalived
+from .crypto import PrivateKey
 from .deploy import Deployer, Prober
-from .errors import CertagentError, GateRefused
+from .errors import CertagentError, GateRefused, UsageError
 from .keepalived import Expect, Instance, KeepalivedError, VrrpState, Where
 from .model import CertSpec, DeploySpec, Endpoint, Keepalived, OnBackup, Release
 from .steps import Steps
@@ -33,14 +35,36 @@ from .verify import on_address
 
 log = logging.getLogger(__name__)
 
-PAYLOAD_SCHEMA = 1
+PAYLOAD_SCHEMA = 1  # one release: {"schema": 1, "name": ..., "key": ..., ...}
+GROUP_SCHEMA = 2  # several, deployed there as one group: {"schema": 2, "releases": [...]}
 MAX_PAYLOAD = 1 << 20  # a key and a chain; anything larger is not ours
+MAX_GROUP = 50  # releases in one push; a larger group goes to the peer in several
+MAX_GROUP_PAYLOAD = 16 * MAX_PAYLOAD  # what `receive` reads at most
 
 
 class PeerFailed(CertagentError):
     """The peer did not take the release: this node must not swap."""
 
     code = "peer-failed"
+
+
+@dataclass(frozen=True)
+class Handed:
+    """One release as the MASTER handed it over (the receiving side)."""
+
+    name: str
+    key: PrivateKey
+    fullchain: bytes
+    source: str  # the MASTER's release id
+    ca: str
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What the peer did with one release of a push: its steps, or why it failed."""
+
+    notes: tuple[str, ...]
+    error: PeerFailed | None
 
 
 @dataclass(frozen=True)
@@ -140,40 +164,129 @@ class Failover:
     def push(self, spec: CertSpec, release: Release) -> tuple[str, ...]:
         """Hand the release to the peer's `certagent receive`, which deploys it there.
         Returns the peer's steps as notes; raises PeerFailed with the peer's reason."""
-        payload = json.dumps(
-            {
-                "schema": PAYLOAD_SCHEMA,
-                "certagent": __version__,  # said back in a refusal on a schema mismatch
-                "name": spec.name,
-                "release": release.release_id,
-                "ca": release.ca,
-                "fullchain": (release.path / "fullchain.pem").read_text(),
-                "key": (release.path / "privkey.pem").read_text(),
-            }
-        ).encode()
+        payload = {"schema": PAYLOAD_SCHEMA, "certagent": __version__, **_entry(spec, release)}
+        pushed = self._receive([spec.name], payload)[spec.name]
+        if pushed.error is not None:
+            raise pushed.error
+        return pushed.notes
+
+    def push_group(self, members: Sequence[tuple[CertSpec, Release]]) -> dict[str, Pushed]:
+        """Hand several releases to the peer at once: it deploys them as one group (one
+        config test, one reload), in pushes of at most MAX_GROUP. Per certificate, the
+        peer's steps or why it did not take it."""
+        out: dict[str, Pushed] = {}
+        for chunk in _chunks([_entry(spec, release) for spec, release in members]):
+            payload = {"schema": GROUP_SCHEMA, "certagent": __version__, "releases": chunk}
+            out.update(self._receive([str(e["name"]) for e in chunk], payload))
+        return out
+
+    def _receive(self, names: Sequence[str], payload: Mapping[str, object]) -> dict[str, Pushed]:
         peer = self.spec.peer
-        argv = self.peer_where.argv([*peer.certagent, "receive", spec.name, "--json"])
-        result = self.run(argv, peer.timeout, {}, stdin=payload, limit=keepalived.OUTPUT_LIMIT)
+        argv = self.peer_where.argv([*peer.certagent, "receive", *names, "--json"])
+        result = self.run(
+            argv,
+            peer.timeout,
+            {},
+            stdin=json.dumps(payload).encode(),
+            limit=keepalived.OUTPUT_LIMIT,
+        )
         report = _report(result)
         where = self.peer_where.label
         if report is None:
-            raise PeerFailed(f"{where}: `certagent receive` gave no report: {result.describe()}")
-        certs = report.get("certificates") or [{}]
-        cert = certs[0] if isinstance(certs, list) and certs else {}
-        steps = cert.get("steps", []) if isinstance(cert, dict) else []
-        notes = tuple(
-            f"{s.get('step')} {'ok' if s.get('ok') else 'FAILED'}"
-            for s in steps
-            if isinstance(s, dict)
-        )
-        if not result.ok:
-            error = cert.get("error") if isinstance(cert, dict) else None
-            outcome = cert.get("outcome") if isinstance(cert, dict) else None
-            raise PeerFailed(
-                f"{where}: deploy {outcome or 'failed'} (exit {result.returncode}): "
-                f"{error or report.get('error') or result.output.strip()[-300:]}"
+            failed = PeerFailed(f"{where}: `certagent receive` gave no report: {result.describe()}")
+            return {name: Pushed((), failed) for name in names}
+        listed = report.get("certificates")
+        certs = {
+            c.get("name"): c for c in (listed if isinstance(listed, list) else [])
+            if isinstance(c, dict)
+        }  # fmt: skip
+        return {name: _pushed(where, result, report, certs.get(name)) for name in names}
+
+
+def _entry(spec: CertSpec, release: Release) -> dict[str, object]:
+    return {
+        "name": spec.name,
+        "release": release.release_id,
+        "ca": release.ca,
+        "fullchain": (release.path / "fullchain.pem").read_text(),
+        "key": (release.path / "privkey.pem").read_text(),
+    }
+
+
+def _chunks(entries: list[dict[str, object]]) -> Iterator[list[dict[str, object]]]:
+    """At most MAX_GROUP releases and half of MAX_GROUP_PAYLOAD in one push."""
+    chunk: list[dict[str, object]] = []
+    size = 0
+    for entry in entries:
+        length = sum(len(str(v)) for v in entry.values()) + 200
+        if chunk and (len(chunk) >= MAX_GROUP or size + length > MAX_GROUP_PAYLOAD // 2):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += length
+    if chunk:
+        yield chunk
+
+
+def _pushed(where: str, result: RunResult, report: Mapping[str, object], cert: object) -> Pushed:
+    """One certificate of the peer's report: taken (renewed, or already live there) or not."""
+    if not isinstance(cert, dict):
+        error = report.get("error") or result.output.strip()[-300:]
+        return Pushed((), PeerFailed(f"{where}: not deployed (exit {result.returncode}): {error}"))
+    steps = cert.get("steps")
+    notes = tuple(
+        f"{s.get('step')} {'ok' if s.get('ok') else 'FAILED'}"
+        for s in (steps if isinstance(steps, list) else [])
+        if isinstance(s, dict)
+    )
+    outcome = cert.get("outcome")
+    if outcome in ("renewed", "skipped"):
+        return Pushed(notes, None)
+    failed = PeerFailed(
+        f"{where}: deploy {outcome or 'failed'} (exit {result.returncode}): "
+        f"{cert.get('error') or report.get('error') or result.output.strip()[-300:]}"
+    )
+    return Pushed(notes, failed)
+
+
+def read_payload(names: Sequence[str], payload: bytes) -> list[Handed]:
+    """The releases the MASTER handed over for `names` (the receiving side): one release
+    (schema 1) or a group (schema 2). Raises UsageError for anything else."""
+    limit = MAX_PAYLOAD if len(names) <= 1 else MAX_GROUP_PAYLOAD
+    if len(payload) > limit:
+        raise UsageError(f"receive: more than {limit} bytes on stdin: not a release")
+    if len(names) > MAX_GROUP:
+        raise UsageError(f"receive: at most {MAX_GROUP} certificates at once")
+    try:
+        data = json.loads(payload)
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        schema = data.get("schema")
+        if schema not in (PAYLOAD_SCHEMA, GROUP_SCHEMA):
+            sender = data.get("certagent", "an unknown version")
+            raise UsageError(
+                f"receive: the MASTER (certagent {sender}) sent release schema {schema!r}; "
+                f"this node (certagent {__version__}) speaks schemas {PAYLOAD_SCHEMA} and "
+                f"{GROUP_SCHEMA}: upgrade both nodes to the same certagent"
             )
-        return notes
+        entries = [data] if schema == PAYLOAD_SCHEMA else data.get("releases")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("`releases` is not a list of releases")
+        sent = [e.get("name") for e in entries]
+        if sent != list(names):
+            raise ValueError(f"expected releases of {', '.join(names)}, got {sent}")
+        return [
+            Handed(
+                name=str(e["name"]),
+                key=crypto.load_key(str(e["key"]).encode()),
+                fullchain=str(e["fullchain"]).encode(),
+                source=str(e.get("release", "?")),
+                ca=str(e.get("ca", "")),
+            )
+            for e in entries
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"receive: stdin is not a release from certagent: {exc}") from None
 
 
 def _report(result: RunResult) -> Mapping[str, object] | None:
@@ -193,8 +306,6 @@ class FailoverDeployer(Deployer):
     """The deployer of a keepalived node. `master`: gate, peer first, then here.
     Not `master` (receiving from the MASTER): a plain deploy checked on this node."""
 
-    groups = False  # the peer-first rollout goes certificate by certificate
-
     def __init__(
         self,
         store: Store,
@@ -207,7 +318,7 @@ class FailoverDeployer(Deployer):
         super().__init__(store, runner, prober, clock)
         self.failover = failover
         self.master = master
-        self.ready_at: float | None = None  # monotonic time of the last readiness check
+        self.ready_at: dict[str, float] = {}  # name: when the peer was last seen ready for it
 
     def gate(self, spec: CertSpec, release: Release, steps: Steps) -> None:
         if not self.master:
@@ -238,34 +349,117 @@ class FailoverDeployer(Deployer):
         label = self.failover.peer_where.label
         with steps.step("peer-deploy", label) as notes:
             notes += self.failover.push(spec, release)
-        endpoints = on_address(deploy.endpoints, self.failover.spec.peer.address)
-        if endpoints:
-            with steps.step("peer-verify") as notes:
-                failures = self.prober(deploy).wait_for(
-                    endpoints, release.fingerprint_sha256, deploy.verify_timeout
-                )
-                if failures:
-                    raise PeerFailed(f"{label}: " + "; ".join(failures))
-                notes.append(f"{label} serves {release.fingerprint_sha256[:16]}…")
-        # Readiness again, at the moment that counts: the peer took the release, but its
-        # keepalived may have stopped, gone FAULT or been cut off meanwhile.
-        with steps.step("peer-ready") as notes:
-            ready = self.failover.readiness(cert=spec)
-            if ready.problems:
-                raise GateRefused(
-                    "failover: the peer is no longer ready to take the VIP, not swapping "
-                    "here: " + "; ".join(ready.problems)
-                )
-            self.ready_at = self.clock.monotonic()
-            notes += ready.facts
+        error = self._verify_on_peer([(spec, release, steps)])[spec.name]
+        if error is not None:
+            raise error
+        self._still_ready([spec], [steps])
+
+    def _still_ready(self, specs: Sequence[CertSpec], steps: Sequence[Steps]) -> None:
+        """Readiness again, at the moment that counts: the peer took the releases, but its
+        keepalived may have stopped, gone FAULT or been cut off meanwhile."""
+        start = self.clock.monotonic()
+        ready = self.failover.readiness(cert=specs[0])  # a group follows one instance
+        took = self.clock.monotonic() - start
+        if ready.problems:
+            for s in steps:
+                s.add("peer-ready", False, took, "; ".join(ready.problems))
+            raise GateRefused(
+                "failover: the peer is no longer ready to take the VIP, not swapping "
+                "here: " + "; ".join(ready.problems)
+            )
+        for spec, s in zip(specs, steps, strict=True):
+            s.add("peer-ready", True, took, "; ".join(ready.facts))
+            self.ready_at[spec.name] = self.clock.monotonic()
 
     def swap(self, spec: CertSpec, release_id: str) -> list[str]:
         notes = super().swap(spec, release_id)
-        if self.master and self.ready_at is not None:
-            gap = (self.clock.monotonic() - self.ready_at) * 1000
+        seen = self.ready_at.pop(spec.name, None)
+        if self.master and seen is not None:
+            gap = (self.clock.monotonic() - seen) * 1000
             notes.append(f"{gap:.0f} ms after the peer was last seen ready")
-            self.ready_at = None
         return notes
+
+    # -- a group on a pair (grouped.py): the peer takes the whole group first ------------
+
+    def group_tag(self, spec: CertSpec) -> object:
+        return self.failover.spec.instance_of(spec)[0]  # one readiness for the group
+
+    def group_gate(self, specs: Sequence[CertSpec]) -> tuple[list[str], list[str]]:
+        if not self.master or not specs:
+            return [], []
+        if self.failover.override is not None:
+            msg = (
+                f"failover gate OVERRIDDEN ({self.failover.override}): deploying on this "
+                "node only, the peer is neither checked nor updated"
+            )
+            log.warning("%d certificate(s): %s", len(specs), msg)
+            return [], [msg]
+        ready = self.failover.readiness(cert=specs[0])
+        return [f"failover: {p}" for p in ready.problems], list(ready.facts)
+
+    def before_swap_group(
+        self, members: Sequence[tuple[CertSpec, Release, Steps]]
+    ) -> list[CertagentError | None]:
+        """The peer takes every member in one `receive` (one config test, one reload
+        there), each is verified on the peer's address, and the peer is seen ready once
+        more; a member the peer did not take is refused here, the others go on."""
+        if not self.master or self.failover.override is not None or not members:
+            return [None] * len(members)
+        label = self.failover.peer_where.label
+        start = self.clock.monotonic()
+        pushed = self.failover.push_group([(spec, release) for spec, release, _ in members])
+        took = self.clock.monotonic() - start
+        errors: dict[str, CertagentError | None] = {}
+        for spec, _, steps in members:
+            got = pushed.get(spec.name) or Pushed((), PeerFailed(f"{label}: no answer for it"))
+            errors[spec.name] = got.error
+            detail = str(got.error) if got.error else "; ".join((label, *got.notes))
+            steps.add("peer-deploy", got.error is None, took, detail)
+        taken = [m for m in members if errors[m[0].name] is None]
+        errors.update(self._verify_on_peer(taken))
+        taken = [m for m in taken if errors[m[0].name] is None]
+        if taken:
+            try:
+                self._still_ready([m[0] for m in taken], [m[2] for m in taken])
+            except GateRefused as exc:
+                errors.update((m[0].name, exc) for m in taken)
+        return [errors[spec.name] for spec, _, _ in members]
+
+    def _verify_on_peer(
+        self, members: Sequence[tuple[CertSpec, Release, Steps]]
+    ) -> dict[str, CertagentError | None]:
+        """Each member's endpoints on the peer's address, all at once."""
+        label = self.failover.peer_where.label
+
+        def one(member: tuple[CertSpec, Release, Steps]) -> CertagentError | None:
+            spec, release, steps = member
+            deploy = spec.deploy
+            endpoints = (
+                on_address(deploy.endpoints, self.failover.spec.peer.address) if deploy else ()
+            )
+            if deploy is None or not endpoints:
+                return None
+            start = self.clock.monotonic()
+            failures = self.prober(deploy).wait_for(
+                endpoints, release.fingerprint_sha256, deploy.verify_timeout
+            )
+            took = self.clock.monotonic() - start
+            if failures:
+                steps.add("peer-verify", False, took, f"{label}: " + "; ".join(failures))
+                return PeerFailed(f"{label}: " + "; ".join(failures))
+            steps.add(
+                "peer-verify", True, took, f"{label} serves {release.fingerprint_sha256[:16]}…"
+            )
+            return None
+
+        if len(members) <= 1:
+            results = [one(m) for m in members]
+        else:
+            with ThreadPoolExecutor(
+                min(16, len(members)), thread_name_prefix="peer-verify"
+            ) as pool:
+                results = list(pool.map(one, members))
+        return {m[0].name: r for m, r in zip(members, results, strict=True)}
 
     def endpoints(self, spec: CertSpec, step: str) -> tuple[Endpoint, ...]:
         """This node's own address always; the VIP too when the MASTER deploys. Rolling

@@ -1,7 +1,9 @@
 """Deploy many certificates to one web server at once: the members of a group share
 its config test and its post-run hook (issue #16).
 
-    checks per member -> one config test with every candidate in view -> swap all
+    checks per member and shared ones (a failover pair's readiness) -> one config
+    test with every candidate in view -> before the swap (a failover pair: the peer
+    takes them all first, then is seen ready again) -> swap all
     -> one reload -> verify every endpoint at once -> commit all
                                   | any failure: swap all back, one reload, verify
                                     the old ones; deploy again those that did not fail
@@ -16,14 +18,16 @@ Side effects: through the deployer (filesystem, subprocesses, network).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from .deploy import Deployer, DeployFailed
+from .deploy import RENDERED, Deployer, DeployFailed
 from .errors import CertagentError, GateRefused
 from .model import CertSpec, CertState, Outcome, Release
 from .steps import Steps
+from .system import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,12 @@ def deploy_group(d: Deployer, members: Sequence[Member], again: bool = True) -> 
     """Deploy the members; each ends with `outcome` and `state` set, or `error` (refused
     before the swap)."""
     ready = _gate(d, members)
+    if not ready:
+        return
+    refusals = d.before_swap_group([(m.spec, m.release, m.steps) for m in ready])
+    for m, refusal in zip(ready, refusals, strict=True):
+        m.error = refusal  # e.g. the failover peer did not take it: nothing here changed
+    ready = [m for m in ready if m.error is None]
     if not ready:
         return
     for m in ready:
@@ -78,34 +88,24 @@ def deploy_group(d: Deployer, members: Sequence[Member], again: bool = True) -> 
 
 
 def _gate(d: Deployer, members: Sequence[Member]) -> list[Member]:
-    """Each member's own checks, then one config test for those that passed; a member
-    whose candidate alone fails the test is refused, the others go on."""
-    problems = {id(m): d.preflight(m.spec, m.release, test=False) for m in members}
+    """Each member's own checks and the shared ones, then one config test for those
+    that passed (see `_tested`); a refused member holds back no other."""
+    shared, seen = d.group_gate([m.spec for m in members])  # once: e.g. the peer's readiness
+    problems = {id(m): d.preflight(m.spec, m.release, test=False) + shared for m in members}
     clean = [m for m in members if not problems[id(m)]]
     test = clean[0].spec.deploy.test if clean and clean[0].spec.deploy else None
     passed = clean
     if test is not None and clean:
-        result = d.test_candidates([(m.spec, m.release) for m in clean])
-        if not result.ok:
-            alone = {id(m): d.config_test(m.spec, m.release) for m in clean}
-            culprits = [m for m in clean if not alone[id(m)].ok]
-            for m in culprits:
-                problems[id(m)].append(f"config test failed: {alone[id(m)].describe()}")
-            passed = [m for m in clean if m not in culprits]
-            if passed and culprits:  # the others together, without the culprits
-                result = d.test_candidates([(m.spec, m.release) for m in passed])
-            if not result.ok and passed:  # they fail only together: refuse them all
-                for m in passed:
-                    problems[id(m)].append(
-                        f"config test failed with the group: {result.describe()}"
-                    )
-                passed = []
+        passed, refused = _tested(d, clean)
+        for key, why in refused.items():
+            problems[key].append(why)
     ready = []
     for m in members:
         try:
             with m.steps.step("preflight") as notes:
                 if problems[id(m)]:
                     raise GateRefused("; ".join(problems[id(m)]))
+                notes += seen
                 together = f" (one config test for {len(passed)})" if len(passed) > 1 else ""
                 notes.append(f"config test, permissions and disk space ok{together}")
         except GateRefused as exc:
@@ -113,6 +113,55 @@ def _gate(d: Deployer, members: Sequence[Member]) -> list[Member]:
             continue
         ready.append(m)
     return ready
+
+
+def _tested(d: Deployer, members: Sequence[Member]) -> tuple[list[Member], dict[int, str]]:
+    """The members that pass one config test together, and why each other was refused.
+
+    When the group fails, the culprits are looked for in turn: the members whose file
+    the failure names at a line (nginx `in FILE:LINE`, haproxy `[FILE:LINE]`, apache
+    `line N of FILE`), then those whose candidate fails alone. The rest are tested again
+    without them; if they still fail, only together, they are all refused."""
+
+    def test(group: Sequence[Member]) -> RunResult:
+        return d.test_candidates([(m.spec, m.release) for m in group])
+
+    rest = list(members)
+    result = test(rest)
+    refused: dict[int, str] = {}
+    if result.ok:
+        return rest, refused
+    named = [m for m in rest if _named(m, result.output)]
+    if named and len(named) < len(rest):
+        for m in named:
+            refused[id(m)] = f"config test failed: {result.describe()}"
+        rest = [m for m in rest if m not in named]
+        result = test(rest)
+        if result.ok:
+            return rest, refused
+    alone = {id(m): d.config_test(m.spec, m.release) for m in rest}
+    culprits = [m for m in rest if not alone[id(m)].ok]
+    for m in culprits:
+        refused[id(m)] = f"config test failed: {alone[id(m)].describe()}"
+    rest = [m for m in rest if m not in culprits]
+    if culprits and rest:
+        result = test(rest)
+    if not result.ok:  # they fail only together: refuse them all
+        for m in rest:
+            refused[id(m)] = f"config test failed with the group: {result.describe()}"
+        rest = []
+    return rest, refused
+
+
+def _named(m: Member, output: str) -> bool:
+    """Does a config test's failure point at one of the member's files, at a line?"""
+    deploy = m.spec.deploy
+    for t in deploy.templates if deploy else ():
+        for path in (str(t.dest), str(m.release.path / RENDERED / t.dest.name)):
+            at = re.escape(path)
+            if re.search(rf"{at}:\d+|line \d+ of {at}", output):
+                return True
+    return False
 
 
 def _once(members: Sequence[Member], run: Callable[[], None]) -> None:

@@ -5,8 +5,12 @@ It judges only on evidence: a certificate that is wrong, untrusted, expired or f
 another name, no certificate, or a refused connection. A timeout alone is not evidence
 (an overloaded machine answers slowly on both nodes at once, and failing both would
 take the VIP away from the pair): it is reported and counted as healthy, and
-keepalived's own `fall` and `rise` count repeated verdicts. It imports only what it
-needs (no ACME, no store, no templates) and reads nothing but the configuration.
+keepalived's own `fall` and `rise` count repeated verdicts. Nor is another certificate
+served for a certificate never deployed on this node: one just added to the config is
+served by neither node yet, and failing both would refuse its first deploy (the
+MASTER's gate wants the BACKUP's track script GOOD). It imports only what it needs (no
+ACME, no templates) and reads the configuration and whether each certificate has a
+`current` link.
 
 Side effects: network (one TLS handshake per endpoint on this node's own address).
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import layout
 from .model import Config
 from .verify import on_address, probe, trust_context
 
@@ -47,6 +52,11 @@ def health(config: Config, timeout: float = 2.0, instance: str | None = None) ->
                 lines.append(f"{spec.name} {target}: OK {served.fingerprint[:16]}…")
             elif served.timed_out:
                 lines.append(f"{spec.name} {target}: {served.error} (slow, not evidence)")
+            elif served.refused_cert and not layout.deployed(config.state_dir, spec.name):
+                lines.append(
+                    f"{spec.name} {target}: {served.error} (never deployed on this node yet, "
+                    "not evidence)"
+                )
             else:
                 ok = False
                 lines.append(f"{spec.name} {target}: {served.error}")

@@ -336,9 +336,13 @@ def apply_all(ctx: Context, prepared: Sequence[CertResult | Ready]) -> list[Cert
 
 def _group_key(ctx: Context, spec: CertSpec, alone: int) -> tuple[object, ...]:
     deploy = spec.deploy
-    if deploy is None or not deploy.group or deploy.hook is None or not ctx.deployer.groups:
+    if deploy is None or not deploy.group or deploy.hook is None:
         return ("alone", alone)
-    return ("group", deploy.test, deploy.hook)
+    from .deploy import per_certificate  # the deploy path only
+
+    if per_certificate(deploy.test) or per_certificate(deploy.hook):
+        return ("alone", alone)
+    return ("group", deploy.test, deploy.hook, ctx.deployer.group_tag(spec))
 
 
 def apply_group(ctx: Context, members: Sequence[Ready]) -> list[CertResult]:

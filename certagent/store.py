@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import trust
+from . import layout, trust
 from .errors import LockHeld, StoreError
 from .index import Index, signature
 from .model import CertState, KeyType, Release, RenewalWindow
@@ -204,13 +204,13 @@ class Store:
     def cert_dir(self, name: str) -> Path:
         folder = self._cert_dirs.get(name)
         if folder is None:  # made once per certificate: a run over 1000 asks often
-            folder = self._cert_dirs[name] = self.root / "certs" / name
+            folder = self._cert_dirs[name] = layout.cert_dir(self.root, name)
         return folder
 
     def current_link(self, name: str) -> Path:
         link = self._links.get(name)
         if link is None:
-            link = self._links[name] = self.cert_dir(name) / "current"
+            link = self._links[name] = layout.current_link(self.root, name)
         return link
 
     def write_release(

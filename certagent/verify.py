@@ -29,6 +29,7 @@ class Served:
     fingerprint: str | None  # SHA-256 of the leaf's DER, when the handshake verified
     error: str | None = None
     timed_out: bool = False  # no answer in time: slowness, not evidence of a bad certificate
+    refused_cert: bool = False  # the server answered with a certificate that was not accepted
 
 
 def on_address(endpoints: Sequence[Endpoint], address: str) -> tuple[Endpoint, ...]:
@@ -56,7 +57,8 @@ def probe(endpoint: Endpoint, ctx: ssl.SSLContext, timeout: float) -> Served:
             with ctx.wrap_socket(sock, server_hostname=endpoint.sni) as tls:
                 der = tls.getpeercert(binary_form=True)
     except ssl.SSLCertVerificationError as exc:
-        return Served(endpoint, None, f"certificate not accepted: {exc.verify_message}")
+        why = f"certificate not accepted: {exc.verify_message}"
+        return Served(endpoint, None, why, refused_cert=True)
     except ssl.SSLError as exc:
         return Served(endpoint, None, f"TLS handshake failed: {exc.reason or exc}")
     except starttls.StartTlsRefused as exc:

@@ -159,3 +159,25 @@ def test_the_order_budget_defers_what_exceeds_it_and_holds_across_runs(tmp_path:
     assert api.exit_status(report) == 0  # a deferral is not a failure
     again = api.renew(cfg, issuer=issuer)
     assert issuer.calls == 3 and [r.outcome for r in again.results][3:] == [Outcome.SKIPPED] * 2
+
+
+@pytest.mark.parametrize(
+    ("hook", "grouped"),
+    [
+        ("{shell: 'echo \"$CERTAGENT_ACTION $CERTAGENT_GROUP\" >> LOG'}", True),
+        ("{shell: 'echo \"$CERTAGENT_CERT_NAME\" >> LOG'}", False),
+        ("{shell: 'echo \"${RENEWED_LINEAGE}\" >> LOG'}", False),
+        ("{argv: [/bin/sh, -c, 'echo {name} >> LOG']}", False),
+        ("{argv: [/bin/sh, -c, 'echo $LEGO_CERT_PATH >> LOG']}", False),
+    ],
+)
+def test_a_hook_that_does_something_per_certificate_is_never_grouped(
+    tmp_path: Path, hook: str, grouped: bool
+) -> None:
+    """A placeholder or one certificate's variable in a test or hook: resolved per
+    member, so running it once for the group would skip the other members' work."""
+    text = fleet(tmp_path, 3, 2, 2, hook=hook.replace("LOG", str(tmp_path / "calls")))
+    report = api.renew(config.parse(text, tmp_path / "c.yaml"), issuer=CountingIssuer(2, set()))
+    assert [r.outcome for r in report.results] == [Outcome.RENEWED] * 3
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == (1 if grouped else 3), calls

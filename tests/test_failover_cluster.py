@@ -35,6 +35,7 @@ HOOK = """#!/bin/sh
 # The deploy hook of {name}. With {flag} present, a deploy breaks nginx (the
 # incident), then waits until keepalived has noticed and moved the VIP away.
 NGINX="nginx -p {prefix} -c {conf}"
+echo "$CERTAGENT_ACTION ${{CERTAGENT_GROUP:-$CERTAGENT_CERT_NAME}}" >> {calls}
 if [ "$CERTAGENT_ACTION" = deploy ] && [ -e {flag} ]; then
     $NGINX -s stop
     i=0
@@ -82,6 +83,7 @@ class Bed:
                 conf=node.nginx_conf,
                 vip=VIP,
                 pid=node.nginx_pid,
+                calls=node.dir / "hook.log",
             )
         )
         cfg: dict[str, Any] = {
@@ -511,3 +513,137 @@ def test_two_instances_each_certificate_follows_its_own(bed2: Bed) -> None:
     assert probe(Endpoint(VIP2, 443, NAME), ctx, 2).fingerprint == new
     health = bed2.backup.certagent("health", "--instance", "VI_2")
     assert health.returncode == 0 and VIP2 not in health.stdout  # on its own address
+
+
+SITES = ("a", "b")
+
+
+def _group(bed: Bed, broken_on_backup: str | None = None) -> None:
+    """Three certificates on each node's one nginx, one group: www (the main config,
+    now including sites/) and a, b (a server block each in sites/)."""
+    for node in (bed.master, bed.backup):
+        sites = node.dir / "nginx" / "sites"
+        sites.mkdir(exist_ok=True)
+        cfg = json.loads(node.config.read_text())
+        cfg["policy"]["concurrency"] = 4
+        www = cfg["certificates"]["www"]
+        www["deploy"]["vars"]["extra_http"] = [f"include {sites}/*.conf;"]
+        # the main config for all three (a `{config}` test would run per certificate)
+        www["deploy"]["test"] = ["nginx", "-t", "-p", str(sites.parent), "-c", str(node.nginx_conf)]
+        for site in SITES:
+            name = f"{site}.example.test"
+            deploy = json.loads(json.dumps(www["deploy"]))
+            deploy["templates"] = [
+                {"template": "nginx/site.conf.j2", "dest": str(sites / f"{site}.conf")}
+            ]
+            deploy["vars"] = {"listen": [f"{VIP}:443", f"{node.address}:443"]}
+            if node is bed.backup and site == broken_on_backup:
+                deploy["vars"]["root"] = "/a b c"  # nginx -t refuses it, on the backup only
+            deploy["endpoints"] = [{"address": f"{VIP}:443", "sni": name}]
+            cfg["certificates"][site] = {
+                "names": [name],
+                "challenge": www["challenge"],
+                "deploy": deploy,
+            }
+        node.config.write_text(json.dumps(cfg, indent=1))
+
+
+def bed_fp(node: Node, name: str) -> str | None:
+    current = Store(node.dir / "state").current(name)
+    return current.fingerprint_sha256 if current else None
+
+
+def _hook_calls(node: Node) -> list[str]:
+    log = node.dir / "hook.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_a_group_goes_to_the_backup_in_one_push_then_the_master_one_reload_each(
+    bed: Bed,
+) -> None:
+    """Issue #16 on a pair: the group's readiness is checked once, the BACKUP takes
+    every member in one `receive` (one config test, one reload there), each is verified
+    on the BACKUP's address, the BACKUP is seen ready again, and only then does the
+    MASTER swap them all with one reload."""
+    _group(bed)
+    log = bed.tmp / "probe.jsonl"
+    bed.cluster.start_probe(log, bed.roots)
+    proc = bed.master.certagent("renew", "--json")
+    committed = time.monotonic()
+    report = _report(proc)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    certs = {c["name"]: c for c in report["certificates"]}
+    assert {c["outcome"] for c in certs.values()} == {"renewed"}
+    for cert in certs.values():
+        names = [s["step"] for s in cert["steps"] if s["ok"]]
+        assert names.index("preflight") < names.index("peer-deploy") < names.index("peer-verify")
+        assert names.index("peer-verify") < names.index("peer-ready") < names.index("swap")
+        reload_step = next(s for s in cert["steps"] if s["step"] == "reload")
+        assert "once for 3 certificates" in reload_step["detail"]
+        preflight = next(s for s in cert["steps"] if s["step"] == "preflight")
+        assert "peer 10.77.0.12: VI_1 BACKUP" in preflight["detail"]
+
+    # one reload on each node, for the whole group; the BACKUP's came first
+    assert [c.split()[0] for c in _hook_calls(bed.backup)] == ["deploy"]
+    assert [c.split()[0] for c in _hook_calls(bed.master)] == ["deploy"]
+    assert set(_hook_calls(bed.master)[0].split()[1:]) == {"www", *SITES}
+    received = Store(bed.backup.dir / "state").last_record("receive")
+    assert received is not None and received["exit_status"] == 0
+    assert {c["name"] for c in received["certificates"]} == {"www", *SITES}  # type: ignore[union-attr]
+
+    ctx = trust_context(bed.roots)
+    for name in ("www", *SITES):
+        new = Store(bed.master.dir / "state").current(name)
+        assert new is not None
+        assert bed_fp(bed.backup, name) == new.fingerprint_sha256
+        sni = NAME if name == "www" else f"{name}.example.test"
+        for address in (VIP, bed.master.address, bed.backup.address):
+            served = probe(Endpoint(address, 443, sni), ctx, 2).fingerprint
+            assert served == new.fingerprint_sha256, (name, address)
+    probes = _probes_until(log, committed)
+    assert not [p for p in probes if p["kind"] != "ok"]  # the VIP never served a bad one
+
+
+def test_a_member_the_backup_refuses_is_not_swapped_on_the_master_the_others_are(
+    bed: Bed,
+) -> None:
+    _group(bed, broken_on_backup="b")
+    proc = bed.master.certagent("renew", "--json")
+    report = _report(proc)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    certs = {c["name"]: c for c in report["certificates"]}
+    b = certs["b"]
+    assert b["outcome"] == "failed_before_swap" and b["error_code"] == "peer-failed"
+    assert "peer 10.77.0.12" in b["error"] and "config test failed" in b["error"]
+    assert "swap" not in [s["step"] for s in b["steps"]]
+    for name in ("www", "a"):
+        assert certs[name]["outcome"] == "renewed", json.dumps(certs[name])
+    # b went live nowhere; the others on both nodes, each node reloading once
+    for node in (bed.master, bed.backup):
+        assert not (node.dir / "nginx" / "sites" / "b.conf").exists()
+        assert Store(node.dir / "state").current("b") is None
+        assert Store(node.dir / "state").current("a") is not None
+        assert [c.split()[0] for c in _hook_calls(node)] == ["deploy"]
+    # b's issued certificate is kept: the next run deploys it without a new order
+    state = Store(bed.master.dir / "state").read_state("b")
+    assert state.failed_release is not None
+
+
+def test_a_backup_that_stops_being_ready_after_taking_the_group_stops_the_whole_group(
+    bed: Bed,
+) -> None:
+    _group(bed)
+    master_conf = bed.master.nginx_conf.read_text()
+    (bed.backup.dir / "stop-keepalived").touch()  # deploys the group, then keepalived stops
+    proc = bed.master.certagent("renew", "--json")
+    report = _report(proc)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    for cert in report["certificates"]:
+        assert "no longer ready" in cert["error"], cert["error"]
+        steps = [(s["step"], s["ok"]) for s in cert["steps"]]
+        assert ("peer-deploy", True) in steps and ("peer-ready", False) in steps
+        assert "swap" not in [s for s, _ in steps]
+    assert bed.master.nginx_conf.read_text() == master_conf
+    assert _hook_calls(bed.master) == []  # nothing reloaded here
+    for name in ("www", *SITES):
+        assert Store(bed.master.dir / "state").current(name) is None

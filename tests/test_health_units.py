@@ -63,3 +63,58 @@ def test_health_imports_nothing_heavy() -> None:
                          check=True).stdout  # fmt: skip
     for heavy in ("acme", "josepy", "requests", "jinja2", "certagent.api", "certagent.store"):
         assert f"'{heavy}'" not in out, heavy
+
+
+@pytest.fixture
+def other_cert(tmp_path: Path) -> Iterator[int]:
+    """A TLS server that answers every name with a certificate for another name (what
+    a web server's default site does for a certificate not yet deployed)."""
+    import ssl
+    import threading
+
+    from testbed import pki
+
+    cert, key = pki.self_signed(["other.example.test"])
+    (tmp_path / "o.pem").write_bytes(cert)
+    (tmp_path / "o.key").write_bytes(key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "o.pem", tmp_path / "o.key")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            try:
+                with ctx.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1]
+    stop.set()
+    sock.close()
+    thread.join(5)
+
+
+def test_another_certificate_counts_only_once_this_one_was_deployed_here(
+    tmp_path: Path, other_cert: int
+) -> None:
+    """A certificate just added to the config is served by neither node: failing both
+    would refuse its first deploy, because the MASTER's gate wants the BACKUP GOOD."""
+    c = cfg(tmp_path, other_cert)
+    fresh = health(c, timeout=2)
+    assert fresh.ok, fresh.lines
+    assert "never deployed on this node yet" in fresh.lines[0]
+    link = tmp_path / "state" / "certs" / "www" / "current"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("releases/20261201T000000Z-1")  # dangling still means it went live
+    deployed = health(c, timeout=2)
+    assert not deployed.ok and "certificate not accepted" in deployed.lines[0]
