@@ -16,7 +16,6 @@ import importlib
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -162,6 +161,8 @@ def renew(
             if workers <= 1:
                 more = {i: rest(i + 1, specs[i], s) for i, s in todo}
             else:
+                from concurrent.futures import ThreadPoolExecutor  # renew only
+
                 with ThreadPoolExecutor(workers, thread_name_prefix="renew") as pool:
                     done = pool.map(lambda t: rest(t[0] + 1, specs[t[0]], t[1]), todo)
                     more = dict(zip((i for i, _ in todo), done, strict=True))

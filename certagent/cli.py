@@ -7,7 +7,6 @@ Imports nothing heavy at start-up (no acme, josepy, requests or jinja2).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import logging
 import re
@@ -54,6 +53,8 @@ class _Parser(argparse.ArgumentParser):
         m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if m:
             choices = re.findall(r"'([^']*)'", m.group(2))
+            import difflib  # only for a mistyped choice
+
             close = difflib.get_close_matches(m.group(1), choices, n=1)
             if close:
                 message += f"; did you mean '{close[0]}'?"
@@ -634,6 +635,11 @@ def _print_report(report: Report, verbose: int, quiet: bool = False) -> None:
 
     planning = report.command == "plan"
     rehearsing = report.command == "rehearse"
+    if planning and not verbose:  # one line each, one write however many certificates
+        lines = [f"{r.name}: {'due' if r.decision.due else 'not due'}: {r.decision.reason}"
+                 for r in report.results]  # fmt: skip
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
+        return
     for r in report.results:
         failed = r.outcome not in (Outcome.SKIPPED, Outcome.RENEWED, Outcome.REVOKED)
         if quiet and not planning and not failed:
@@ -694,8 +700,9 @@ def _print_status(rows: list[StatusRow]) -> None:
             )
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
+             for row in table]  # fmt: skip
+    sys.stdout.write("\n".join(lines) + "\n")  # one write, however many certificates
 
 
 class _TerminalProgress:

@@ -80,9 +80,22 @@ MAX_DEPTH = 32  # nesting of mappings and lists
 MAXValueALUES = 20_000  # values after aliases are expanded (a "billion laughs" stops here)
 _TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "timestamp")}
 _COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+_STR = "tag:yaml.org,2002:str"
 # libyaml's parser when PyYAML was built with it (PyPI's wheels are): ~10x faster, and its
 # event parser is iterative, so the depth check below reads any input without recursing.
 _FAST: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _libyaml_version() -> tuple[int, ...]:
+    try:
+        return tuple(yaml._yaml.get_version())
+    except AttributeError:
+        return ()
+
+
+# libyaml from 0.2.5 refuses nesting past 1000 levels itself, so composing cannot recurse
+# without bound and the depth is checked while the tree is built (one pass, not two).
+_BOUNDED = _FAST is not yaml.SafeLoader and _libyaml_version() >= (0, 2, 5)
 
 
 def load(path: Path) -> Config:
@@ -100,7 +113,11 @@ def load(path: Path) -> Config:
 def parse(text: str, source: Path) -> Config:
     ctx = _Ctx(source)
     try:
-        _check_shape(text)
+        if "\0" in text:
+            at = text[: text.index("\0")].count("\n") + 1
+            raise _Refused("the file contains a NUL byte", at)
+        if not _BOUNDED:
+            _check_shape(text)
         node = yaml.compose(text, Loader=_FAST)
     except _Refused as exc:
         raise ConfigError(str(source), [ConfigProblem("", exc.message, exc.line)]) from None
@@ -108,6 +125,8 @@ def parse(text: str, source: Path) -> Config:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
+        if "maximum nesting depth" in problem:  # libyaml's own limit (1000 levels)
+            problem = f"nested deeper than {MAX_DEPTH} levels"
         raise ConfigError(
             str(source), [ConfigProblem("", f"invalid YAML: {problem}", line)]
         ) from exc
@@ -135,10 +154,8 @@ class _Refused(Exception):
 
 
 def _check_shape(text: str) -> None:
-    """Refuse NUL bytes and over-deep nesting from the event stream, before composing:
-    PyYAML's composer recurses once per level and would hit Python's recursion limit."""
-    if "\0" in text:
-        raise _Refused("the file contains a NUL byte", text[: text.index("\0")].count("\n") + 1)
+    """Refuse over-deep nesting from the event stream, before composing: without libyaml
+    (or an old one), the composer recurses once per level without a bound."""
     depth = 0
     for event in yaml.parse(text, Loader=_FAST):
         if isinstance(event, yaml.CollectionStartEvent):
@@ -159,9 +176,10 @@ class _Ctx(Checker):
     _active: set[int] = field(default_factory=set)  # nodes on the path being built
     _loader: yaml.SafeLoader = field(default_factory=lambda: yaml.SafeLoader(""))
 
-    def value(self, node: yaml.Node, path: str) -> Value:
+    def value(self, node: yaml.Node, path: str, depth: int = 0) -> Value:
         """Build the tree with positions. Aliases are expanded, but a self-referencing
-        alias, an expansion past MAXValueALUES and any tag beyond plain YAML are refused."""
+        alias, an expansion past MAXValueALUES, nesting past MAX_DEPTH and any tag beyond
+        plain YAML are refused."""
         line = node.start_mark.line + 1
         self.values += 1
         if self.values > MAXValueALUES:
@@ -173,13 +191,17 @@ class _Ctx(Checker):
         if id(node) in self._active:
             raise _Refused("an alias refers to a value that contains it", line, path)
         if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            if depth >= MAX_DEPTH:
+                raise _Refused(f"nested deeper than {MAX_DEPTH} levels", line, path)
             if node.tag not in _COLLECTION_TAGS:
                 raise _Refused(f"unsupported YAML tag {node.tag}", line, path)
             self._active.add(id(node))
             try:
-                return Value(self._collection(node, path), path, line)
+                return Value(self._collection(node, path, depth + 1), path, line)
             finally:
                 self._active.discard(id(node))
+        if node.tag == _STR:  # most values: the text itself, as the constructor gives it
+            return Value(node.value, path, line)
         if node.tag not in _TAGS:
             raise _Refused(f"unsupported YAML tag {node.tag}", line, path)
         try:
@@ -189,9 +211,9 @@ class _Ctx(Checker):
             why = str(exc).split(":")[0]  # e.g. "Exceeds the limit (4300 digits) ..."
             raise _Refused(f"unreadable value {text!r}: {why}", line, path) from None
 
-    def _collection(self, node: yaml.Node, path: str) -> dict[str, Value] | list[Value]:
+    def _collection(self, node: yaml.Node, path: str, depth: int) -> dict[str, Value] | list[Value]:
         if isinstance(node, yaml.SequenceNode):
-            return [self.value(n, f"{path}[{i}]") for i, n in enumerate(node.value)]
+            return [self.value(n, f"{path}[{i}]", depth) for i, n in enumerate(node.value)]
         out: dict[str, Value] = {}
         for knode, vnode in node.value:
             if not isinstance(knode, yaml.ScalarNode):
@@ -200,7 +222,7 @@ class _Ctx(Checker):
             sub = f"{path}.{key}" if path else key
             if key in out:
                 self.error(sub, "duplicate key", knode.start_mark.line + 1)
-            out[key] = self.value(vnode, sub)
+            out[key] = self.value(vnode, sub, depth)
         return out
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+CERTS = "certs"
+CURRENT = "current"
+
 
 def cert_dir(state_dir: Path, name: str) -> Path:
-    return state_dir / "certs" / name
+    return state_dir / CERTS / name
 
 
 def current_link(state_dir: Path, name: str) -> Path:
-    return cert_dir(state_dir, name) / "current"
+    return cert_dir(state_dir, name) / CURRENT
 
 
 def deployed(state_dir: Path, name: str) -> bool:

@@ -9,9 +9,12 @@ Side effects: network, on the socket it is given.
 
 from __future__ import annotations
 
-import socket
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only annotations: `--help` and `status` need no socket module
+    import socket
 
 
 class StartTlsRefused(Exception):

@@ -155,6 +155,8 @@ class Store:
         self.secret_mode = 0o640 if group is not None else 0o600
         self.index = Index(root)  # a cache of per-certificate reads (index.py)
         self._cert_dirs: dict[str, Path] = {}
+        self._dir_strs: dict[str, str] = {}
+        self._root = str(root)
         self._links: dict[str, Path] = {}
 
     def _dir(self, path: Path) -> None:
@@ -204,13 +206,20 @@ class Store:
     def cert_dir(self, name: str) -> Path:
         folder = self._cert_dirs.get(name)
         if folder is None:  # made once per certificate: a run over 1000 asks often
-            folder = self._cert_dirs[name] = layout.cert_dir(self.root, name)
+            folder = self._cert_dirs[name] = Path(self._dir_of(name))
+        return folder
+
+    def _dir_of(self, name: str) -> str:
+        """The certificate's directory as a str: the no-op path makes few Paths."""
+        folder = self._dir_strs.get(name)
+        if folder is None:
+            folder = self._dir_strs[name] = f"{self._root}/{layout.CERTS}/{name}"
         return folder
 
     def current_link(self, name: str) -> Path:
         link = self._links.get(name)
         if link is None:
-            link = self._links[name] = layout.current_link(self.root, name)
+            link = self._links[name] = Path(f"{self._dir_of(name)}/{layout.CURRENT}")
         return link
 
     def write_release(
@@ -276,17 +285,18 @@ class Store:
     def current(self, name: str) -> Release | None:
         """The release `current` points at; None when the link is missing or dangles.
         StoreError when it points at a release whose metadata is unreadable."""
-        link = self.current_link(name)
+        folder = self._dir_of(name)
+        link = f"{folder}/{layout.CURRENT}"
         try:
             target = os.readlink(link)
         except PermissionError as exc:
             raise StoreError(f"cannot read {link}: {exc.strerror}") from exc
         except OSError:  # missing, or not a link at all
             return None
-        parts = Path(target).parts
-        if len(parts) != 2 or parts[0] != "releases" or parts[1].startswith("."):
+        parts = target.split("/")
+        if len(parts) != 2 or parts[0] != "releases" or parts[1].startswith(".") or not parts[1]:
             raise StoreError(f"{link} points outside the releases: {target}")
-        return self._read_release(name, link.parent / target, live=target)
+        return self._read_release(name, Path(f"{folder}/{target}"), live=target)
 
     def release(self, name: str, release_id: str) -> Release:
         rel = self._read_release(name, self.cert_dir(name) / "releases" / release_id)
@@ -534,7 +544,7 @@ class Store:
     def read_state(self, name: str) -> CertState:
         """The certificate's state; StoreError naming the file when it is unreadable or
         of the wrong shape (never a crash: every field is checked)."""
-        path = f"{self.cert_dir(name)}/state.json"  # a str: the no-op path makes no Path
+        path = f"{self._dir_of(name)}/state.json"  # a str: the no-op path makes no Path
         try:
             raw, sig = self.index.state(name, path)
             if raw is None:

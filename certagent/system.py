@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -111,6 +110,8 @@ def run(
     `stdin` is fed to the child (else it reads nothing); `limit` is how much of the
     output's tail is kept (a report wants little, a parser all of it).
     """
+    import subprocess  # here only: `status` and `--help` start no process
+
     start = time.monotonic()
     child_env = {**BASE_ENV, **env}
     try:

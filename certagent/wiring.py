@@ -11,7 +11,6 @@ Side effects: filesystem (state dir, trust bundle), network (through what it wir
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import sys
@@ -249,7 +248,7 @@ def history_record(report: Report, config: Config) -> dict[str, object]:
         "command": report.command,
         "argv": sys.argv[1:] if sys.argv and sys.argv[0].endswith(("certagent", "__main__.py"))
         else None,
-        "user": getpass.getuser(),
+        "user": _user(),
         "uid": os.getuid(),
         "pid": os.getpid(),
         "exit_status": int(exit_status(report)),
@@ -283,3 +282,9 @@ def _audit(r: CertResult, config: Config, report_command: str) -> dict[str, obje
         "files_changed": files,
         "steps": steps,
     }
+
+
+def _user() -> str:
+    import getpass  # the audit line only
+
+    return getpass.getuser()

@@ -261,3 +261,26 @@ def test_monitor_problems() -> None:
     assert any("critical_days (30) is above warning_days (14)" in p for p in found), found
     assert any("unknown protocol 'mysql'" in p for p in found), found
     assert any("expected host:port" in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a:\n" + "".join(" " * (i + 1) + "k:\n" for i in range(40)),  # block, 41 deep
+        "x: " + "[" * 33 + "]" * 33,  # flow, 34 deep
+        "[" * 5000 + "]" * 5000,  # past libyaml's own limit
+        "a: &deep " + "[" * 20 + "]" * 20 + "\nb: " + "[" * 20 + "*deep" + "]" * 20,  # via an alias
+    ],
+)
+def test_nesting_past_the_limit_is_refused_with_a_line(text: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config.parse(text, Path("deep.yaml"))
+    (problem,) = exc.value.problems
+    assert f"nested deeper than {config.MAX_DEPTH} levels" in problem.message
+    assert problem.line is not None
+
+
+def test_without_libyaml_the_depth_is_checked_before_composing() -> None:
+    with pytest.raises(config._Refused, match="nested deeper"):
+        config._check_shape("[" * 100 + "]" * 100)
+    config._check_shape("a: [[1]]\n")
