@@ -68,7 +68,7 @@ unit: venv
 demo: deps venv step-ca
 	$(BIN)/python -m testbed.demo
 
-bench: deps venv
+bench: deps venv wheelhouse
 	$(BIN)/python bench/side_by_side.py
 	$(BIN)/python bench/renew_many.py
 	$(BIN)/python bench/check_many.py
