@@ -31,6 +31,7 @@ def config(work: Path, pebble: Pebble, count: int, round_no: int) -> Path:
         "  agree_tos: true",
         f"  trust_roots: [{pebble.tls_root}]",
         f"  max_orders: {MAX_ORDERS}",
+        "  max_new_orders: 1000000",  # a local pebble: no public CA's per-account limit
         f"policy: {{concurrency: {CONCURRENCY}}}",
         "certificates:",
     ]

@@ -1,4 +1,4 @@
-"""Unit: the configuration is described once (certagent/configspec.py), and the loader,
+"""Unit: the configuration is described once (certagent/configspec/), and the loader,
 the shipped JSON Schema and docs/configuration.md all come from that description
 (issue #13): the generated files are current, every section has its table, and for
 every key the loader and the schema accept and refuse the same values."""
