@@ -31,7 +31,7 @@ from .model import CertSpec, DeploySpec, Endpoint, Keepalived, OnBackup, Release
 from .steps import Steps
 from .store import Store
 from .system import Clock, RunResult
-from .verify import on_address
+from .verify import AT_ONCE, on_address
 
 log = logging.getLogger(__name__)
 
@@ -456,7 +456,7 @@ class FailoverDeployer(Deployer):
             results = [one(m) for m in members]
         else:
             with ThreadPoolExecutor(
-                min(16, len(members)), thread_name_prefix="peer-verify"
+                min(AT_ONCE, len(members)), thread_name_prefix="peer-verify"
             ) as pool:
                 results = list(pool.map(one, members))
         return {m[0].name: r for m, r in zip(members, results, strict=True)}

@@ -28,6 +28,7 @@ from .errors import CertagentError, GateRefused
 from .model import CertSpec, CertState, Outcome, Release
 from .steps import Steps
 from .system import RunResult
+from .verify import AT_ONCE
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,9 @@ def deploy_group(d: Deployer, members: Sequence[Member], again: bool = True) -> 
 
 def _gate(d: Deployer, members: Sequence[Member]) -> list[Member]:
     """Each member's own checks and the shared ones, then one config test for those
-    that passed (see `_tested`); a refused member holds back no other."""
+    that passed (see `_tested`); a refused member holds back no other. Each member's
+    preflight step shows the group's time."""
+    start = d.clock.monotonic()
     shared, seen = d.group_gate([m.spec for m in members])  # once: e.g. the peer's readiness
     problems = {id(m): d.preflight(m.spec, m.release, test=False) + shared for m in members}
     clean = [m for m in members if not problems[id(m)]]
@@ -99,18 +102,16 @@ def _gate(d: Deployer, members: Sequence[Member]) -> list[Member]:
         passed, refused = _tested(d, clean)
         for key, why in refused.items():
             problems[key].append(why)
+    took = d.clock.monotonic() - start
+    together = f" (one config test for {len(passed)})" if len(passed) > 1 else ""
     ready = []
     for m in members:
-        try:
-            with m.steps.step("preflight") as notes:
-                if problems[id(m)]:
-                    raise GateRefused("; ".join(problems[id(m)]))
-                notes += seen
-                together = f" (one config test for {len(passed)})" if len(passed) > 1 else ""
-                notes.append(f"config test, permissions and disk space ok{together}")
-        except GateRefused as exc:
-            m.error = exc
+        if problems[id(m)]:
+            m.error = GateRefused("; ".join(problems[id(m)]))
+            m.steps.add("preflight", False, took, str(m.error))
             continue
+        ok = f"config test, permissions and disk space ok{together}"
+        m.steps.add("preflight", True, took, "; ".join([*seen, ok]))
         ready.append(m)
     return ready
 
@@ -192,7 +193,7 @@ def _verify(d: Deployer, members: Sequence[Member], name: str, new: bool) -> lis
     if len(members) <= 1:
         results = [one(m) for m in members]
     else:
-        with ThreadPoolExecutor(min(16, len(members)), thread_name_prefix="verify") as pool:
+        with ThreadPoolExecutor(min(AT_ONCE, len(members)), thread_name_prefix="verify") as pool:
             results = list(pool.map(one, members))
     return [m for m in results if m is not None]
 

@@ -32,6 +32,9 @@ class Served:
     refused_cert: bool = False  # the server answered with a certificate that was not accepted
 
 
+AT_ONCE = 64  # endpoints probed at once: a group of 20 is verified in one wave, not two
+
+
 def on_address(endpoints: Sequence[Endpoint], address: str) -> tuple[Endpoint, ...]:
     """The same ports and names on one node's own address (not the VIP), once each."""
     seen: dict[tuple[int, str], Endpoint] = {}
@@ -85,7 +88,7 @@ class TlsProber:
         """Failures, one per endpoint that never served `fingerprint`; empty when all did."""
         deadline = self.clock.monotonic() + timeout
         if len(endpoints) > 1:  # each endpoint waited for at once: one deadline, not N
-            with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
+            with ThreadPoolExecutor(max_workers=min(AT_ONCE, len(endpoints))) as pool:
                 results = list(pool.map(lambda e: self._await_one(e, fingerprint, deadline),
                                         endpoints))  # fmt: skip
         else:
