@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from certagent import cli, config, configspec, manpage
+from certagent import cli, cliparser, config, configspec, manpage
 from certagent.configkinds import (
     Either,
     Group,
@@ -43,7 +43,9 @@ def test_the_shipped_schema_is_generated_from_the_description() -> None:
 
 def test_the_man_page_is_generated_from_the_parser() -> None:
     man = (ROOT / "contrib" / "man" / "certagent.1").read_text()
-    assert man == manpage.render(cli.build_parser(), cli.EPILOG), "stale: run `make docs`"
+    assert man == manpage.render(cliparser.build_parser(), cliparser.EPILOG), (
+        "stale: run `make docs`"
+    )
     for command in ("renew", "plan", "check", "health", "rollback", "account rollover",
                     "config validate", "config schema", "import"):  # fmt: skip
         assert f".SS {command}" in man, command
