@@ -116,8 +116,16 @@ def _context(
     from .deploy import Deployer  # deferred: ssl, sockets and the deployer only where used
     from .verify import TlsProber
 
+    probers: dict[tuple[object, ...], TlsProber] = {}
+
     def prober(deploy: DeploySpec) -> TlsProber:
-        return TlsProber(clock, deploy.trust_roots)
+        """One per set of trust roots: each loads the system's store (a group of 20
+        would otherwise hold 20 copies, and read them 20 times)."""
+        key = tuple(deploy.trust_roots)
+        found = probers.get(key)
+        if found is None:
+            found = probers[key] = TlsProber(clock, deploy.trust_roots)
+        return found
 
     if failover is None:
         deployer = Deployer(store, system.run, prober, clock, stage)
