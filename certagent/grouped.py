@@ -159,7 +159,7 @@ def _named(m: Member, output: str) -> bool:
     deploy = m.spec.deploy
     for t in deploy.templates if deploy else ():
         for path in (str(t.dest), str(m.release.path / RENDERED / t.dest.name)):
-            at = re.escape(path)
+            at = rf"(?<![\w/.-]){re.escape(path)}"  # the whole path, not the tail of another
             if re.search(rf"{at}:\d+|line \d+ of {at}", output):
                 return True
     return False

@@ -181,3 +181,30 @@ def test_a_hook_that_does_something_per_certificate_is_never_grouped(
     assert [r.outcome for r in report.results] == [Outcome.RENEWED] * 3
     calls = (tmp_path / "calls").read_text().splitlines()
     assert len(calls) == (1 if grouped else 3), calls
+
+
+@pytest.mark.parametrize(
+    ("output", "named"),
+    [
+        ("nginx: [emerg] invalid root in /etc/nginx/sites/b.conf:9", True),  # nginx
+        ("[ALERT] parsing [/etc/nginx/sites/b.conf:12] : unknown keyword", True),  # haproxy
+        ("AH00526: Syntax error on line 9 of /etc/nginx/sites/b.conf:", True),  # apache
+        ("in /srv/rendered/b.conf:3", True),  # the candidate inside the release
+        ("in /old/etc/nginx/sites/b.conf:9", False),  # another file ending the same way
+        ("in /etc/nginx/sites/b.conf.bak:9", False),
+        ("nginx: configuration file /etc/nginx/sites/b.conf test failed", False),  # no line
+    ],
+)
+def test_a_group_test_failure_blames_the_member_whose_file_it_names(
+    output: str, named: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from certagent import grouped
+
+    template = SimpleNamespace(dest=Path("/etc/nginx/sites/b.conf"))
+    member = SimpleNamespace(
+        spec=SimpleNamespace(deploy=SimpleNamespace(templates=[template])),
+        release=SimpleNamespace(path=Path("/srv")),
+    )
+    assert grouped._named(member, output) is named  # type: ignore[arg-type]
