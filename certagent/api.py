@@ -239,12 +239,10 @@ def receive(
     from .failover import read_payload
 
     names = [names] if isinstance(names, str) else list(names)
-    specs = select(config, names) if names else ()
-    if not specs or len(set(names)) != len(names):
+    if not names or len(set(names)) != len(names):
         raise UsageError("receive: name each certificate handed over once")
-    for spec in specs:
-        if spec.deploy is None:
-            raise UsageError(f"certificate {spec.name} has no deploy section in {config.source}")
+    if len(names) == 1:  # one release: a certificate this node cannot take is a usage error
+        _deployable(config, select(config, names)[0])
     handed = read_payload(names, payload)
     clock = clock or SystemClock()
     store = Store(config.state_dir, config.state_group)
@@ -252,18 +250,31 @@ def receive(
     with store.lock():
         failover = _failover(config, None)
         ctx = _context(config, store, None, Solvers(), clock, failover=failover, master=False)
-        prepared = [_received(ctx, spec, h) for spec, h in zip(specs, handed, strict=True)]
+        # In a group, such a certificate fails alone: it holds back no other member.
+        prepared = [_received(ctx, h) for h in handed]
         results = pipeline.apply_all(ctx, prepared)
         report = Report("receive", started, clock.now(), tuple(results))
         finish(config, store, report, clock)
     return report
 
 
-def _received(ctx: pipeline.Context, spec: CertSpec, handed: Handed) -> CertResult | pipeline.Ready:
-    """One handed-over release staged here, or the reason it is not (already live, or
-    it cannot be staged)."""
+def _deployable(config: Config, spec: CertSpec) -> CertSpec:
+    if spec.deploy is None:
+        raise UsageError(f"certificate {spec.name} has no deploy section in {config.source}")
+    return spec
+
+
+def _received(ctx: pipeline.Context, handed: Handed) -> CertResult | pipeline.Ready:
+    """One handed-over release staged here, or the reason it is not (not configured
+    here, already live, or it cannot be staged)."""
     from . import crypto
 
+    try:
+        spec = _deployable(ctx.config, select(ctx.config, [handed.name])[0])
+    except UsageError as exc:
+        why = Decision(True, f"release {handed.source} handed over by the keepalived MASTER")
+        return CertResult(handed.name, Outcome.FAILED_BEFORE_SWAP, why, error=str(exc),
+                          error_code="not-configured")  # fmt: skip
     current = ctx.store.current(spec.name)
     state = ctx.store.read_state(spec.name)
     leaf = crypto.split_pem_chain(handed.fullchain)[:1]

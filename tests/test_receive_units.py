@@ -75,7 +75,7 @@ def test_a_group_handed_over_is_deployed_with_one_test_and_one_reload(tmp_path: 
         (["www", "two"], {"schema": 2, "releases": [{"name": "www"}, {"name": "two"}]},
          "'key'"),
         (["www", "www"], {"schema": 2, "releases": []}, "each certificate handed over once"),
-        (["www", "nope"], {"schema": 2, "releases": []}, "unknown certificate"),
+        (["nope"], {"schema": 1, "name": "nope"}, "unknown certificate"),
     ],
 )  # fmt: skip
 def test_a_group_payload_must_name_exactly_what_was_asked(
@@ -102,3 +102,20 @@ def test_a_big_group_goes_to_the_peer_in_several_pushes() -> None:
     chunks = list(failover._chunks(big))
     assert [len(c) for c in chunks] == [2, 2, 1]
     assert [e["name"] for c in chunks for e in c] == [f"c{i}" for i in range(5)]
+
+
+def test_in_a_group_a_certificate_this_node_does_not_know_fails_alone(tmp_path: Path) -> None:
+    """The MASTER's config has a certificate this node's lacks: that one fails (the
+    MASTER does not swap it); the rest of the group is deployed."""
+    cfg = _two(tmp_path)
+    ca = pki.make_ca()
+    releases = [_release("www", "www.example.test", ca), _release("gone", "gone.example.test", ca)]
+    payload = json.dumps({"schema": 2, "certagent": __version__, "releases": releases})
+    report = api.receive(cfg, ["www", "gone"], payload.encode())
+    outcomes = {r.name: (r.outcome, r.error_code) for r in report.results}
+    assert outcomes == {
+        "www": (Outcome.RENEWED, None),
+        "gone": (Outcome.FAILED_BEFORE_SWAP, "not-configured"),
+    }
+    assert "unknown certificate(s) gone" in str(report.results[1].error)
+    assert (tmp_path / "calls.log").read_text().splitlines() == ["test", "reload "]
