@@ -21,7 +21,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ONE_LINE = r"^[^\x00-\x1f\x7f]+$"
-_UNSET: Any = object()
+UNSET: Any = object()  # "no default given" (None is a default)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .base import _UNSET, AbsPath, Checker, Either, Kind, T, Text, Value, Word, is_dns_name, kind_of
+from .base import UNSET, AbsPath, Checker, Either, Kind, T, Text, Value, Word, is_dns_name, kind_of
 
 # -- collections --------------------------------------------------------------------
 
@@ -200,11 +200,11 @@ class Section(Kind[dict[str, Value]]):
                 fields.done[name] = kind.convert(ctx, sub)
         return fields
 
-    def get(self, ctx: Checker, m: Mapping[str, Value], name: str, default: Any = _UNSET) -> Any:
+    def get(self, ctx: Checker, m: Mapping[str, Value], name: str, default: Any = UNSET) -> Any:
         """The value of a key: converted by its kind, or the default when absent or
         invalid (the problem is reported once)."""
         key = self.keys[name]  # a KeyError here is a loader bug (tests walk every key)
-        fallback = key.default if default is _UNSET else default
+        fallback = key.default if default is UNSET else default
         if name not in m:
             return fallback
         if isinstance(m, Fields) and name in m.done:

@@ -37,7 +37,7 @@ from ..configkinds import (
     Word,
 )
 from ..model import KeyType
-from .common import _ROOTS_DOC, COMMAND, DEPLOY_ENDPOINTS, ENDPOINTS
+from .common import COMMAND, DEPLOY_ENDPOINTS, ENDPOINTS, ROOTS_DOC
 
 CA = Section(
     Key("directory", Url(), doc="the ACME directory URL", required=True),
@@ -310,7 +310,7 @@ DEPLOY = Section(
         10.0,
         "deadline for each endpoint to serve the new certificate",
     ),
-    Key("trust_roots", PATHS, (), _ROOTS_DOC),
+    Key("trust_roots", PATHS, (), ROOTS_DOC),
     Key(
         "group",
         Bool(),

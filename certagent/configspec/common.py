@@ -25,7 +25,7 @@ from ..configkinds import (
 from ..model import Command
 
 CERT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
-_ROOTS_DOC = "roots added to the system store for verification (a private CA's root)"
+ROOTS_DOC = "roots added to the system store for verification (a private CA's root)"
 
 
 class CommandKind(Kind[Command]):

@@ -24,7 +24,7 @@ from ..configkinds import (
     Url,
     Word,
 )
-from .common import _ROOTS_DOC
+from .common import ROOTS_DOC
 
 MONITOR_ENDPOINT = Section(
     Key("address", HostPort(), doc="where to connect", required=True),
@@ -88,7 +88,7 @@ WEBHOOK = Section(
     Key("timeout", TIMEOUT, 10.0, "per attempt"),
     Key("retries", Count(1, 20), 3, "attempts in all"),
     Key("backoff", Duration(0, HOUR), 2.0, "the wait before the second attempt, doubled each time"),
-    Key("trust_roots", PATHS, (), _ROOTS_DOC),
+    Key("trust_roots", PATHS, (), ROOTS_DOC),
     text="`{url, timeout, retries, backoff, trust_roots}`",
 )
 
@@ -106,7 +106,7 @@ EMAIL = Section(
     Key("username", Word(), doc="SMTP login; give both `username` and `password_file`, or neither"),
     Key("password_file", SecretFile(), doc="the SMTP password, in a root-only file"),
     Key("timeout", TIMEOUT, 20.0, "per message"),
-    Key("trust_roots", PATHS, (), _ROOTS_DOC),
+    Key("trust_roots", PATHS, (), ROOTS_DOC),
     text="mapping (below)",
 )
 
@@ -123,6 +123,6 @@ NOTIFY = Section(
 HEARTBEAT = Section(
     Key("url", Url(), doc="where to POST", required=True),
     Key("timeout", TIMEOUT, 10.0, "per attempt"),
-    Key("trust_roots", PATHS, (), _ROOTS_DOC),
+    Key("trust_roots", PATHS, (), ROOTS_DOC),
     text="`{url, timeout, trust_roots}`",
 )
