@@ -150,8 +150,8 @@ class Bed:
         ctx = trust_context(self.roots)
         return probe(Endpoint(host, 443, NAME), ctx, 2).fingerprint
 
-    def current_fp(self, node: Node) -> str | None:
-        current = Store(node.dir / "state").current("www")
+    def current_fp(self, node: Node, name: str = "www") -> str | None:
+        current = Store(node.dir / "state").current(name)
         return current.fingerprint_sha256 if current else None
 
 
@@ -548,11 +548,6 @@ def _group(bed: Bed, broken_on_backup: str | None = None) -> None:
         node.config.write_text(json.dumps(cfg, indent=1))
 
 
-def bed_fp(node: Node, name: str) -> str | None:
-    current = Store(node.dir / "state").current(name)
-    return current.fingerprint_sha256 if current else None
-
-
 def _hook_calls(node: Node) -> list[str]:
     log = node.dir / "hook.log"
     return log.read_text().splitlines() if log.exists() else []
@@ -595,7 +590,7 @@ def test_a_group_goes_to_the_backup_in_one_push_then_the_master_one_reload_each(
     for name in ("www", *SITES):
         new = Store(bed.master.dir / "state").current(name)
         assert new is not None
-        assert bed_fp(bed.backup, name) == new.fingerprint_sha256
+        assert bed.current_fp(bed.backup, name) == new.fingerprint_sha256
         sni = NAME if name == "www" else f"{name}.example.test"
         for address in (VIP, bed.master.address, bed.backup.address):
             served = probe(Endpoint(address, 443, sni), ctx, 2).fingerprint
