@@ -178,9 +178,13 @@ class Deployer:
     # -- steps ------------------------------------------------------------------------
 
     def gate(self, spec: CertSpec, release: Release, steps: Steps) -> None:
-        """The preflight step: raises GateRefused with every reason not to swap."""
+        """The preflight step: raises GateRefused with every reason not to swap (this
+        certificate's own checks and the shared ones, `group_gate`, as for a group of one)."""
         with steps.step("preflight") as notes:
             problems = self.preflight(spec, release)
+            shared, seen = self.group_gate([spec])
+            problems += shared
+            notes += seen
             if problems:
                 raise GateRefused("; ".join(problems))
             notes.append("config test, permissions and disk space ok")
@@ -196,8 +200,9 @@ class Deployer:
         return None
 
     def group_gate(self, specs: Sequence[CertSpec]) -> tuple[list[str], list[str]]:
-        """The checks a group's members share, run once (a failover pair's readiness):
-        every problem, and what was seen. None here."""
+        """The checks that do not depend on the certificate, run once for a group (or
+        for one certificate): a failover pair's readiness. Every problem, and what was
+        seen. None here."""
         return [], []
 
     def before_swap_group(

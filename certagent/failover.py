@@ -320,26 +320,6 @@ class FailoverDeployer(Deployer):
         self.master = master
         self.ready_at: dict[str, float] = {}  # name: when the peer was last seen ready for it
 
-    def gate(self, spec: CertSpec, release: Release, steps: Steps) -> None:
-        if not self.master:
-            return super().gate(spec, release, steps)
-        with steps.step("preflight") as notes:
-            problems = self.preflight(spec, release)
-            if self.failover.override is not None:
-                msg = (
-                    f"failover gate OVERRIDDEN ({self.failover.override}): deploying on this "
-                    "node only, the peer is neither checked nor updated"
-                )
-                log.warning("%s: %s", spec.name, msg)
-                notes.append(msg)
-            else:
-                ready = self.failover.readiness(cert=spec)
-                problems += [f"failover: {p}" for p in ready.problems]
-                notes += ready.facts
-            if problems:
-                raise GateRefused("; ".join(problems))
-            notes.append("config test, permissions and disk space ok")
-
     def before_swap(self, spec: CertSpec, release: Release, steps: Steps) -> None:
         if not self.master or self.failover.override is not None:
             return
@@ -392,7 +372,7 @@ class FailoverDeployer(Deployer):
                 f"failover gate OVERRIDDEN ({self.failover.override}): deploying on this "
                 "node only, the peer is neither checked nor updated"
             )
-            log.warning("%d certificate(s): %s", len(specs), msg)
+            log.warning("%s: %s", ", ".join(spec.name for spec in specs), msg)
             return [], [msg]
         ready = self.failover.readiness(cert=specs[0])
         return [f"failover: {p}" for p in ready.problems], list(ready.facts)
