@@ -96,8 +96,15 @@ def renew(
     staging_issuer: Issuer | None = None,
     progress: Progress | None = None,
     failover_override: str | None = None,
+    new_order: bool = False,
+    allow_duplicate: bool = False,
 ) -> Report:
     """Renew what is due (or everything named, with force). One run at a time (exit 75).
+
+    A certificate issued earlier and not live (its deploy failed, or it was never
+    staged) is deployed instead of ordering, with or without `force`, unless
+    `new_order` asks for a new one. An order that would pass the CA's duplicate limit
+    is refused before it is sent, unless `allow_duplicate`.
 
     With a staging CA configured, each due certificate is rehearsed there first
     (unless an identical setup passed recently); a failed rehearsal stops it. On a
@@ -123,10 +130,13 @@ def renew(
         )
         ctx.rehearse = _rehearsal(config, solvers, clock, staging_issuer)
         ctx.order_slots = threading.Semaphore(config.ca.max_orders)
-        from .budget import OrderBudget
+        from .budget import DuplicateLedger, OrderBudget
 
-        ctx.budget = OrderBudget(store.account_dir(config.ca.directory),
-                                 config.ca.max_new_orders, config.ca.new_orders_window)  # fmt: skip
+        account = store.account_dir(config.ca.directory)
+        ctx.budget = OrderBudget(account, config.ca.max_new_orders, config.ca.new_orders_window)
+        ctx.duplicates = DuplicateLedger(
+            account, config.ca.max_duplicates, config.ca.duplicates_window, not allow_duplicate
+        )
 
         def own(i: int, spec: CertSpec) -> pipeline.Context:
             if progress is None:
@@ -138,7 +148,7 @@ def renew(
             mine = own(i, spec)
             mine.progress(spec.name, "planning")
             try:
-                return pipeline.survey(mine, spec, force)
+                return pipeline.survey(mine, spec, force or new_order, new_order)
             except Exception as exc:  # this certificate's failure; the others go on
                 return pipeline.failed(mine, spec, exc)
 
@@ -147,7 +157,7 @@ def renew(
         ) -> CertResult | pipeline.Ready:
             mine = own(i, spec)
             try:
-                return pipeline.proceed(mine, spec, force, surveyed)
+                return pipeline.proceed(mine, spec, force or new_order, surveyed)
             except Exception as exc:  # this certificate's failure; the others go on
                 return pipeline.failed(mine, spec, exc)
 
@@ -186,8 +196,9 @@ def deploy(
     clock: Clock | None = None,
     failover_override: str | None = None,
 ) -> Report:
-    """Deploy the current release again (fresh render, test, hook, verify) without ordering.
-    On a keepalived MASTER, the peer first, as in `renew`."""
+    """Deploy without ordering (fresh render, test, hook, verify): the newest certificate
+    issued for `name` that is not live yet (its deploy failed, or it was never staged),
+    else the current release again. On a keepalived MASTER, the peer first, as in `renew`."""
     spec = select(config, [name])[0]
     if spec.deploy is None:
         raise UsageError(f"certificate {name} has no deploy section in {config.source}")
@@ -196,15 +207,24 @@ def deploy(
     started = clock.now()
     with store.lock():
         current = store.current(name)
-        if current is None:
+        state = store.read_state(name)
+        kept = pipeline.undeployed(store, spec, state, config.ca.directory)
+        if kept is not None and not plan.usable(spec, kept, None, clock.now()):
+            kept = None  # another key type or names since, or expired: not this one
+        if current is None and kept is None:
             raise UsageError(f"certificate {name} has no release yet; run `certagent renew {name}`")
         solvers = Solvers(config.state_dir)
         failover = _failover(config, failover_override)
         ctx = _context(config, store, None, solvers, clock, failover=failover)
         ctx.rehearse = _rehearsal(config, solvers, clock)
-        decision = Decision(True, f"deploy of release {current.release_id} requested")
+        if kept is not None:
+            what = "release" if kept.staged else "the kept issuance"
+            decision = Decision(True, f"deploy requested: {what} {kept.ref}, "
+                                f"{kept.describe(name).split('; `certagent', 1)[0]}")  # fmt: skip
+        else:
+            assert current is not None  # noqa: S101 - checked above
+            decision = Decision(True, f"deploy of release {current.release_id} requested")
         attempt = pipeline.Attempt.begin(ctx, spec, decision)
-        state = store.read_state(name)
         try:
             if ctx.failover is not None:  # as in renew, but a BACKUP is refused, not skipped
                 with attempt.steps.step("failover") as notes:
@@ -213,7 +233,11 @@ def deploy(
                         raise GateRefused(f"{backup}: run `certagent deploy` on the MASTER")
                     notes.append("this node is MASTER and the peer is ready")
             pipeline.rehearsed(ctx, spec, attempt.steps)
-            release = pipeline.restage(ctx, spec, current, attempt.steps)
+            if kept is not None:
+                release = pipeline.stage_kept(ctx, spec, kept, attempt.steps)
+            else:
+                assert current is not None  # noqa: S101 - checked above
+                release = pipeline.restage(ctx, spec, current, attempt.steps)
         except CertagentError as exc:
             result = attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
         else:
@@ -417,10 +441,13 @@ def plan_run(
     store = Store(config.state_dir, config.state_group)
     now = clock.now()
     results = []
+    hold = pipeline.ca_hold(store, config.ca.directory, now)
     for spec in specs:
         snap = store.snapshot(spec.name)
         current = snap.current
-        decision = plan.decide(spec, current, snap.state, config.policy, now, force, snap.damaged)
+        kept = pipeline.undeployed(store, spec, snap.state, config.ca.directory)
+        decision = plan.decide(spec, current, snap.state, config.policy, now, force,
+                               snap.damaged, kept, hold)  # fmt: skip
         if snap.problems:  # what renew will repair first, said where the operator looks
             decision = replace(decision, reason=f"{decision.reason} ({'; '.join(snap.problems)})")
         results.append(
@@ -467,10 +494,13 @@ def status(
     now = (clock or SystemClock()).now()
     store = Store(config.state_dir, config.state_group)
     rows = []
+    hold = pipeline.ca_hold(store, config.ca.directory, now)
     for spec in select(config, names):
         snap = store.snapshot(spec.name)
         current, state = snap.current, snap.state
-        decision = plan.decide(spec, current, state, config.policy, now, False, snap.damaged)
+        kept = pipeline.undeployed(store, spec, state, config.ca.directory)
+        decision = plan.decide(spec, current, state, config.policy, now, False, snap.damaged,
+                               kept, hold)  # fmt: skip
         reason = decision.reason
         if snap.problems:
             reason = f"{reason} ({'; '.join(snap.problems)})"

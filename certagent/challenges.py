@@ -151,6 +151,10 @@ class StandaloneSolver(_Http01):
 
     def present(self, domain: str, token: str, validation: str) -> None:
         self._tokens[_safe_token(token)] = validation
+        self.bind(domain)
+
+    def bind(self, domain: str) -> None:
+        """Listen now (before ordering: a port in use must not cost an issuance)."""
         with self._lock:
             if self._server is None:
                 self._start(domain)
@@ -214,6 +218,7 @@ class AlpnSolver:
         self._contexts: dict[str, Any] = {}  # name -> ssl.SSLContext with its certificate
         self._lock = threading.Lock()
         self._sock: Any = None
+        self._base: Any = None  # ssl.SSLContext of the first name: handshakes start there
         self._thread: threading.Thread | None = None
         self._scratch: Path | None = None
 
@@ -237,7 +242,22 @@ class AlpnSolver:
             ctx.load_cert_chain(pem)
             self._contexts[domain.lower()] = ctx
             if self._sock is None:
-                self._start(domain, ctx)
+                self._listen(domain)
+            if self._base is None:  # the context every handshake starts in (SNI picks)
+                ctx.sni_callback = self._choose
+                self._base = ctx
+
+    def bind(self, domain: str) -> None:
+        """Listen now (before ordering: a port in use must not cost an issuance)."""
+        with self._lock:
+            if self._sock is None:
+                self._listen(domain)
+
+    def _choose(self, tls: Any, name: str | None, _ctx: Any) -> None:
+        chosen = self._contexts.get((name or "").lower())
+        if chosen is not None:
+            tls.context = chosen
+        return None  # no context for that name: the handshake fails, nothing is said
 
     def ready(self) -> None:
         """Served as soon as presented."""
@@ -252,9 +272,8 @@ class AlpnSolver:
     def finish(self) -> None:
         """Each certificate is removed by its cleanup."""
 
-    def _start(self, domain: str, first: Any) -> None:
+    def _listen(self, domain: str) -> None:
         import socket
-        import ssl
 
         try:
             sock = socket.create_server((self.address, self.port), reuse_port=False)
@@ -263,16 +282,6 @@ class AlpnSolver:
                 f"tls-alpn-01 for {domain}: cannot listen on {self.address}:{self.port}: "
                 f"{exc.strerror} (is a web server already on that port?)"
             ) from exc
-        contexts = self._contexts
-
-        def choose(tls: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
-            chosen = contexts.get((name or "").lower())
-            if chosen is None:
-                return None  # handshake fails: nothing to say for that name
-            tls.context = chosen
-            return None
-
-        first.sni_callback = choose
         self._sock = sock
 
         def serve() -> None:
@@ -281,7 +290,11 @@ class AlpnSolver:
                     conn, _ = sock.accept()
                 except OSError:
                     return  # closed
-                threading.Thread(target=self._answer, args=(conn, first), daemon=True).start()
+                base = self._base
+                if base is None:  # bound before any name was presented: nothing to say
+                    conn.close()
+                    continue
+                threading.Thread(target=self._answer, args=(conn, base), daemon=True).start()
 
         self._thread = threading.Thread(target=serve, daemon=True, name="tls-alpn-01")
         self._thread.start()
@@ -307,6 +320,7 @@ class AlpnSolver:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+        self._base = None
 
 
 def _safe_token(token: str) -> str:
@@ -330,6 +344,17 @@ class Solvers:
     def for_spec(self, spec: ChallengeSpec) -> Solver:
         with self._lock:
             return self._solver(spec)
+
+    def bind(self, cert: CertSpec) -> list[str]:
+        """Bind the listeners a certificate's challenges answer from (standalone http-01,
+        tls-alpn-01) before its order; ChallengeFailed when a port is taken. Notes."""
+        notes = []
+        for spec in dict.fromkeys((cert.challenge, *cert.challenges.values())):
+            if isinstance(spec, Http01Standalone | TlsAlpn01Standalone):
+                solver = self.for_spec(spec)
+                solver.bind(cert.names[0])  # type: ignore[attr-defined]
+                notes.append(f"{solver.kind} listening on {spec.address}:{spec.port}")
+        return notes
 
     def chooser(self, cert: CertSpec) -> SolverFor:
         """The solver of each name of a certificate (`challenges`, else `challenge`)."""

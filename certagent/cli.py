@@ -288,6 +288,8 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
                     args.force,
                     progress=update,
                     failover_override=args.failover_override,
+                    new_order=args.new_order,
+                    allow_duplicate=args.allow_duplicate,
                 )
         finally:
             if progress:

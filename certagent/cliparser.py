@@ -138,7 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("renew", parents=[common], help="renew what is due (for cron, Salt, people)")
-    p.add_argument("--force", action="store_true", help="renew even if not due")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="renew even if not due (a certificate issued earlier and not deployed yet is "
+        "deployed instead of ordering)",
+    )
+    p.add_argument(
+        "--new-order",
+        action="store_true",
+        help="order a new certificate even when one issued earlier is not deployed yet "
+        "(implies --force)",
+    )
+    p.add_argument(
+        "--allow-duplicate",
+        action="store_true",
+        help="order even when the CA's duplicate-certificate limit (ca.max_duplicates) "
+        "would be reached",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -166,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "deploy",
         parents=[common],
-        help="deploy the current release again (render, test, hook, verify)",
+        help="deploy without ordering: the newest certificate issued and not deployed yet, "
+        "else the current release again (render, test, hook, verify)",
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument(

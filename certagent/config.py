@@ -483,6 +483,8 @@ def _ca(ctx: _Ctx, v: Value) -> CASpec | None:
         s.get(ctx, m, "max_orders"),
         s.get(ctx, m, "max_new_orders"),
         s.get(ctx, m, "new_orders_window"),
+        s.get(ctx, m, "max_duplicates"),
+        s.get(ctx, m, "duplicates_window"),
     )
 
 

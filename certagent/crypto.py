@@ -165,3 +165,23 @@ def alpn_certificate(domain: str, key_authorization: str) -> tuple[bytes, bytes]
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
+
+
+def placeholder_certificate(key: PrivateKey, names: tuple[str, ...]) -> bytes:
+    """A throwaway self-signed certificate for `names` with `key` (PEM): what a config
+    test reads before the first issuance. It is never deployed or served."""
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certagent config test")])
+    sans = [x509.DNSName(n) for n in names]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)

@@ -231,7 +231,7 @@ class Deployer:
         if deploy.test is not None and test:
             result = self.config_test(spec, release)
             if not result.ok:
-                problems.append(f"config test failed: {result.describe()}")
+                problems.append(f"config test failed: {result.explain()}")
         if deploy.user:
             files = [release.path / "privkey.pem", release.path / "fullchain.pem"]
             files += [release.path / RENDERED / t.dest.name for t in deploy.templates]
@@ -353,7 +353,7 @@ class Deployer:
         with steps.step(name) as notes:
             result = self.run_command(hook, spec, release, action, extra=extra)
             if not result.ok:
-                raise DeployFailed(f"post-run hook {result.describe()}")
+                raise DeployFailed(f"post-run hook failed: {result.explain()}")
             if group:
                 notes.append(f"once for {len(group)} certificates: {' '.join(group)}")
             notes.append(result.output.strip()[-500:])
@@ -394,7 +394,9 @@ class Deployer:
             for a in command.argv
         ]
         env = {**hook_env(command, spec, release, action, self.stage), **(extra or {})}
-        return self.run([*wrap, *argv], command.timeout, env)
+        result = self.run([*wrap, *argv], command.timeout, env)
+        # The report names the operator's command, never the gate's wrapper around it.
+        return replace(result, argv=tuple(argv)) if wrap else result
 
 
 def candidate_view(candidates: Mapping[Path, Path], scratch: Path) -> list[str] | None:

@@ -135,7 +135,7 @@ def _tested(d: Deployer, members: Sequence[Member]) -> tuple[list[Member], dict[
     named = [m for m in rest if _named(m, result.output)]
     if named and len(named) < len(rest):
         for m in named:
-            refused[id(m)] = f"config test failed: {result.describe()}"
+            refused[id(m)] = f"config test failed: {result.explain()}"
         rest = [m for m in rest if m not in named]
         result = test(rest)
         if result.ok:
@@ -143,13 +143,13 @@ def _tested(d: Deployer, members: Sequence[Member]) -> tuple[list[Member], dict[
     alone = {id(m): d.config_test(m.spec, m.release) for m in rest}
     culprits = [m for m in rest if not alone[id(m)].ok]
     for m in culprits:
-        refused[id(m)] = f"config test failed: {alone[id(m)].describe()}"
+        refused[id(m)] = f"config test failed: {alone[id(m)].explain()}"
     rest = [m for m in rest if m not in culprits]
     if culprits and rest:
         result = test(rest)
     if not result.ok:  # they fail only together: refuse them all
         for m in rest:
-            refused[id(m)] = f"config test failed with the group: {result.describe()}"
+            refused[id(m)] = f"config test failed with the group: {result.explain()}"
         rest = []
     return rest, refused
 

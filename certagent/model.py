@@ -97,6 +97,8 @@ class CASpec:
     max_orders: int = 4  # orders in flight at this CA at once, whatever `concurrency` says
     max_new_orders: int = 300  # in any `new_orders_window` (Let's Encrypt: 300 per 3 h)
     new_orders_window: float = 3 * 3600.0
+    max_duplicates: int = 5  # the same set of names in any `duplicates_window` (LE: 5 / 7 d)
+    duplicates_window: float = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -394,6 +396,33 @@ class CertState:
     # When to ask the CA for renewal information again (its Retry-After, a day when it
     # offers none): a run with nothing due sends nothing to the CA before then.
     ari_next: dt.datetime | None = None
+    # Why the last attempt failed (its error, shortened): said beside a certificate that
+    # was issued but is not live, so that plan, status and check tell the operator why.
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Undeployed:
+    """A certificate the CA issued for this one that is not live: a staged release whose
+    deploy failed (`staged`), or an issuance kept before it could be staged. Deploying
+    it needs no CA, so no back-off of the CA's applies to it."""
+
+    ref: str  # the release id, or the kept issuance's file name
+    staged: bool
+    issued: dt.datetime
+    names: tuple[str, ...]
+    key_type: KeyType
+    not_before: dt.datetime
+    not_after: dt.datetime
+    profile: str | None
+    ca: str
+    reason: str  # why it is not live (the failure that kept it back)
+
+    def describe(self, name: str) -> str:
+        return (
+            f"issued {self.issued.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, not deployed: "
+            f"{self.reason}; `certagent deploy {name}` deploys it"
+        )
 
 
 @dataclass(frozen=True)

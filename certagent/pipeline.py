@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -29,18 +31,20 @@ from .model import (
     Decision,
     DeploySpec,
     Http01Webroot,
+    KeyType,
     OrderOptions,
     Outcome,
     Release,
     RenewalWindow,
+    Undeployed,
 )
 from .steps import Steps
-from .store import BUNDLE_FILE, KEY_FILE, Snapshot, Store
+from .store import BUNDLE_FILE, KEY_FILE, Snapshot, Store, release_time
 from .system import Clock
 
 if TYPE_CHECKING:
     from . import crypto
-    from .budget import OrderBudget
+    from .budget import DuplicateLedger, OrderBudget
     from .deploy import Deployer
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,8 @@ class SolverSource(Protocol):
     def for_spec(self, spec: ChallengeSpec) -> Solver: ...
 
     def chooser(self, cert: CertSpec) -> SolverFor: ...
+
+    def bind(self, cert: CertSpec) -> list[str]: ...
 
 
 class Rehearser(Protocol):
@@ -96,6 +102,8 @@ class Context:
     budget: OrderBudget | None = None
     # Orders in flight at the CA at once (ca.max_orders), whatever the concurrency.
     order_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(4))
+    # Certificates per set of names at this CA (ca.max_duplicates); None: not kept.
+    duplicates: DuplicateLedger | None = None
 
 
 GATES = frozenset({GateRefused.code, RehearsalFailed.code})  # refusals counted for metrics
@@ -120,6 +128,12 @@ class PrecheckFailed(CertagentError):
     """Something that would fail after the order was found before it: nothing ordered."""
 
     code = "precheck"
+
+
+class DuplicateLimit(CertagentError):
+    """One more certificate for these names would pass the CA's duplicate limit."""
+
+    code = "duplicate-limit"
 
 
 def precheck(
@@ -195,17 +209,25 @@ class Attempt:
                 revoked=None,
                 ari_next=None,  # a new certificate: ask about its window
                 last_success=self.ctx.clock.now(),
+                last_error=None,
             )
-            keep = frozenset(x for x in (state.previous_release,) if x)
-            pruned = store.prune(name, self.ctx.config.policy.keep_releases, keep)
-            if pruned:
-                log.info("%s: pruned %d old release(s)", name, len(pruned))
         else:
             state = replace(state, consecutive_failures=state.consecutive_failures + 1)
             if isinstance(retry_at, dt.datetime):  # remembered: the next runs wait for it
                 state = replace(state, retry_after=retry_at)
             if error is None:
                 error = next((s.detail for s in self.steps.results if not s.ok), outcome.value)
+            state = replace(state, last_error=_short(error))
+        # A failed deploy retried run after run re-stages its certificate each time:
+        # old copies go as after a success (never the live, previous or kept one).
+        keep = frozenset(x for x in (state.previous_release, state.failed_release) if x)
+        try:
+            pruned = store.prune(name, self.ctx.config.policy.keep_releases, keep)
+        except OSError as exc:  # a full disk must not hide the outcome
+            log.warning("%s: cannot prune old releases: %s", name, exc.strerror or exc)
+            pruned = []
+        if pruned:
+            log.info("%s: pruned %d old release(s)", name, len(pruned))
         try:
             store.write_state(name, state)
         except OSError as exc:  # a full disk: the outcome itself must still be reported
@@ -225,9 +247,9 @@ class Ready:
     state: CertState
 
 
-def renew_one(ctx: Context, spec: CertSpec, force: bool) -> CertResult:
+def renew_one(ctx: Context, spec: CertSpec, force: bool, new_order: bool = False) -> CertResult:
     """Plan again (we hold the lock), then order or retry, stage and deploy if due."""
-    prepared = prepare(ctx, spec, force)
+    prepared = prepare(ctx, spec, force, new_order)
     if isinstance(prepared, CertResult):
         return prepared
     with ctx.serial:
@@ -240,35 +262,113 @@ class Surveyed:
 
     snap: Snapshot
     steps: Steps
+    kept: Undeployed | None = None  # issued, not live: deployed instead of ordering
+    hold: tuple[dt.datetime, str] | None = None  # the CA's Retry-After for every client
+    relinked: bool = False  # the repair pointed `current` elsewhere: deploy what it says
+    new_order: bool = False  # --new-order: nothing issued earlier is used instead
 
 
-def prepare(ctx: Context, spec: CertSpec, force: bool) -> CertResult | Ready:
+def prepare(
+    ctx: Context, spec: CertSpec, force: bool, new_order: bool = False
+) -> CertResult | Ready:
     """Everything up to the deploy: plan, the keepalived gate, the rehearsal, the order
     (or a retry of a kept release) and the stage. A result when it ends here."""
-    first = survey(ctx, spec, force)
+    first = survey(ctx, spec, force, new_order)
     return first if isinstance(first, CertResult) else proceed(ctx, spec, force, first)
 
 
-def survey(ctx: Context, spec: CertSpec, force: bool) -> CertResult | Surveyed:
+def survey(
+    ctx: Context, spec: CertSpec, force: bool, new_order: bool = False
+) -> CertResult | Surveyed:
     """The part without the network: repair the store and plan. A certificate that is
     not due, and whose renewal information need not be asked for now, ends here (the
-    no-op run: cheap, so it is done one by one before any thread is started)."""
+    no-op run: cheap, so it is done one by one before any thread is started).
+    `new_order`: a certificate issued earlier and not live is not deployed instead."""
     steps = Steps(ctx.clock)
-    snap = repair(ctx, spec, steps)  # the store read once (again only after a repair)
+    snap, relinked = repair(ctx, spec, steps)  # the store read once (again after a repair)
     state, current = snap.state, snap.current
+    now = ctx.clock.now()
+    kept = None if new_order else undeployed(ctx.store, spec, state, ctx.config.ca.directory)
+    hold = ca_hold(ctx.store, ctx.config.ca.directory, now)
     ask = current is not None and ctx.issuer is not None and _window_due(ctx, state)
-    if state.pending is None and not ask:
-        now = ctx.clock.now()
-        decision = plan.decide(spec, current, state, ctx.config.policy, now, force, snap.damaged)
+    ask = ask and hold is None and not _waiting(state, now)
+    if state.pending is None and not ask and not (relinked and spec.deploy is not None):
+        decision = plan.decide(spec, current, state, ctx.config.policy, now, force,
+                               snap.damaged, kept, hold)  # fmt: skip
         if not decision.due:
             return _result(spec, Outcome.SKIPPED, decision, steps, current)
-    return Surveyed(snap, steps)
+    return Surveyed(snap, steps, kept, hold, relinked, new_order)
+
+
+def undeployed(store: Store, spec: CertSpec, state: CertState, ca: str) -> Undeployed | None:
+    """The newest certificate the CA issued for `spec` that is not live: the release
+    whose deploy failed, else (after a failure) an issuance kept before it was staged.
+    Only one from the configured CA counts. Cheap: nothing is read for a certificate
+    whose last attempt did not fail."""
+    why = state.last_error or "its deploy failed"
+    if state.failed_release is not None:
+        rel = store.find(spec.name, state.failed_release)
+        if rel is not None and rel.ca in ("", ca):
+            issued = release_time(rel.release_id) or rel.not_before
+            return Undeployed(rel.release_id, True, issued, rel.names, rel.key_type,
+                              rel.not_before, rel.not_after, rel.profile, rel.ca, why)  # fmt: skip
+    if state.consecutive_failures == 0:
+        return None
+    for kept in store.issued(spec.name):  # newest first
+        found = _issued_facts(kept.facts, kept.fullchain, kept.key_pem)
+        if found is not None and kept.ca in ("", ca):
+            names, key_type, not_before, not_after, profile = found
+            issued = kept.issued or not_before
+            return Undeployed(kept.path.name, False, issued, names, key_type, not_before,
+                              not_after, profile, kept.ca, why)  # fmt: skip
+    return None
+
+
+def _issued_facts(
+    facts: Mapping[str, object], fullchain: bytes, key_pem: bytes
+) -> tuple[tuple[str, ...], KeyType, dt.datetime, dt.datetime, str | None] | None:
+    """Names, key type, validity and profile of a kept issuance: from the facts written
+    beside it, else (kept by an older version) parsed. None when it is unusable."""
+    try:
+        names = facts["names"]
+        if not isinstance(names, list):
+            raise TypeError
+        profile = facts.get("profile")
+        return (tuple(str(n) for n in names), KeyType(str(facts["key_type"])),
+                dt.datetime.fromisoformat(str(facts["not_before"])),
+                dt.datetime.fromisoformat(str(facts["not_after"])),
+                str(profile) if isinstance(profile, str) else None)  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        pass
+    from . import crypto  # deferred: an old kept issuance only
+
+    try:
+        leaf = crypto.split_pem_chain(fullchain)[0]
+        info = crypto.facts(leaf)
+        key_type = crypto.key_type_of(crypto.load_key(key_pem))
+    except (ValueError, IndexError, TypeError):
+        return None
+    if key_type is None:
+        return None
+    return tuple(info.names), key_type, info.not_before, info.not_after, None
+
+
+def ca_hold(store: Store, ca: str, now: dt.datetime) -> tuple[dt.datetime, str] | None:
+    """The CA's Retry-After for every client, while it holds (castate.py)."""
+    from .castate import read_hold
+
+    return read_hold(store.account_path(ca), now)
+
+
+def _waiting(state: CertState, now: dt.datetime) -> bool:
+    """The CA asked not to be asked about this certificate before `retry_after`."""
+    return state.retry_after is not None and now < state.retry_after
 
 
 def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> CertResult | Ready:
     """The rest of `prepare`: the end of an interrupted deploy, the CA's renewal window,
     and for a due certificate the gate, the rehearsal, the order and the stage."""
-    snap, steps = surveyed.snap, surveyed.steps
+    snap, steps, kept, hold = surveyed.snap, surveyed.steps, surveyed.kept, surveyed.hold
     state = snap.state
     if state.pending is not None:
         with ctx.serial:
@@ -276,15 +376,25 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
         if resumed is not None:
             return resumed
         snap = ctx.store.snapshot(spec.name)
+        state = snap.state
+        kept = undeployed(ctx.store, spec, state, ctx.config.ca.directory) if kept else None
     current = snap.current
-    if current is not None and ctx.issuer is not None:
-        state = _refresh_window(ctx, spec, current, ctx.issuer, snap.state)
     now = ctx.clock.now()
-    decision = plan.decide(spec, current, state, ctx.config.policy, now, force, snap.damaged)
+    deploy_kept = kept if kept is not None and plan.usable(spec, kept, current, now) else None
+    asked = deploy_kept is None and hold is None and not _waiting(state, now)
+    if current is not None and ctx.issuer is not None and asked:
+        state = _refresh_window(ctx, spec, current, ctx.issuer, state)
+    decision = plan.decide(spec, current, state, ctx.config.policy, now, force, snap.damaged,
+                           kept, hold)  # fmt: skip
+    if not decision.due and surveyed.relinked and current is not None and spec.deploy:
+        # The repair changed what `current` says: deploy it, so that what is served is
+        # what status reports (a server would otherwise change certificate at restart).
+        decision = Decision(True, f"{decision.reason}; but the repair pointed current at "
+                            f"{current.release_id}: deploying it", now)  # fmt: skip
+        deploy_kept = _as_undeployed(current, "the repaired live release")
     if not decision.due:
         return _result(spec, Outcome.SKIPPED, decision, steps, current)
     attempt = Attempt.begin(ctx, spec, decision, steps)
-    retry = None if force else _retryable(ctx, spec, state.failed_release)
     try:
         with ctx.serial:
             if ctx.failover is not None:
@@ -295,14 +405,16 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
                 if skip is not None:
                     skipped = Decision(False, f"{decision.reason}, but {skip}", decision.renew_at)
                     return _result(spec, Outcome.SKIPPED, skipped, attempt.steps, current)
+            if deploy_kept is None:
+                before_ordering(ctx, spec, current, attempt.steps)
             rehearsed(ctx, spec, attempt.steps)
-        if retry is not None:
-            release = restage(ctx, spec, retry, attempt.steps)
+        if deploy_kept is not None:
+            release = stage_kept(ctx, spec, deploy_kept, attempt.steps)
         else:
-            kept = None if force else _kept_issuance(ctx, spec, attempt.steps)
+            found = None if surveyed.new_order else _kept_issuance(ctx, spec, attempt.steps)
             compromised = state.revoked is not None and state.revoked[1] == "keyCompromise"
             reuse = None if compromised else current  # never the key of a compromise
-            release = kept or _order_and_stage(ctx, spec, attempt.steps, current, reuse)
+            release = found or _order_and_stage(ctx, spec, attempt.steps, current, reuse)
     except Deferred as exc:  # not a failure: no backoff, no alert; a later run orders
         later = Decision(False, f"{decision.reason}, but {exc}", exc.until)
         return _result(spec, Outcome.SKIPPED, later, attempt.steps, current)
@@ -365,11 +477,12 @@ def apply_group(ctx: Context, members: Sequence[Ready]) -> list[CertResult]:
     return results
 
 
-def repair(ctx: Context, spec: CertSpec, steps: Steps) -> Snapshot:
+def repair(ctx: Context, spec: CertSpec, steps: Steps) -> tuple[Snapshot, bool]:
     """Put the store right before planning (we hold the lock): half-written releases
     of a killed run, an unreadable state file, a missing or dangling `current` link.
     What was done is a step of the result, so the report and the audit log say it.
-    Returns the certificate as the store now holds it."""
+    Returns the certificate as the store now holds it, and whether `current` was
+    pointed at another release (which must then be deployed)."""
     done = [f"removed {p.name}, left by a run that died" for p in
             ctx.store.cleanup_partial(spec.name)]  # fmt: skip
     snap = ctx.store.snapshot(spec.name)
@@ -379,7 +492,7 @@ def repair(ctx: Context, spec: CertSpec, steps: Steps) -> Snapshot:
         log.warning("%s: %s", spec.name, note)
     if done:
         steps.add("repair", True, 0.0, "; ".join(done))
-    return ctx.store.snapshot(spec.name) if repaired else snap
+    return (ctx.store.snapshot(spec.name) if repaired else snap), snap.relink is not None
 
 
 def failed(ctx: Context, spec: CertSpec, exc: BaseException) -> CertResult:
@@ -501,11 +614,6 @@ def _order_and_stage(
         if until is not None:
             raise Deferred(until, ctx.budget.limit)
     with steps.step("order", issuer.label) as notes:
-        # All that could fail after the CA issues is checked first: an issuance that
-        # cannot be staged or deployed is wasted (public CAs allow ~5 duplicates a week).
-        problems = precheck(spec, ctx.config.template_dirs, ctx.store, ctx.deployer.stage)
-        if problems:
-            raise PrecheckFailed("not ordering: " + "; ".join(problems))
         notes.append(ctx.store.check_writable(spec.name, _min_free(spec)))
         ctx.progress(spec.name, "ordering")
         key = _order_key(spec, key_source, notes)
@@ -514,9 +622,12 @@ def _order_and_stage(
         options = OrderOptions(spec.profile, replaces)
         with ctx.order_slots:
             fullchain = issuer.issue(csr, ctx.solvers.chooser(spec), options)
+        if ctx.duplicates is not None:
+            ctx.duplicates.record(spec.names, ctx.clock.now())
         # Kept before anything else can fail: a stage that fails or a kill from here on
         # leaves it for the next run, which stages it instead of ordering again.
-        kept = ctx.store.keep_issued(spec.name, crypto.key_pem(key), fullchain, issuer.label)
+        kept = ctx.store.keep_issued(spec.name, crypto.key_pem(key), fullchain, issuer.label,
+                                     _facts_of(fullchain, spec))  # fmt: skip
     with steps.step("stage") as notes:
         release = stage(ctx, spec, key, fullchain, issuer.label)
         ctx.store.forget_issued(kept)
@@ -524,6 +635,100 @@ def _order_and_stage(
             f"release {release.release_id}, valid until {release.not_after:%Y-%m-%d %H:%M}"
         )
     return release
+
+
+def before_ordering(ctx: Context, spec: CertSpec, current: Release | None, steps: Steps) -> None:
+    """All that would make an issuance unusable, found before anything is sent to a CA
+    (public CAs allow ~5 duplicates a week): templates, directories and webroots
+    (`precheck`), the CA's duplicate limit, the challenge listeners (bound now, held for
+    the run), and the web server's config test of the candidate configuration rendered
+    against the live certificate (`pretest`). Hooks are not run. Raises PrecheckFailed
+    or DuplicateLimit."""
+    with steps.step("precheck") as notes:
+        problems = precheck(spec, ctx.config.template_dirs, ctx.store, ctx.deployer.stage)
+        if problems:
+            raise PrecheckFailed("not ordering: " + "; ".join(problems))
+        if ctx.duplicates is not None and ctx.duplicates.enforce:
+            when = ctx.duplicates.next_allowed(spec.names, ctx.clock.now())
+            if when is not None:
+                raise DuplicateLimit(
+                    f"not ordering: {ctx.duplicates.limit} certificates for exactly these "
+                    f"names were issued by this CA in the last "
+                    f"{ctx.duplicates.window.days} days (ca.max_duplicates); the next is "
+                    f"possible after {when:%Y-%m-%d %H:%M} UTC (`renew --allow-duplicate` "
+                    "overrides)"
+                )
+        try:
+            bound = ctx.solvers.bind(spec)
+        except CertagentError as exc:
+            raise PrecheckFailed(f"not ordering: {exc}") from exc
+        notes.extend(bound)
+        failed = pretest(ctx, spec, current)
+        if failed is not None:
+            raise PrecheckFailed(f"not ordering: config test failed: {failed}")
+        if spec.deploy is not None and spec.deploy.test is not None:
+            notes.append("config test of the candidate configuration passed")
+
+
+def pretest(ctx: Context, spec: CertSpec, current: Release | None) -> str | None:
+    """The config test, before ordering, of the configuration this certificate would
+    deploy: rendered into a scratch release holding the live key and certificate (before
+    the first issuance, a throwaway self-signed one for the same names), seen by the
+    test in the same view as preflight's. None when it passes or there is none."""
+    deploy = spec.deploy
+    if deploy is None or deploy.test is None:
+        return None
+    from . import crypto  # deferred: status and plan need no cryptography
+    from .deploy import render_configs
+    from .store import make_private_dir
+
+    scratch = ctx.store.root / "probe" / spec.name
+    shutil.rmtree(scratch, ignore_errors=True)
+    make_private_dir(scratch)
+    try:
+        try:
+            key_pem = (current.path / KEY_FILE).read_bytes() if current else b""
+            chain = (current.path / "fullchain.pem").read_bytes() if current else b""
+        except OSError:
+            key_pem = chain = b""
+        if not key_pem or not chain:
+            key = crypto.generate_key(spec.key_type)
+            key_pem = crypto.key_pem(key)
+            chain = crypto.placeholder_certificate(key, spec.names)
+        certs = crypto.split_pem_chain(chain)
+        files = {KEY_FILE: key_pem, "cert.pem": certs[0], "chain.pem": b"".join(certs[1:]),
+                 "fullchain.pem": chain, BUNDLE_FILE: chain + key_pem}  # fmt: skip
+        files.update(render_configs(spec, scratch, ctx.store.current_link(spec.name),
+                                    ctx.config.template_dirs, ctx.deployer.stage))  # fmt: skip
+        for rel, data in files.items():
+            path = scratch / rel
+            make_private_dir(path.parent)
+            mode = 0o600 if rel in (KEY_FILE, BUNDLE_FILE) else 0o644
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        facts = crypto.facts(certs[0])
+        probe = Release(spec.name, f"probe-{spec.name}", scratch, spec.names, spec.key_type,
+                        facts.not_before, facts.not_after, facts.fingerprint_sha256,
+                        facts.issuer)  # fmt: skip
+        result = ctx.deployer.test_candidates([(spec, probe)])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return None if result.ok else result.explain()
+
+
+def _facts_of(fullchain: bytes, spec: CertSpec) -> dict[str, object]:
+    """What plan and status say of a kept issuance (store.keep_issued), or nothing when
+    the chain does not parse (staging will say why)."""
+    from . import crypto  # deferred: status and plan need no cryptography
+
+    try:
+        facts = crypto.facts(crypto.split_pem_chain(fullchain)[0])
+    except (ValueError, IndexError):
+        return {}
+    return {"names": list(facts.names), "key_type": spec.key_type.value,
+            "not_before": facts.not_before.isoformat(),
+            "not_after": facts.not_after.isoformat(), "profile": spec.profile}  # fmt: skip
 
 
 def _order_key(spec: CertSpec, current: Release | None, notes: list[str]) -> crypto.PrivateKey:
@@ -556,6 +761,7 @@ def _kept_issuance(ctx: Context, spec: CertSpec, steps: Steps) -> Release | None
         except (ValueError, IndexError):
             continue
         fits = set(facts.names) >= set(spec.names) and crypto.key_type_of(key) == spec.key_type
+        fits = fits and kept.ca in ("", ctx.config.ca.directory)
         life = facts.not_after - facts.not_before
         fresh = facts.not_after - now > life / 3 and facts.not_before <= now + dt.timedelta(
             minutes=5
@@ -646,14 +852,35 @@ def _min_free(spec: CertSpec) -> int:
     return spec.deploy.min_free_bytes if spec.deploy is not None else DeploySpec().min_free_bytes
 
 
-def _retryable(ctx: Context, spec: CertSpec, release_id: str | None) -> Release | None:
-    """A release whose deploy failed is deployed again if it still fits and is valid."""
-    old = ctx.store.find(spec.name, release_id)
-    if old is None or set(old.names) != set(spec.names) or old.key_type != spec.key_type:
-        return None
-    if old.profile != spec.profile:
-        return None
-    return old if old.not_after > ctx.clock.now() else None
+def _as_undeployed(release: Release, reason: str) -> Undeployed:
+    issued = release_time(release.release_id) or release.not_before
+    return Undeployed(release.release_id, True, issued, release.names, release.key_type,
+                      release.not_before, release.not_after, release.profile, release.ca,
+                      reason)  # fmt: skip
+
+
+def stage_kept(ctx: Context, spec: CertSpec, kept: Undeployed, steps: Steps) -> Release:
+    """A certificate issued earlier as a new release (configs rendered afresh): from
+    the release whose deploy failed, or from the issuance kept before staging."""
+    if kept.staged:
+        old = ctx.store.find(spec.name, kept.ref)
+        if old is None:
+            raise StageError(f"release {kept.ref} is gone or unreadable")
+        return restage(ctx, spec, old, steps)
+    from . import crypto  # deferred: status and plan need no cryptography
+
+    for issued in ctx.store.issued(spec.name):
+        if issued.path.name != kept.ref:
+            continue
+        with steps.step("stage", f"from {kept.ref}, issued earlier and kept: no new order"):
+            try:
+                key = crypto.load_key(issued.key_pem)
+            except ValueError as exc:
+                raise StageError(f"the kept issuance {issued.path} has no usable key") from exc
+            release = stage(ctx, spec, key, issued.fullchain, issued.ca)
+            ctx.store.forget_issued(issued.path)
+        return release
+    raise StageError(f"the kept issuance {kept.ref} is gone")
 
 
 ARI_NO_RETRY_AFTER = dt.timedelta(hours=6)  # how often to ask when the CA did not say
@@ -693,3 +920,9 @@ def _refresh_window(
     except OSError as exc:  # remembered next time; planning goes on without it
         log.warning("%s: cannot record the renewal window: %s", spec.name, exc.strerror or exc)
     return state
+
+
+def _short(error: str, limit: int = 400) -> str:
+    """An error as remembered in the state: one line, bounded."""
+    line = " ".join(error.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-from .model import CertSpec, CertState, Decision, Policy, Release
+from .model import CertSpec, CertState, Decision, Policy, Release, Undeployed
 
 SHORT_LIFETIME = dt.timedelta(days=10)
 
@@ -22,9 +22,19 @@ def decide(
     now: dt.datetime,
     force: bool = False,
     damaged: str | None = None,
+    kept: Undeployed | None = None,
+    hold: tuple[dt.datetime, str] | None = None,
 ) -> Decision:
     """Decide for one certificate; the first rule that applies wins. `damaged` says why
-    the live release's key or certificate cannot be used (a new one is needed)."""
+    the live release's key or certificate cannot be used (a new one is needed); `kept`
+    is a certificate already issued for it that is not live (`usable` says whether it is
+    deployed instead of ordering); `hold` is a CA-wide Retry-After (until, why)."""
+    if kept is not None and usable(spec, kept, current, now):
+        # Deploying what was issued needs no CA: neither its back-off nor its
+        # Retry-After applies, and --force deploys it rather than ordering again.
+        how = "forced: deploying it instead of ordering (--new-order orders one)" if force else (
+            "deploying it now, no new order")  # fmt: skip
+        return Decision(True, f"{kept.describe(spec.name)}; {how}", now)
     if state.retry_after is not None and now < state.retry_after:
         # The CA's own word (Retry-After on a 429/503) outranks everything, --force too.
         return Decision(
@@ -33,6 +43,8 @@ def decide(
             f"(Retry-After, after: {state.last_outcome or 'a refusal'})",
             state.retry_after,
         )
+    if hold is not None and now < hold[0]:
+        return Decision(False, f"{hold[1]} (Retry-After; --force does not override it)", hold[0])
     if force:
         return Decision(True, "forced (--force)", now)
     if current is not None and state.revoked is not None and state.revoked[0] == current.release_id:
@@ -50,10 +62,6 @@ def decide(
             f"backing off until {_fmt(backoff_until)} (--force overrides)",
             backoff_until,
         )
-    if state.failed_release is not None:
-        return Decision(
-            True, f"the deploy of release {state.failed_release} failed; trying again", now
-        )
     if current is None:
         return Decision(True, "no certificate issued yet", now)
     if current.not_after <= now:
@@ -66,6 +74,19 @@ def decide(
         f"valid until {_fmt(current.not_after)}; {_why_time(state)} at {_fmt(renew_at)}",
         renew_at,
     )
+
+
+def usable(spec: CertSpec, kept: Undeployed, current: Release | None, now: dt.datetime) -> bool:
+    """Is an issued certificate that is not live worth deploying instead of ordering?
+    It must be for the same inputs (names, key type, profile), still valid, and newer
+    than what is live. (Whether it is from the configured CA is the caller's check.)"""
+    same = (
+        set(kept.names) == set(spec.names)
+        and kept.key_type == spec.key_type
+        and kept.profile == spec.profile
+    )
+    newer = current is None or kept.not_after > current.not_after
+    return same and newer and kept.not_after > now
 
 
 def renewal_time(name: str, current: Release, state: CertState, policy: Policy) -> dt.datetime:

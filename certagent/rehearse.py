@@ -186,7 +186,8 @@ class Rehearsal:
         digest = digest or inputs_digest(spec, self.staging, self.config.template_dirs)
         with self.ctx.store.lock():
             self.ctx.store.forget_rehearsal(spec.name)  # a failure must not leave an old pass
-            result = pipeline.renew_one(self.ctx, staging_spec(spec, self.staging), force=True)
+            staged = staging_spec(spec, self.staging)  # always a new staging order
+            result = pipeline.renew_one(self.ctx, staged, True, new_order=True)
             if result.outcome is Outcome.RENEWED and result.release is not None:
                 now = self.ctx.clock.now()
                 self.ctx.store.write_rehearsal(spec.name, digest, now, result.release)

@@ -64,6 +64,12 @@ class Issued:
     key_pem: bytes
     fullchain: bytes
     ca: str
+    facts: Mapping[str, Any]  # names, key_type, not_before, not_after, profile (if kept)
+
+    @property
+    def issued(self) -> dt.datetime | None:
+        """When it was kept, from its file name (`<time>-<digest>.json`)."""
+        return release_time(self.path.name)
 
 
 @dataclass(frozen=True)
@@ -372,14 +378,23 @@ class Store:
 
     # -- issued, not yet staged ------------------------------------------------------
 
-    def keep_issued(self, name: str, key_pem: bytes, fullchain: bytes, ca: str) -> Path:
+    def keep_issued(
+        self,
+        name: str,
+        key_pem: bytes,
+        fullchain: bytes,
+        ca: str,
+        facts: Mapping[str, Any] | None = None,
+    ) -> Path:
         """Write an issued key and chain at once (0600), before staging: a precious
-        issuance survives a stage failure or a kill."""
+        issuance survives a stage failure or a kill. `facts` (names, key type, validity,
+        profile) let plan and status describe it without parsing the certificate."""
         folder = self.cert_dir(name) / "issued"
         make_private_dir(folder)
         digest = hashlib.sha256(fullchain).hexdigest()[:16]
         path = folder / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}-{digest}.json"
-        record = {"ca": ca, "key": key_pem.decode(), "fullchain": fullchain.decode()}
+        record = {"ca": ca, "key": key_pem.decode(), "fullchain": fullchain.decode(),
+                  "facts": dict(facts or {})}  # fmt: skip
         atomic_write(path, _dumps(record), 0o600)
         return path
 
@@ -391,7 +406,9 @@ class Store:
             try:
                 raw = _read_json(path)
                 key, chain = str(raw["key"]).encode(), str(raw["fullchain"]).encode()
-                out.append(Issued(path, key, chain, str(raw.get("ca", ""))))
+                facts = raw.get("facts")
+                facts = facts if isinstance(facts, dict) else {}
+                out.append(Issued(path, key, chain, str(raw.get("ca", "")), facts))
             except (OSError, ValueError, KeyError):
                 continue
         return out
@@ -572,6 +589,7 @@ class Store:
                 retry_after=_dt(raw.get("retry_after")),
                 revoked=_pair(raw.get("revoked")),
                 ari_next=_dt(raw.get("ari_next")),
+                last_error=_opt_str(raw.get("last_error")),
             )
         except FileNotFoundError:
             return CertState()
@@ -598,6 +616,7 @@ class Store:
             "retry_after": state.retry_after.isoformat() if state.retry_after else None,
             "revoked": list(state.revoked) if state.revoked else None,
             "ari_next": state.ari_next.isoformat() if state.ari_next else None,
+            "last_error": state.last_error,
         }
         path = self.cert_dir(name) / "state.json"
         atomic_write(path, _dumps(raw), self.secret_mode, self.group)
@@ -669,10 +688,21 @@ class Store:
         return next((r for r in self.history_backwards() if r.get("command") == command), None)
 
     def account_dir(self, directory_url: str) -> Path:
-        ca_id = hashlib.sha256(directory_url.encode()).hexdigest()[:16]
-        path = self.root / "accounts" / ca_id
+        path = self.account_path(directory_url)
         make_private_dir(path)
         return path
+
+    def account_path(self, directory_url: str) -> Path:
+        """Where a CA's account and what it said live; not created (readers use it)."""
+        return self.root / "accounts" / hashlib.sha256(directory_url.encode()).hexdigest()[:16]
+
+
+def release_time(ref: str) -> dt.datetime | None:
+    """When a release was staged (or an issuance kept), from the time its id starts with."""
+    try:
+        return dt.datetime.strptime(ref[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
 
 
 def _write_new(path: Path, data: bytes, mode: int, group: int | None = None) -> None:

@@ -60,15 +60,23 @@ class RunResult:
     def ok(self) -> bool:
         return self.returncode == 0
 
-    def describe(self) -> str:
+    def _status(self) -> str:
         if self.timed_out:
-            status = f"timed out after {self.seconds:.1f} s and was killed"
-        elif self.returncode is None:
-            status = "could not start"
-        else:
-            status = f"exited {self.returncode}"
+            return f"timed out after {self.seconds:.1f} s and was killed"
+        if self.returncode is None:
+            return "could not start"
+        return f"exited {self.returncode}"
+
+    def describe(self) -> str:
         tail = self.output.strip()
-        return f"`{' '.join(self.argv)}` {status}" + (f": {tail}" if tail else "")
+        return f"`{' '.join(self.argv)}` {self._status()}" + (f": {tail}" if tail else "")
+
+    def explain(self) -> str:
+        """The program's own words first (a server's error names its file and line),
+        then which command said them and how it ended."""
+        tail = " ".join(self.output.split())
+        how = f"`{' '.join(self.argv)}` {self._status()}"
+        return f"{tail} ({how})" if tail else how
 
 
 def _feed(pipe: IO[bytes], data: bytes) -> None:

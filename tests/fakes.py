@@ -16,7 +16,7 @@ from testbed import pki
 class LocalIssuer:
     """Signs CSRs with a throw-away CA; satisfies pipeline.Issuer."""
 
-    label = "local-test-ca"
+    label = "https://ca.invalid/dir"  # the directory of the unit tests' configs
 
     def __init__(self, lifetime: dt.timedelta = dt.timedelta(days=90)) -> None:
         self.ca = pki.make_ca("fake issuing CA")

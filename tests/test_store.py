@@ -134,7 +134,7 @@ def test_failed_order_keeps_current_and_counts(tmp_path: Path) -> None:
     result = report.results[0]
     assert result.outcome.value == "failed_before_swap"
     assert "rateLimited" in (result.error or "")
-    assert [s.step for s in result.steps] == ["order"]
+    assert [s.step for s in result.steps] == ["precheck", "order"]
     assert api.exit_status(report) == 1
     assert Store(cfg.state_dir).current("www") == before
     assert Store(cfg.state_dir).read_state("www").consecutive_failures == 1

@@ -102,6 +102,22 @@ CA = Section(
         "the window of `max_new_orders`",
     ),
     Key(
+        "max_duplicates",
+        Count(1, 1_000_000),
+        5,
+        "certificates for exactly the same set of names ordered from this CA in any "
+        "`duplicates_window`, across runs (Let's Encrypt's published \"Duplicate "
+        "Certificate\" limit: 5 per 7 days). An order that would pass it is refused "
+        "before anything is sent, naming the date it becomes possible; `renew "
+        "--allow-duplicate` overrides",
+    ),
+    Key(
+        "duplicates_window",
+        Duration(60, 90 * DAY),
+        7 * DAY,
+        "the window of `max_duplicates`",
+    ),
+    Key(
         "preferred_chain",
         Word(),
         doc="the common name of the root (or topmost issuer) "
