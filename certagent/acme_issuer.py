@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,9 @@ from josepy.jwa import ES256, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from . import __version__, crypto
+from .castate import breaker_open, close_breaker, open_breaker, read_hold, write_hold
 from .challenges import Solver, SolverFor
-from .errors import CABusy, CAUnreachable, OrderFailed
+from .errors import CABusy, CAUnavailable, CAUnreachable, OrderFailed
 from .model import CASpec, OrderOptions, Policy, RenewalWindow
 from .store import atomic_write
 
@@ -46,6 +47,7 @@ BAD_NONCE_RETRIES = 10  # pebble rejects 5 % of nonces by default; the library r
 BUSY_RETRIES = 3  # 429 and 503 with a Retry-After we are willing to wait for
 CLOCK_TOLERANCE = 120.0  # seconds of skew against the CA's Date header that we name
 POLL_DELAYS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # a local CA: at once
+BREAKER_AFTER = 3  # consecutive 5xx answers in a run before nothing more is sent to the CA
 
 
 class _NewOrder(messages.NewOrder):
@@ -101,6 +103,21 @@ class _Network(client.ClientNetwork):
         self._sleep = sleep
         self._max_wait = max_wait
 
+    @classmethod
+    def _check_response(
+        cls, response: requests.Response, content_type: str | None = None
+    ) -> requests.Response:
+        """As the library's, except that a 409 carrying a problem document (RFC 9773
+        section 5's alreadyReplaced, RFC 8555 section 6.7) is that problem: the library
+        raises ConflictError for every 409 before reading its body. A 409 with a
+        Location and no problem (an account that exists) stays a ConflictError."""
+        if response.status_code == 409 and "Location" not in response.headers:
+            problem = _problem_of(response)
+            if problem is not None:
+                raise problem
+        checked: requests.Response = super()._check_response(response, content_type)
+        return checked
+
     def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         self.last_response = super()._send_request(method, url, *args, **kwargs)
         self._note_clock(self.last_response)
@@ -123,7 +140,7 @@ class _Network(client.ClientNetwork):
             try:
                 return self._post_once(*args, **kwargs)
             except (messages.Error, errors.ClientError) as error:
-                code = error.code if isinstance(error, messages.Error) else None
+                code = _code(error) if isinstance(error, messages.Error) else None
                 if code == "badNonce" and nonce_failures < BAD_NONCE_RETRIES:
                     nonce_failures += 1
                     continue
@@ -185,6 +202,10 @@ class AcmeIssuer:
         self._key: JWK | None = None
         self._down: str | None = None  # why the CA is not asked again in this run
         self._hold: dt.datetime | None = None  # until when (the CA's Retry-After)
+        self._outages = 0  # consecutive 5xx answers in this run (the breaker's count)
+        # An earlier run left the breaker open: the first request is a probe, and one
+        # more outage answer stops the run's requests at once.
+        self._probing = breaker_open(account_dir) is not None
 
     @property
     def label(self) -> str:
@@ -220,6 +241,7 @@ class AcmeIssuer:
                 exc.args = (f"{exc.args[0]} ({clock})", *exc.args[1:])
             self._trip(exc)
             raise
+        self._healthy()
         clock = self.clock_problem()
         if clock is not None:
             log.warning("%s: %s", self.label, clock)
@@ -228,53 +250,96 @@ class AcmeIssuer:
     def _still_up(self) -> None:
         """Raise when another thread found the CA down while this one waited its turn."""
         if self._down is not None:
-            repeat = CAUnreachable(self.label, f"not ordering: {self._down}")
+            repeat = CAUnavailable(self.label, f"not sent: {self._down}")
             repeat.repeated = True  # said once already in this run
             repeat.retry_at = self._hold
             raise repeat
 
     def _refuse_if_down(self) -> None:
+        """Nothing goes to a CA whose Retry-After for every client holds (hold.json, kept
+        across runs) or that this run found down (the breaker)."""
         with self._lock:
             if self._down is None:
                 self._down = self._held()
         if self._down is not None:
-            refused = CAUnreachable(self.label, f"not ordering: {self._down}")
+            refused = CAUnavailable(self.label, f"not sent: {self._down}")
             refused.retry_at = self._hold
             raise refused
 
     def _trip(self, exc: OrderFailed) -> None:
-        """Remember a CA-wide outage so that this run sends it no more orders, and a
-        CA-wide Retry-After across runs (hold.json beside the account)."""
-        if self._down is not None:  # said by the order that found it first
+        """Count what says the CA itself is in trouble, and stop sending it anything in
+        this run when it is: no answer at all (at once), a CA-wide Retry-After (at once,
+        and kept across runs in hold.json), or BREAKER_AFTER consecutive 5xx answers (one,
+        when this run is probing a breaker an earlier run left open). The breaker is kept
+        open across runs (breaker.json) so the next run sends one request first."""
+        if getattr(exc, "counted", False) or isinstance(exc, CAUnavailable):
             return
-        if isinstance(exc, CAUnreachable):
-            self._down = f"the CA was unreachable earlier in this run ({exc})"
-        elif isinstance(exc, CABusy) and exc.status == 503:
-            # the whole CA is down; a 429 may be this order's own rate limit
-            until = f" until {exc.retry_at:%Y-%m-%d %H:%M:%S} UTC" if exc.retry_at else ""
-            self._down = f"the CA answered 503 and asked to wait{until}"
-            self._hold = exc.retry_at
-            if exc.retry_at is not None:
-                record = {"until": exc.retry_at.isoformat(), "why": str(exc)[:500]}
-                atomic_write(self._account_dir / "hold.json", json.dumps(record).encode(), 0o600)
+        exc.counted = True  # type: ignore[attr-defined]
+        with self._lock:
+            if self._down is not None:  # said by the request that found it first
+                return
+            if exc.retry_at is not None and self._ca_wide(exc):
+                until = f" until {exc.retry_at:%Y-%m-%d %H:%M:%S} UTC"
+                self._down = f"the CA answered {exc.status or 'busy'} and asked every client " \
+                    f"to wait{until}"  # fmt: skip
+                self._hold = exc.retry_at
+                self._remember(lambda: write_hold(self._account_dir, exc.retry_at or _utcnow(),
+                                                  str(exc)))  # fmt: skip
+                return
+            if isinstance(exc, CAUnreachable):
+                self._down = f"the CA was unreachable earlier in this run ({exc})"
+            elif exc.status is not None and exc.status >= 500:
+                self._outages += 1
+                if self._outages >= (1 if self._probing else BREAKER_AFTER):
+                    probe = "the probe of a CA found down by an earlier run failed: " if (
+                        self._probing) else ""  # fmt: skip
+                    self._down = f"{probe}{self._outages} answer(s) of HTTP {exc.status} " \
+                        "in a row from the CA (circuit breaker)"  # fmt: skip
+            else:
+                self._outages = 0  # an answer that is the CA working (a refusal, a 4xx)
+                return
+            if self._down is not None:
+                why = self._down
+                self._remember(lambda: open_breaker(self._account_dir, _utcnow(), why))
+
+    def _ca_wide(self, exc: OrderFailed) -> bool:
+        """A Retry-After about the CA as a whole, not one certificate's order: on the
+        directory, a nonce or the account, or a 503 (the whole service is down)."""
+        if exc.status == 503:
+            return True
+        resp = self._client.net.last_response if self._client is not None else None  # type: ignore[attr-defined]
+        url = resp.url if resp is not None else ""
+        directory = self._directory
+        if directory is None:
+            return True  # the directory itself could not be had
+        shared = [self.ca.directory]
+        for key in ("newNonce", "newAccount"):
+            with suppress(KeyError):
+                shared.append(str(directory[key]))
+        return any(url == u or url.startswith(u + "?") for u in shared)
+
+    def _healthy(self) -> None:
+        """An answer that shows the CA working: the breaker's count starts again, and a
+        breaker an earlier run left open is closed."""
+        with self._lock:
+            self._outages = 0
+            if self._probing:
+                self._probing = False
+                self._remember(lambda: close_breaker(self._account_dir))
+
+    def _remember(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except OSError as exc:  # a full disk: this run still stops; the next asks again
+            log.warning("%s: cannot record what the CA said: %s", self.label, exc.strerror)
 
     def _held(self) -> str | None:
-        """Why no order may go to this CA now (its Retry-After from an earlier run)."""
-        try:
-            raw = json.loads((self._account_dir / "hold.json").read_text(encoding="utf-8"))
-            until = dt.datetime.fromisoformat(raw["until"])
-        except (OSError, ValueError, KeyError, TypeError):
+        """Why nothing may go to this CA now (its Retry-After from an earlier run)."""
+        held = read_hold(self._account_dir, _utcnow())
+        if held is None:
             return None
-        if until.tzinfo is None or _utcnow() >= until:
-            return None
-        self._hold = until
-        return f"the CA asked every client to wait until {until:%Y-%m-%d %H:%M:%S} UTC"
-
-    def _retry_at(self) -> dt.datetime | None:
-        resp = self._client.net.last_response if self._client is not None else None  # type: ignore[attr-defined]
-        if resp is None or "Retry-After" not in resp.headers:
-            return None
-        return _utcnow() + dt.timedelta(seconds=_retry_after_seconds(resp, 0.0))
+        self._hold = held[0]
+        return held[1]
 
     def clock_problem(self) -> str | None:
         """A word about this machine's clock when the CA's differs by minutes, else None."""
@@ -292,7 +357,7 @@ class AcmeIssuer:
             try:
                 orderr = self._new_order(acme, csr_pem, profile, replaces)
             except messages.Error as exc:
-                if exc.code == "accountDoesNotExist":
+                if _code(exc) == "accountDoesNotExist":
                     # The CA forgot us (a test CA restarted, an account purged): again.
                     acme = self._account(register=True)
                 elif replaces is not None and _about_replaces(exc):
@@ -383,16 +448,21 @@ class AcmeIssuer:
         """The CA's suggested window from ARI (RFC 9773), or None if it offers none.
         A CA found unreachable is not asked again in this run (a thousand certificates
         must not wait out a thousand timeouts)."""
+        with self._lock:
+            if self._down is None:
+                self._down = self._held()
         if self._down is not None:
-            repeat = CAUnreachable(self.label, f"not asking: {self._down}")
-            repeat.repeated = True  # said once already in this run
+            repeat = CAUnavailable(self.label, f"not asking: {self._down}")
+            repeat.repeated = True  # said once already in this run (or by the hold)
+            repeat.retry_at = self._hold
             raise repeat
         try:
-            return self._renewal_window(cert_pem)
-        except CAUnreachable as exc:
-            if self._down is None:
-                self._down = f"the CA was unreachable earlier in this run ({exc})"
+            window = self._renewal_window(cert_pem)
+        except OrderFailed as exc:
+            self._trip(exc)
             raise
+        self._healthy()
+        return window
 
     def _renewal_window(self, cert_pem: bytes) -> RenewalWindow | None:
         with self._translated("renewal info"):
@@ -424,7 +494,14 @@ class AcmeIssuer:
             with self._lock:
                 self._still_up()
                 if self._directory is None:
-                    self._directory = client.ClientV2.get_directory(self.ca.directory, net)
+                    try:
+                        with self._translated("directory", net):
+                            self._directory = client.ClientV2.get_directory(
+                                self.ca.directory, net
+                            )
+                    except OrderFailed as exc:
+                        self._trip(exc)  # the RLock is ours: the others see it at once
+                        raise
             acme = client.ClientV2(self._directory, net)
             if self._regr is not None:
                 acme.net.account = self._regr
@@ -445,7 +522,12 @@ class AcmeIssuer:
             if self._regr is not None and (not register or self._regr is not acme.net.account):
                 acme.net.account = self._regr
                 return acme
-            return self._found_account(acme, register)
+            try:
+                with self._translated("account"):
+                    return self._found_account(acme, register)
+            except OrderFailed as exc:
+                self._trip(exc)  # under the lock: the threads waiting for it send nothing
+                raise
 
     def _found_account(self, acme: client.ClientV2, register: bool) -> client.ClientV2:
         regr_file = self._account_dir / "account.json"
@@ -495,7 +577,7 @@ class AcmeIssuer:
         except errors.ConflictError as exc:  # 200 + Location: it exists
             return self._located(exc)
         except messages.Error as exc:
-            if exc.code == "accountDoesNotExist":
+            if _code(exc) == "accountDoesNotExist":
                 return None
             raise
         # A CA that ignored onlyReturnExisting created or returned the account: use it.
@@ -710,7 +792,7 @@ class AcmeIssuer:
         try:
             body = acme.begin_finalization(orderr).body
         except messages.Error as exc:
-            if exc.code != "orderNotReady":
+            if _code(exc) != "orderNotReady":
                 raise
             body = orderr.body
         resp: requests.Response | None = None
@@ -748,20 +830,29 @@ class AcmeIssuer:
         return acme.net.post(url, None, new_nonce_url=acme.directory["newNonce"])
 
     @contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
-        """Translate foreign exceptions into OrderFailed with the CA's own words."""
+    def _translated(self, what: str, net: _Network | None = None) -> Iterator[None]:
+        """Translate foreign exceptions into OrderFailed with the CA's own words, the
+        HTTP status that carried them and the CA's Retry-After. A problem document is
+        read by its type whatever the status and whether or not the acme library knows
+        the type (RFC 8555 section 6.7); 429/503 and rateLimited are CABusy."""
         try:
             yield
         except OrderFailed:
             raise
         except messages.Error as exc:
+            resp = self._last_response(net)
+            status = resp.status_code if resp is not None else None
             message = f"{what} refused: {_problem_text(exc)}"
-            status = _last_status(self)
-            if exc.code == "rateLimited" or status in (429, 503):
-                busy = CABusy(self.label, message, exc.typ, exc.detail, status=status)
-                busy.retry_at = self._retry_at()
-                raise busy from exc
-            raise OrderFailed(self.label, message, exc.typ, exc.detail) from exc
+            if status is not None and status >= 500:
+                message += f" (HTTP {status})"
+            failed: OrderFailed
+            if _code(exc) == "rateLimited" or status in (429, 503):
+                failed = CABusy(self.label, message, exc.typ, exc.detail, status=status)
+            else:
+                failed = OrderFailed(self.label, message, exc.typ, exc.detail)
+            failed.status = status
+            failed.retry_at = _retry_at(resp)
+            raise failed from exc
         except requests.exceptions.SSLError as exc:
             raise OrderFailed(
                 self.label,
@@ -778,18 +869,27 @@ class AcmeIssuer:
             raise OrderFailed(self.label, f"request to the CA failed: {_root_cause(exc)}") from exc
         except errors.Error as exc:
             text = _client_error_text(exc)
-            status = _status(exc)
+            resp = _response(exc) or self._last_response(net)
+            status = resp.status_code if resp is not None else None
             if status in (429, 503):
-                busy = CABusy(self.label, f"{what}: the CA is busy: {text}", status=status)
-                busy.retry_at = self._retry_at()
-                raise busy from exc
-            raise OrderFailed(self.label, f"{what} failed: {text}") from exc
+                failed = CABusy(self.label, f"{what}: the CA is busy: {text}", status=status)
+            else:
+                failed = OrderFailed(self.label, f"{what} failed: {text}")
+            failed.status = status
+            failed.retry_at = _retry_at(resp)
+            raise failed from exc
         except KeyError as exc:  # a directory without newNonce, newAccount or newOrder
             raise OrderFailed(
                 self.label, f"{what}: the CA's directory does not offer {exc} (not ACME?)"
             ) from exc
         except (ValueError, TypeError, DeserializationError) as exc:
             raise OrderFailed(self.label, f"{what}: unexpected answer from the CA: {exc}") from exc
+
+    def _last_response(self, net: _Network | None = None) -> requests.Response | None:
+        """The last answer this thread had from the CA."""
+        if net is None and self._client is not None:
+            net = self._client.net  # type: ignore[assignment]
+        return net.last_response if net is not None else None
 
 
 def _challenge(authzr: messages.AuthorizationResource, kind: str) -> messages.ChallengeBody | None:
@@ -812,6 +912,36 @@ def _alg(key: JWK) -> JWASignature:
     return RS256
 
 
+def _code(problem: messages.Error) -> str | None:
+    """The ACME error type's name (`alreadyReplaced`), also for types the acme library
+    does not list (its own `code` is None for those)."""
+    typ = str(problem.typ or "")
+    prefix = messages.ERROR_PREFIX
+    return typ[len(prefix) :] if typ.startswith(prefix) else None
+
+
+def _problem_of(response: requests.Response) -> messages.Error | None:
+    """The problem document a response carries (RFC 7807), or None."""
+    try:
+        jobj = response.json()
+    except ValueError:
+        return None
+    if not isinstance(jobj, dict) or "type" not in jobj:
+        return None
+    try:
+        problem: messages.Error = messages.Error.from_json(jobj)
+    except (DeserializationError, TypeError, ValueError):
+        return None
+    return problem
+
+
+def _retry_at(resp: requests.Response | None) -> dt.datetime | None:
+    """The CA's Retry-After as a time, when the answer carried one."""
+    if resp is None or "Retry-After" not in resp.headers:
+        return None
+    return _utcnow() + dt.timedelta(seconds=_retry_after_seconds(resp, 0.0))
+
+
 def _problem_text(problem: messages.Error) -> str:
     text = f"{problem.typ}: {problem.detail or problem.title or 'no detail'}"
     for sub in problem.subproblems or ():
@@ -829,12 +959,6 @@ def _response(exc: errors.Error) -> requests.Response | None:
 
 def _status(exc: errors.Error) -> int | None:
     resp = _response(exc)
-    return resp.status_code if resp is not None else None
-
-
-def _last_status(issuer: AcmeIssuer) -> int | None:
-    net = issuer._client.net if issuer._client is not None else None
-    resp = getattr(net, "last_response", None)
     return resp.status_code if resp is not None else None
 
 
@@ -898,8 +1022,9 @@ def _thumbprint(key: JWK) -> str:
 
 def _about_replaces(exc: messages.Error) -> bool:
     """alreadyReplaced, or a CA that refuses the `replaces` field itself."""
-    return exc.code == "alreadyReplaced" or (
-        exc.code in ("malformed", "badRequest") and "replaces" in (exc.detail or "")
+    code = _code(exc)
+    return code == "alreadyReplaced" or (
+        code in ("malformed", "badRequest") and "replaces" in (exc.detail or "")
     )
 
 

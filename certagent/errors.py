@@ -95,6 +95,7 @@ class OrderFailed(CertagentError):
         self.detail = detail
         self.retry_at: dt.datetime | None = None  # the CA's Retry-After, when it gave one
         self.repeated = False  # the same outage, already reported in this run
+        self.status: int | None = None  # the HTTP status that carried it, if any
         super().__init__(f"CA {ca}: {message}")
 
 
@@ -122,6 +123,14 @@ class CABusy(OrderFailed):
     ) -> None:
         super().__init__(ca, message, problem_type, detail)
         self.status = status
+
+
+class CAUnavailable(OrderFailed):
+    """Nothing was sent: the CA's Retry-After for every client holds, or its circuit
+    breaker is open (repeated 5xx answers or no answer). The certificate is skipped,
+    not failed: no back-off of its own, a later run tries again."""
+
+    code = "ca-unavailable"
 
 
 class RehearsalFailed(CertagentError):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from . import plan
 from .challenges import Solver, SolverFor
-from .errors import CertagentError, GateRefused, RehearsalFailed
+from .errors import CAUnavailable, CertagentError, GateRefused, RehearsalFailed
 from .model import (
     CertResult,
     CertSpec,
@@ -418,6 +418,10 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
     except Deferred as exc:  # not a failure: no backoff, no alert; a later run orders
         later = Decision(False, f"{decision.reason}, but {exc}", exc.until)
         return _result(spec, Outcome.SKIPPED, later, attempt.steps, current)
+    except CAUnavailable as exc:  # nothing was sent: skipped, no back-off of its own
+        later = Decision(False, f"{decision.reason}, but the CA is unavailable", exc.retry_at)
+        return _result(spec, Outcome.SKIPPED, later, attempt.steps, current, str(exc),
+                       exc.code)  # fmt: skip
     except CertagentError as exc:
         return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
     return Ready(attempt, release, current, state)
@@ -910,6 +914,12 @@ def _refresh_window(
             "%s: no renewal information this run: %s", spec.name, exc
         )
         window, ari_next = state.window, now + ARI_RETRY  # keep what we knew; ask later
+        retry_at = getattr(exc, "retry_at", None)
+        if isinstance(retry_at, dt.datetime) and not isinstance(exc, CAUnavailable):
+            # the CA's Retry-After on this certificate's renewalInfo: nothing about it
+            # goes to the CA before then (a CA-wide one is kept by the adapter)
+            ari_next = max(ari_next, retry_at)
+            state = replace(state, retry_after=retry_at)
     else:
         ari_next = now + ARI_NONE  # no ARI at this CA
         if window is not None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import pipeline, render, system
-from .errors import CAUnreachable, RehearsalFailed
+from .errors import CAUnavailable, CAUnreachable, RehearsalFailed
 from .model import (
     CertResult,
     CertSpec,
@@ -163,10 +163,8 @@ class Rehearsal:
         if result.outcome is Outcome.RENEWED:
             steps.add("rehearse", True, seconds, f"passed on {self.staging.ca.directory}")
             return
-        if (
-            result.error_code == CAUnreachable.code
-            and self.staging.on_unreachable is Unreachable.PROCEED
-        ):
+        unreachable = result.error_code in (CAUnreachable.code, CAUnavailable.code)
+        if unreachable and self.staging.on_unreachable is Unreachable.PROCEED:
             note = (
                 f"NOT rehearsed: the staging CA is unreachable ({result.error}); going on "
                 "because staging.on_unreachable is 'proceed'"
@@ -176,7 +174,7 @@ class Rehearsal:
             return
         failed = next((f"staging:{s.step}" for s in result.steps if not s.ok), "staging")
         message = f"rehearsal on the staging CA failed at {failed}: {result.error}"
-        if result.error_code == CAUnreachable.code:
+        if unreachable:
             message += " (staging.on_unreachable: fail; production is not ordered)"
         steps.add("rehearse", False, seconds, message)
         raise RehearsalFailed(message)

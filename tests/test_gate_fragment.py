@@ -99,8 +99,14 @@ def test_a_typo_in_a_site_fragment_is_refused_at_preflight(
     assert broken.returncode == 1, broken.stderr
     (cert,) = json.loads(broken.stdout)["certificates"]
     steps = {s["step"]: s for s in cert["steps"]}
-    assert not steps["preflight"]["ok"] and "ssl_certficate_key" in steps["preflight"]["detail"]
-    assert "swap" not in steps and "reload" not in steps
+    # found before ordering (issue #23): the candidate rendered against the live
+    # certificate, in the gate's view; the server's words name the operator's file
+    detail = steps["precheck"]["detail"]
+    assert not steps["precheck"]["ok"] and "ssl_certficate_key" in detail, detail
+    fragment = sites.prefix / "sites-enabled" / "www.conf"
+    assert f"{fragment}:" in detail and detail.index("ssl_certficate_key") < detail.index("`nginx")
+    assert "unshare" not in detail and "mount --bind" not in detail
+    assert "order" not in steps and "swap" not in steps and "reload" not in steps
     now = store.current("www")
     assert now is not None and now.release_id == live.release_id  # nothing swapped
     assert served(sites.port, pebble_root) == live.fingerprint_sha256
