@@ -58,7 +58,11 @@ class Names(Kind[tuple[str, ...]]):
         seen: list[str] = []
         for i, name in enumerate(raw):
             dns = name.lower().rstrip(".")
-            if not is_dns_name(dns):
+            if _numeric_tld(dns):  # never sent to a CA as a DNS name it would refuse
+                ctx.error(f"{v.path}[{i}]", f"{name!r} is an IP address or ends in an "
+                          "all-numeric label, not a DNS name: certagent orders DNS "
+                          "identifiers only", v.line)  # fmt: skip
+            elif not is_dns_name(dns):
                 ctx.error(f"{v.path}[{i}]", f"not a valid DNS name: {name!r}", v.line)
             elif dns in seen:
                 ctx.error(f"{v.path}[{i}]", f"duplicate name {dns}", v.line)
@@ -67,8 +71,22 @@ class Names(Kind[tuple[str, ...]]):
         return tuple(seen) or None
 
     def schema(self) -> dict[str, Any]:
-        name = {"type": "string", "pattern": r"^(\*\.)?[A-Za-z0-9.-]{1,253}$"}
+        # the last label is not all digits (an IPv4 literal is not a DNS name)
+        name = {"type": "string", "pattern": r"^(?=(\*\.)?[A-Za-z0-9.-]{1,253}$)"
+                r"(\*\.)?([A-Za-z0-9-]*\.)*[A-Za-z0-9-]*[A-Za-z-][A-Za-z0-9-]*\.?$"}  # fmt: skip
         return {"type": "array", "items": name, "minItems": 1, "uniqueItems": True}
+
+
+def _numeric_tld(name: str) -> bool:
+    """An IP literal, or a name whose last label is all digits (no TLD is: RFC 3696
+    section 2), which a CA refuses as a DNS identifier."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return name.rsplit(".", 1)[-1].isdigit()
+    return True
 
 
 class Free(Kind[dict[str, Any]]):
