@@ -291,7 +291,7 @@ def survey(
     kept = None if new_order else undeployed(ctx.store, spec, state, ctx.config.ca.directory)
     hold = ca_hold(ctx.store, ctx.config.ca.directory, now)
     ask = current is not None and ctx.issuer is not None and _window_due(ctx, state)
-    ask = ask and hold is None and not _waiting(state, now)
+    ask = ask and hold is None and not _waiting(state, now) and not force
     if state.pending is None and not ask and not (relinked and spec.deploy is not None):
         decision = plan.decide(spec, current, state, ctx.config.policy, now, force,
                                snap.damaged, kept, hold)  # fmt: skip
@@ -381,7 +381,8 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
     current = snap.current
     now = ctx.clock.now()
     deploy_kept = kept if kept is not None and plan.usable(spec, kept, current, now) else None
-    asked = deploy_kept is None and hold is None and not _waiting(state, now)
+    # (forced: due whatever the window says, so the CA is not asked about it)
+    asked = deploy_kept is None and hold is None and not _waiting(state, now) and not force
     if current is not None and ctx.issuer is not None and asked:
         state = _refresh_window(ctx, spec, current, ctx.issuer, state)
     decision = plan.decide(spec, current, state, ctx.config.policy, now, force, snap.damaged,

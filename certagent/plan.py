@@ -32,7 +32,7 @@ def decide(
     if kept is not None and usable(spec, kept, current, now):
         # Deploying what was issued needs no CA: neither its back-off nor its
         # Retry-After applies, and --force deploys it rather than ordering again.
-        how = "forced: deploying it instead of ordering (--new-order orders one)" if force else (
+        how = "forced: deploying it, no new order (--new-order orders one)" if force else (
             "deploying it now, no new order")  # fmt: skip
         return Decision(True, f"{kept.describe(spec.name)}; {how}", now)
     if state.retry_after is not None and now < state.retry_after:
@@ -85,7 +85,9 @@ def usable(spec: CertSpec, kept: Undeployed, current: Release | None, now: dt.da
         and kept.key_type == spec.key_type
         and kept.profile == spec.profile
     )
-    newer = current is None or kept.not_after > current.not_after
+    newer = current is None or (
+        kept.not_after >= current.not_after and kept.ref != current.release_id
+    )
     return same and newer and kept.not_after > now
 
 
