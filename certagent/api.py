@@ -19,11 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from . import kept as kept_mod
 from . import pipeline, plan
 from .challenges import Solvers
 from .errors import CertagentError, GateRefused, UsageError
 from .model import CertResult, CertSpec, Config, Decision, Outcome, Report, iso
 from .pipeline import Issuer, Progress
+from .precheck import precheck
 from .steps import Steps
 from .store import Store
 from .system import Clock, SystemClock
@@ -80,7 +82,7 @@ def validate(config: Config) -> None:
     store = Store(config.state_dir)
     problems = []
     for spec in config.certificates:
-        for problem in pipeline.precheck(spec, config.template_dirs, store):
+        for problem in precheck(spec, config.template_dirs, store):
             problems.append(ConfigProblem(f"certificates.{spec.name}", problem))
     if problems:
         raise ConfigError(str(config.source), problems)
@@ -208,7 +210,7 @@ def deploy(
     with store.lock():
         current = store.current(name)
         state = store.read_state(name)
-        kept = pipeline.undeployed(store, spec, state, config.ca.directory)
+        kept = kept_mod.undeployed(store, spec, state, config.ca.directory)
         if kept is not None and not plan.usable(spec, kept, None, clock.now()):
             kept = None  # another key type or names since, or expired: not this one
         if current is None and kept is None:
@@ -441,11 +443,11 @@ def plan_run(
     store = Store(config.state_dir, config.state_group)
     now = clock.now()
     results = []
-    hold = pipeline.ca_hold(store, config.ca.directory, now)
+    hold = kept_mod.ca_hold(store, config.ca.directory, now)
     for spec in specs:
         snap = store.snapshot(spec.name)
         current = snap.current
-        kept = pipeline.undeployed(store, spec, snap.state, config.ca.directory)
+        kept = kept_mod.undeployed(store, spec, snap.state, config.ca.directory)
         decision = plan.decide(spec, current, snap.state, config.policy, now, force,
                                snap.damaged, kept, hold)  # fmt: skip
         if snap.problems:  # what renew will repair first, said where the operator looks
@@ -494,11 +496,11 @@ def status(
     now = (clock or SystemClock()).now()
     store = Store(config.state_dir, config.state_group)
     rows = []
-    hold = pipeline.ca_hold(store, config.ca.directory, now)
+    hold = kept_mod.ca_hold(store, config.ca.directory, now)
     for spec in select(config, names):
         snap = store.snapshot(spec.name)
         current, state = snap.current, snap.state
-        kept = pipeline.undeployed(store, spec, state, config.ca.directory)
+        kept = kept_mod.undeployed(store, spec, state, config.ca.directory)
         decision = plan.decide(spec, current, state, config.policy, now, False, snap.damaged,
                                kept, hold)  # fmt: skip
         reason = decision.reason

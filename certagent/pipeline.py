@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import shutil
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from . import kept as kept_mod
 from . import plan
 from .challenges import Solver, SolverFor
 from .errors import CAUnavailable, CertagentError, GateRefused, RehearsalFailed
@@ -30,16 +28,15 @@ from .model import (
     Config,
     Decision,
     DeploySpec,
-    Http01Webroot,
-    KeyType,
     OrderOptions,
     Outcome,
     Release,
     RenewalWindow,
     Undeployed,
 )
+from .precheck import before_ordering
 from .steps import Steps
-from .store import BUNDLE_FILE, KEY_FILE, Snapshot, Store, release_time
+from .store import BUNDLE_FILE, KEY_FILE, Snapshot, Store
 from .system import Clock
 
 if TYPE_CHECKING:
@@ -122,42 +119,6 @@ class Deferred(CertagentError):
             f"(ca.max_new_orders): deferred to a run after {until:%Y-%m-%d %H:%M} UTC"
         )
         self.until = until
-
-
-class PrecheckFailed(CertagentError):
-    """Something that would fail after the order was found before it: nothing ordered."""
-
-    code = "precheck"
-
-
-class DuplicateLimit(CertagentError):
-    """One more certificate for these names would pass the CA's duplicate limit."""
-
-    code = "duplicate-limit"
-
-
-def precheck(
-    spec: CertSpec, template_dirs: Sequence[Path], store: Store, stage: str = "production"
-) -> list[str]:
-    """What would make an issued certificate unusable, found without the CA: templates
-    that are missing, broken or use an undefined variable (rendered with a placeholder
-    release), destination directories and a webroot that do not exist."""
-    problems = []
-    for challenge in dict.fromkeys((spec.challenge, *spec.challenges.values())):
-        if isinstance(challenge, Http01Webroot) and not challenge.webroot.is_dir():
-            problems.append(f"the webroot {challenge.webroot} does not exist")
-    if spec.deploy is not None:
-        for t in spec.deploy.templates:
-            if not t.dest.parent.is_dir():
-                problems.append(f"the directory of {t.dest} does not exist")
-        placeholder = store.cert_dir(spec.name) / "releases" / "PLACEHOLDER"
-        try:
-            from .deploy import render_configs  # deferred: status and plan need no deployer
-
-            render_configs(spec, placeholder, store.current_link(spec.name), template_dirs, stage)
-        except CertagentError as exc:
-            problems.append(str(exc))
-    return problems
 
 
 @dataclass
@@ -288,8 +249,9 @@ def survey(
     snap, relinked = repair(ctx, spec, steps)  # the store read once (again after a repair)
     state, current = snap.state, snap.current
     now = ctx.clock.now()
-    kept = None if new_order else undeployed(ctx.store, spec, state, ctx.config.ca.directory)
-    hold = ca_hold(ctx.store, ctx.config.ca.directory, now)
+    ca = ctx.config.ca.directory
+    kept = None if new_order else kept_mod.undeployed(ctx.store, spec, state, ca)
+    hold = kept_mod.ca_hold(ctx.store, ca, now)
     ask = current is not None and ctx.issuer is not None and _window_due(ctx, state)
     ask = ask and hold is None and not _waiting(state, now) and not force
     if state.pending is None and not ask and not (relinked and spec.deploy is not None):
@@ -298,66 +260,6 @@ def survey(
         if not decision.due:
             return _result(spec, Outcome.SKIPPED, decision, steps, current)
     return Surveyed(snap, steps, kept, hold, relinked, new_order)
-
-
-def undeployed(store: Store, spec: CertSpec, state: CertState, ca: str) -> Undeployed | None:
-    """The newest certificate the CA issued for `spec` that is not live: the release
-    whose deploy failed, else (after a failure) an issuance kept before it was staged.
-    Only one from the configured CA counts. Cheap: nothing is read for a certificate
-    whose last attempt did not fail."""
-    why = state.last_error or "its deploy failed"
-    if state.failed_release is not None:
-        rel = store.find(spec.name, state.failed_release)
-        if rel is not None and rel.ca in ("", ca):
-            issued = release_time(rel.release_id) or rel.not_before
-            return Undeployed(rel.release_id, True, issued, rel.names, rel.key_type,
-                              rel.not_before, rel.not_after, rel.profile, rel.ca, why)  # fmt: skip
-    if state.consecutive_failures == 0:
-        return None
-    for kept in store.issued(spec.name):  # newest first
-        found = _issued_facts(kept.facts, kept.fullchain, kept.key_pem)
-        if found is not None and kept.ca in ("", ca):
-            names, key_type, not_before, not_after, profile = found
-            issued = kept.issued or not_before
-            return Undeployed(kept.path.name, False, issued, names, key_type, not_before,
-                              not_after, profile, kept.ca, why)  # fmt: skip
-    return None
-
-
-def _issued_facts(
-    facts: Mapping[str, object], fullchain: bytes, key_pem: bytes
-) -> tuple[tuple[str, ...], KeyType, dt.datetime, dt.datetime, str | None] | None:
-    """Names, key type, validity and profile of a kept issuance: from the facts written
-    beside it, else (kept by an older version) parsed. None when it is unusable."""
-    try:
-        names = facts["names"]
-        if not isinstance(names, list):
-            raise TypeError
-        profile = facts.get("profile")
-        return (tuple(str(n) for n in names), KeyType(str(facts["key_type"])),
-                dt.datetime.fromisoformat(str(facts["not_before"])),
-                dt.datetime.fromisoformat(str(facts["not_after"])),
-                str(profile) if isinstance(profile, str) else None)  # fmt: skip
-    except (KeyError, TypeError, ValueError):
-        pass
-    from . import crypto  # deferred: an old kept issuance only
-
-    try:
-        leaf = crypto.split_pem_chain(fullchain)[0]
-        info = crypto.facts(leaf)
-        key_type = crypto.key_type_of(crypto.load_key(key_pem))
-    except (ValueError, IndexError, TypeError):
-        return None
-    if key_type is None:
-        return None
-    return tuple(info.names), key_type, info.not_before, info.not_after, None
-
-
-def ca_hold(store: Store, ca: str, now: dt.datetime) -> tuple[dt.datetime, str] | None:
-    """The CA's Retry-After for every client, while it holds (castate.py)."""
-    from .castate import read_hold
-
-    return read_hold(store.account_path(ca), now)
 
 
 def _waiting(state: CertState, now: dt.datetime) -> bool:
@@ -377,7 +279,8 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
             return resumed
         snap = ctx.store.snapshot(spec.name)
         state = snap.state
-        kept = undeployed(ctx.store, spec, state, ctx.config.ca.directory) if kept else None
+        ca = ctx.config.ca.directory
+        kept = kept_mod.undeployed(ctx.store, spec, state, ca) if kept else None
     current = snap.current
     now = ctx.clock.now()
     deploy_kept = kept if kept is not None and plan.usable(spec, kept, current, now) else None
@@ -392,7 +295,7 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
         # what status reports (a server would otherwise change certificate at restart).
         decision = Decision(True, f"{decision.reason}; but the repair pointed current at "
                             f"{current.release_id}: deploying it", now)  # fmt: skip
-        deploy_kept = _as_undeployed(current, "the repaired live release")
+        deploy_kept = kept_mod.as_undeployed(current, "the repaired live release")
     if not decision.due:
         return _result(spec, Outcome.SKIPPED, decision, steps, current)
     attempt = Attempt.begin(ctx, spec, decision, steps)
@@ -642,86 +545,6 @@ def _order_and_stage(
     return release
 
 
-def before_ordering(ctx: Context, spec: CertSpec, current: Release | None, steps: Steps) -> None:
-    """All that would make an issuance unusable, found before anything is sent to a CA
-    (public CAs allow ~5 duplicates a week): templates, directories and webroots
-    (`precheck`), the CA's duplicate limit, the challenge listeners (bound now, held for
-    the run), and the web server's config test of the candidate configuration rendered
-    against the live certificate (`pretest`). Hooks are not run. Raises PrecheckFailed
-    or DuplicateLimit."""
-    with steps.step("precheck") as notes:
-        problems = precheck(spec, ctx.config.template_dirs, ctx.store, ctx.deployer.stage)
-        if problems:
-            raise PrecheckFailed("not ordering: " + "; ".join(problems))
-        if ctx.duplicates is not None and ctx.duplicates.enforce:
-            when = ctx.duplicates.next_allowed(spec.names, ctx.clock.now())
-            if when is not None:
-                raise DuplicateLimit(
-                    f"not ordering: {ctx.duplicates.limit} certificates for exactly these "
-                    f"names were issued by this CA in the last "
-                    f"{ctx.duplicates.window.days} days (ca.max_duplicates); the next is "
-                    f"possible after {when:%Y-%m-%d %H:%M} UTC (`renew --allow-duplicate` "
-                    "overrides)"
-                )
-        try:
-            bound = ctx.solvers.bind(spec)
-        except CertagentError as exc:
-            raise PrecheckFailed(f"not ordering: {exc}") from exc
-        notes.extend(bound)
-        failed = pretest(ctx, spec, current)
-        if failed is not None:
-            raise PrecheckFailed(f"not ordering: config test failed: {failed}")
-        if spec.deploy is not None and spec.deploy.test is not None:
-            notes.append("config test of the candidate configuration passed")
-
-
-def pretest(ctx: Context, spec: CertSpec, current: Release | None) -> str | None:
-    """The config test, before ordering, of the configuration this certificate would
-    deploy: rendered into a scratch release holding the live key and certificate (before
-    the first issuance, a throwaway self-signed one for the same names), seen by the
-    test in the same view as preflight's. None when it passes or there is none."""
-    deploy = spec.deploy
-    if deploy is None or deploy.test is None:
-        return None
-    from . import crypto  # deferred: status and plan need no cryptography
-    from .deploy import render_configs
-    from .store import make_private_dir
-
-    scratch = ctx.store.root / "probe" / spec.name
-    shutil.rmtree(scratch, ignore_errors=True)
-    make_private_dir(scratch)
-    try:
-        try:
-            key_pem = (current.path / KEY_FILE).read_bytes() if current else b""
-            chain = (current.path / "fullchain.pem").read_bytes() if current else b""
-        except OSError:
-            key_pem = chain = b""
-        if not key_pem or not chain:
-            key = crypto.generate_key(spec.key_type)
-            key_pem = crypto.key_pem(key)
-            chain = crypto.placeholder_certificate(key, spec.names)
-        certs = crypto.split_pem_chain(chain)
-        files = {KEY_FILE: key_pem, "cert.pem": certs[0], "chain.pem": b"".join(certs[1:]),
-                 "fullchain.pem": chain, BUNDLE_FILE: chain + key_pem}  # fmt: skip
-        files.update(render_configs(spec, scratch, ctx.store.current_link(spec.name),
-                                    ctx.config.template_dirs, ctx.deployer.stage))  # fmt: skip
-        for rel, data in files.items():
-            path = scratch / rel
-            make_private_dir(path.parent)
-            mode = 0o600 if rel in (KEY_FILE, BUNDLE_FILE) else 0o644
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        facts = crypto.facts(certs[0])
-        probe = Release(spec.name, f"probe-{spec.name}", scratch, spec.names, spec.key_type,
-                        facts.not_before, facts.not_after, facts.fingerprint_sha256,
-                        facts.issuer)  # fmt: skip
-        result = ctx.deployer.test_candidates([(spec, probe)])
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return None if result.ok else result.explain()
-
-
 def _facts_of(fullchain: bytes, spec: CertSpec) -> dict[str, object]:
     """What plan and status say of a kept issuance (store.keep_issued), or nothing when
     the chain does not parse (staging will say why)."""
@@ -855,13 +678,6 @@ def stage(
 
 def _min_free(spec: CertSpec) -> int:
     return spec.deploy.min_free_bytes if spec.deploy is not None else DeploySpec().min_free_bytes
-
-
-def _as_undeployed(release: Release, reason: str) -> Undeployed:
-    issued = release_time(release.release_id) or release.not_before
-    return Undeployed(release.release_id, True, issued, release.names, release.key_type,
-                      release.not_before, release.not_after, release.profile, release.ca,
-                      reason)  # fmt: skip
 
 
 def stage_kept(ctx: Context, spec: CertSpec, kept: Undeployed, steps: Steps) -> Release:

@@ -133,7 +133,7 @@ def test_renewal_is_served_by_nginx(setup: Setup, run) -> None:
     assert (setup.nginx.conf.parent / "nginx.conf.certagent-orig").is_file()  # nothing lost
     report = json.loads(run("-c", str(setup.path), "renew", "--force", "--json").out)
     steps = [s["step"] for s in report["certificates"][0]["steps"]]
-    assert steps == ["order", "stage", "preflight", "swap", "reload", "verify"]
+    assert steps == ["precheck", "order", "stage", "preflight", "swap", "reload", "verify"]
     new = setup.current_fp()
     assert new != fp
     assert served(setup.nginx.port, setup.root) == new
