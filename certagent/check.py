@@ -68,6 +68,7 @@ class Target:
     certificate: str | None = None  # the configured certificate it serves, if ours
     expected: str | None = None  # SHA-256 of our current release, if we have one
     damaged: str | None = None  # why the live release on disk cannot be used, if it cannot
+    undeployed: str | None = None  # a certificate issued for it that is not live, and why
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,9 @@ class Checker:
         if target.damaged is not None:
             states.append(State.CRITICAL)  # the next restart of the web server fails
             notes.append(f"the live release on disk is damaged: {target.damaged}")
+        if target.undeployed is not None:  # a failure a human must look at: not OK
+            states.append(State.WARNING)
+            notes.append(target.undeployed)
         if not notes:
             notes.append(f"valid for {days:.1f} more days")
             if current:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import kept as kept_mod
 from . import trust
 from .check import Checker, Finding, State, Target, Watcher, plugin_output, watch
 from .errors import StoreError, UsageError
@@ -179,6 +180,10 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
         except OSError:  # a monitoring user without access to the store: probe anyway
             snap = None
         current = snap.current if snap else None
+        try:
+            kept = snap and kept_mod.undeployed(store, spec, snap.state, config.ca.directory)
+        except (OSError, StoreError):  # unreadable for this user: the probe still says a lot
+            kept = None
         for ep in endpoints:
             targets.append(
                 Target(
@@ -191,6 +196,7 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
                     certificate=spec.name,
                     expected=current.fingerprint_sha256 if current else None,
                     damaged=snap.damaged if snap else None,
+                    undeployed=kept.describe(spec.name) if kept else None,
                 )
             )
     for m in monitor.endpoints:
