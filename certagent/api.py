@@ -168,6 +168,8 @@ def renew(
             # rest is worked on concurrently; the report keeps the configured order.
             surveyed = [first(i, spec) for i, spec in enumerate(specs, 1)]
             todo = [(i, s) for i, s in enumerate(surveyed) if isinstance(s, pipeline.Surveyed)]
+            # The config test before ordering: once per web server for all that are due.
+            pipeline.pretest_due(ctx, [(specs[i], s) for i, s in todo])
             more: dict[int, CertResult | pipeline.Ready] = {}
             workers = min(config.policy.concurrency, len(todo))
             if workers <= 1:

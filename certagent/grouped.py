@@ -90,7 +90,7 @@ def deploy_group(d: Deployer, members: Sequence[Member], again: bool = True) -> 
 
 def _gate(d: Deployer, members: Sequence[Member]) -> list[Member]:
     """Each member's own checks and the shared ones, then one config test for those
-    that passed (see `_tested`); a refused member holds back no other. Each member's
+    that passed (see `tested`); a refused member holds back no other. Each member's
     preflight step shows the group's time."""
     start = d.clock.monotonic()
     shared, seen = d.group_gate([m.spec for m in members])  # once: e.g. the peer's readiness
@@ -99,7 +99,7 @@ def _gate(d: Deployer, members: Sequence[Member]) -> list[Member]:
     test = clean[0].spec.deploy.test if clean and clean[0].spec.deploy else None
     passed = clean
     if test is not None and clean:
-        passed, refused = _tested(d, clean)
+        passed, refused = tested(d, clean)
         for key, why in refused.items():
             problems[key].append(why)
     took = d.clock.monotonic() - start
@@ -116,7 +116,7 @@ def _gate(d: Deployer, members: Sequence[Member]) -> list[Member]:
     return ready
 
 
-def _tested(d: Deployer, members: Sequence[Member]) -> tuple[list[Member], dict[int, str]]:
+def tested(d: Deployer, members: Sequence[Member]) -> tuple[list[Member], dict[int, str]]:
     """The members that pass one config test together, and why each other was refused.
 
     When the group fails, the culprits are looked for in turn: the members whose file

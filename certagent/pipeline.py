@@ -227,6 +227,8 @@ class Surveyed:
     hold: tuple[dt.datetime, str] | None = None  # the CA's Retry-After for every client
     relinked: bool = False  # the repair pointed `current` elsewhere: deploy what it says
     new_order: bool = False  # --new-order: nothing issued earlier is used instead
+    decision: Decision | None = None  # due, as planned without asking the CA (None: ask)
+    pretested: tuple[bool, str | None] = (False, None)  # config test before ordering: ran, why
 
 
 def prepare(
@@ -254,12 +256,38 @@ def survey(
     hold = kept_mod.ca_hold(ctx.store, ca, now)
     ask = current is not None and ctx.issuer is not None and _window_due(ctx, state)
     ask = ask and hold is None and not _waiting(state, now) and not force
-    if state.pending is None and not ask and not (relinked and spec.deploy is not None):
+    decision = None
+    if state.pending is None and not ask:
         decision = plan.decide(spec, current, state, ctx.config.policy, now, force,
                                snap.damaged, kept, hold)  # fmt: skip
-        if not decision.due:
+        if not decision.due and not (relinked and spec.deploy is not None):
             return _result(spec, Outcome.SKIPPED, decision, steps, current)
-    return Surveyed(snap, steps, kept, hold, relinked, new_order)
+    return Surveyed(snap, steps, kept, hold, relinked, new_order, decision)
+
+
+def pretest_due(ctx: Context, todo: Sequence[tuple[CertSpec, Surveyed]]) -> None:
+    """The config test before ordering, for every certificate that survey found due and
+    that will be ordered (nothing issued is waiting for it): once per web server, with
+    every such certificate's candidate in view, instead of once each (precheck.py)."""
+    from .precheck import pretest_many
+
+    now = ctx.clock.now()
+    due = []
+    for spec, s in todo:
+        current = s.snap.current
+        kept = s.kept if s.kept is not None and plan.usable(spec, s.kept, current, now) else None
+        if s.decision is not None and s.decision.due and kept is None:
+            due.append((spec, s))
+    if len(due) < 2:  # one alone is tested where it is ordered
+        return
+
+    def shared(spec: CertSpec) -> object:
+        key = _group_key(ctx, spec, 0)
+        return key if key[0] == "group" else None  # None: tested alone
+
+    found = pretest_many(ctx, [(spec, s.snap.current) for spec, s in due], shared)
+    for spec, s in due:
+        s.pretested = (True, found[spec.name])
 
 
 def _waiting(state: CertState, now: dt.datetime) -> bool:
@@ -310,7 +338,7 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
                     skipped = Decision(False, f"{decision.reason}, but {skip}", decision.renew_at)
                     return _result(spec, Outcome.SKIPPED, skipped, attempt.steps, current)
             if deploy_kept is None:
-                before_ordering(ctx, spec, current, attempt.steps)
+                before_ordering(ctx, spec, current, attempt.steps, surveyed.pretested)
             rehearsed(ctx, spec, attempt.steps)
         if deploy_kept is not None:
             release = stage_kept(ctx, spec, deploy_kept, attempt.steps)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import CertagentError
-from .model import CertSpec, Http01Webroot, Release
+from .model import CertSpec, CertState, Http01Webroot, Release
 from .steps import Steps
 from .store import BUNDLE_FILE, KEY_FILE, Store
 
@@ -62,13 +62,20 @@ def precheck(
     return problems
 
 
-def before_ordering(ctx: Context, spec: CertSpec, current: Release | None, steps: Steps) -> None:
+def before_ordering(
+    ctx: Context,
+    spec: CertSpec,
+    current: Release | None,
+    steps: Steps,
+    pretested: tuple[bool, str | None] = (False, None),
+) -> None:
     """All that would make an issuance unusable, found before anything is sent to a CA
     (public CAs allow ~5 duplicates a week): templates, directories and webroots
     (`precheck`), the CA's duplicate limit, the challenge listeners (bound now, held for
     the run), and the web server's config test of the candidate configuration rendered
-    against the live certificate (`pretest`). Hooks are not run. Raises PrecheckFailed
-    or DuplicateLimit."""
+    against the live certificate (`pretest`; `pretested`: it ran already, with this
+    result, with the others sharing its web server). Hooks are not run. Raises
+    PrecheckFailed or DuplicateLimit."""
     with steps.step("precheck") as notes:
         problems = precheck(spec, ctx.config.template_dirs, ctx.store, ctx.deployer.stage)
         if problems:
@@ -88,7 +95,9 @@ def before_ordering(ctx: Context, spec: CertSpec, current: Release | None, steps
         except CertagentError as exc:
             raise PrecheckFailed(f"not ordering: {exc}") from exc
         notes.extend(bound)
-        failed = pretest(ctx, spec, current)
+        ran, failed = pretested
+        if not ran:
+            failed = pretest(ctx, spec, current)
         if failed is not None:
             raise PrecheckFailed(f"not ordering: config test failed: {failed}")
         if spec.deploy is not None and spec.deploy.test is not None:
@@ -97,46 +106,80 @@ def before_ordering(ctx: Context, spec: CertSpec, current: Release | None, steps
 
 def pretest(ctx: Context, spec: CertSpec, current: Release | None) -> str | None:
     """The config test, before ordering, of the configuration this certificate would
-    deploy: rendered into a scratch release holding the live key and certificate (before
-    the first issuance, a throwaway self-signed one for the same names), seen by the
-    test in the same view as preflight's. None when it passes or there is none."""
-    deploy = spec.deploy
-    if deploy is None or deploy.test is None:
-        return None
+    deploy. None when it passes or there is none, else the server's words."""
+    return pretest_many(ctx, [(spec, current)], lambda _spec: None)[spec.name]
+
+
+def pretest_many(
+    ctx: Context,
+    items: Sequence[tuple[CertSpec, Release | None]],
+    key: Callable[[CertSpec], object],
+) -> dict[str, str | None]:
+    """The config test before ordering for many certificates: each one's candidate
+    rendered into a scratch release holding its live key and certificate (before the
+    first issuance, a throwaway self-signed one for the same names), seen by the test in
+    the same view as preflight's. Those that share a web server (`key`: the deploy
+    group; None: alone) are tested together, once, and culprits found as a group deploy
+    finds them. Name -> why its test failed, or None (passed, or no test)."""
+    from .grouped import Member, tested
+
+    out: dict[str, str | None] = {spec.name: None for spec, _ in items}
+    tests = [(spec, current) for spec, current in items
+             if spec.deploy is not None and spec.deploy.test is not None]  # fmt: skip
+    if not tests:
+        return out
+    root = ctx.store.root / "probe"
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        groups: dict[object, list[Member]] = {}
+        for i, (spec, current) in enumerate(tests):
+            probe = _probe(ctx, spec, current, root / str(i))
+            member = Member(spec, probe, None, CertState(), Steps(ctx.clock))
+            group = key(spec)
+            groups.setdefault(("alone", i) if group is None else group, []).append(member)
+        for members in groups.values():
+            if len(members) == 1:
+                result = ctx.deployer.test_candidates([(members[0].spec, members[0].release)])
+                out[members[0].spec.name] = None if result.ok else result.explain()
+                continue
+            _, refused = tested(ctx.deployer, members)
+            for m in members:
+                why = refused.get(id(m))
+                out[m.spec.name] = why.removeprefix("config test failed: ") if why else None
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def _probe(ctx: Context, spec: CertSpec, current: Release | None, scratch: Path) -> Release:
+    """A scratch release for the config test: never activated, removed after it."""
     from . import crypto  # deferred: status and plan need no cryptography
     from .deploy import render_configs
     from .store import make_private_dir
 
-    scratch = ctx.store.root / "probe" / spec.name
-    shutil.rmtree(scratch, ignore_errors=True)
     make_private_dir(scratch)
     try:
-        try:
-            key_pem = (current.path / KEY_FILE).read_bytes() if current else b""
-            chain = (current.path / "fullchain.pem").read_bytes() if current else b""
-        except OSError:
-            key_pem = chain = b""
-        if not key_pem or not chain:
-            key = crypto.generate_key(spec.key_type)
-            key_pem = crypto.key_pem(key)
-            chain = crypto.placeholder_certificate(key, spec.names)
-        certs = crypto.split_pem_chain(chain)
-        files = {KEY_FILE: key_pem, "cert.pem": certs[0], "chain.pem": b"".join(certs[1:]),
-                 "fullchain.pem": chain, BUNDLE_FILE: chain + key_pem}  # fmt: skip
-        files.update(render_configs(spec, scratch, ctx.store.current_link(spec.name),
-                                    ctx.config.template_dirs, ctx.deployer.stage))  # fmt: skip
-        for rel, data in files.items():
-            path = scratch / rel
-            make_private_dir(path.parent)
-            mode = 0o600 if rel in (KEY_FILE, BUNDLE_FILE) else 0o644
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        facts = crypto.facts(certs[0])
-        probe = Release(spec.name, f"probe-{spec.name}", scratch, spec.names, spec.key_type,
-                        facts.not_before, facts.not_after, facts.fingerprint_sha256,
-                        facts.issuer)  # fmt: skip
-        result = ctx.deployer.test_candidates([(spec, probe)])
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return None if result.ok else result.explain()
+        key_pem = (current.path / KEY_FILE).read_bytes() if current else b""
+        chain = (current.path / "fullchain.pem").read_bytes() if current else b""
+    except OSError:
+        key_pem = chain = b""
+    if not key_pem or not chain:
+        key = crypto.generate_key(spec.key_type)
+        key_pem = crypto.key_pem(key)
+        chain = crypto.placeholder_certificate(key, spec.names)
+    certs = crypto.split_pem_chain(chain)
+    files = {KEY_FILE: key_pem, "cert.pem": certs[0], "chain.pem": b"".join(certs[1:]),
+             "fullchain.pem": chain, BUNDLE_FILE: chain + key_pem}  # fmt: skip
+    files.update(render_configs(spec, scratch, ctx.store.current_link(spec.name),
+                                ctx.config.template_dirs, ctx.deployer.stage))  # fmt: skip
+    for rel, data in files.items():
+        path = scratch / rel
+        make_private_dir(path.parent)
+        mode = 0o600 if rel in (KEY_FILE, BUNDLE_FILE) else 0o644
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    facts = crypto.facts(certs[0])
+    return Release(spec.name, f"probe-{scratch.name}-{spec.name}", scratch, spec.names,
+                   spec.key_type, facts.not_before, facts.not_after, facts.fingerprint_sha256,
+                   facts.issuer)  # fmt: skip

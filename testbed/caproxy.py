@@ -77,11 +77,14 @@ class CAProxy:
 
     @property
     def orders(self) -> int:
-        return self.hits["order"]
+        """Orders the CA created (201): a POST refused for a bad nonce and sent again
+        is one order, as the CA counts it."""
+        return self.hits["order-created"]
 
     @property
     def total(self) -> int:
-        return sum(self.hits.values())
+        """Requests received (an order created is counted once, as its request)."""
+        return sum(v for k, v in self.hits.items() if k != "order-created")
 
     def reset(self) -> None:
         with self._lock:
@@ -157,6 +160,9 @@ class CAProxy:
                                                 "transfer-encoding")}  # fmt: skip
                 finally:
                     conn.close()
+                if kind_of(self.path) == "order" and resp.status == 201:
+                    with proxy._lock:
+                        proxy.hits["order-created"] += 1
                 if proxy.ari and kind_of(self.path) == "directory" and resp.status == 200:
                     directory = json.loads(data)
                     directory["renewalInfo"] = f"https://127.0.0.1:{proxy.port}/renewal-info"

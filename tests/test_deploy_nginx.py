@@ -163,7 +163,7 @@ def test_hook_failure_rolls_back(setup: Setup, run) -> None:
     assert served(setup.nginx.port, setup.root) == old
     # the failed deploy stays pending: the next run tries again although nothing is due
     again = run("-c", str(setup.write()), "plan")
-    assert "due: the deploy of release" in again.out
+    assert "not deployed: post-run hook failed" in again.out and "no new order" in again.out
     retried = run("-c", str(setup.path), "renew", "-v")  # the same certificate, no new order
     assert retried.code == 0, retried.err
     assert "re-staged from" in retried.out and " order " not in retried.out
@@ -196,6 +196,7 @@ def test_hook_that_breaks_nginx_like_the_seed_incident(setup: Setup, run) -> Non
     assert 'unknown directive "this"' in cert["error"]  # nginx's refusal reaches the report
     steps = {s["step"]: s["ok"] for s in cert["steps"]}
     assert steps == {
+        "precheck": True,
         "order": True,
         "stage": True,
         "preflight": True,

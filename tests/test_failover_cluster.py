@@ -239,7 +239,7 @@ def test_backup_first_then_master_and_the_vip_never_serves_an_invalid_certificat
     report = _report(proc)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     names = [s for s, ok in _steps(report) if ok]
-    assert names[:3] == ["failover", "order", "stage"]
+    assert names[:4] == ["failover", "precheck", "order", "stage"]
     # backup first: its deploy and our check of it come before this node swaps
     assert names.index("peer-deploy") < names.index("peer-verify") < names.index("swap")
     preflight = next(s for s in report["certificates"][0]["steps"] if s["step"] == "preflight")

@@ -107,7 +107,8 @@ def test_a_group_is_tested_and_reloaded_once(
     path = fleet(tmp_path, pebble, nginx, 8)
     code, certs = renew(run, path)
     assert code == 0, certs
-    assert calls(tmp_path) == ["test", "reload deploy"]  # one config test, one reload
+    # one config test before ordering (issue #23) and one before the swap, one reload
+    assert calls(tmp_path) == ["test", "test", "reload deploy"]
     store = Store(tmp_path / "state")
     for name, cert in certs.items():
         assert cert["outcome"] == "renewed"

@@ -217,7 +217,7 @@ def test_heartbeat_after_every_completed_run_and_the_audit_history(
     assert len(runs) == 2 and runs[0]["time"] >= runs[1]["time"]  # newest first
     first = runs[1]["certificates"][0]
     assert first["outcome"] == "renewed"
-    assert [s["step"] for s in first["steps"]] == ["order", "stage", "commit"]
+    assert [s["step"] for s in first["steps"]] == ["precheck", "order", "stage", "commit"]
     assert first["files_changed"] == [str(tmp_path / "state" / "certs" / "www" / "current")]
     assert runs[1]["user"] and runs[1]["uid"] >= 0
     text = run("-c", str(path), "history").out

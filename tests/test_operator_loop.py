@@ -289,7 +289,7 @@ def test_already_replaced_falls_back_to_an_order_without_replaces_in_one_run(
     cert = only(report)
     assert code == 0 and cert["outcome"] == "renewed", cert
     assert len(proxy.replaces_seen) == 1  # asked with `replaces`, refused with 409
-    assert proxy.orders == 2  # then once more without it, in the same run
+    assert proxy.hits["order"] >= 2 and proxy.orders == 1  # then without it, in one run
     assert served(sites.port, pebble_root) == live_fp(tmp_path)
 
 

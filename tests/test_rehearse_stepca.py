@@ -167,6 +167,8 @@ def test_a_good_hook_is_rehearsed_on_step_ca_then_production_is_deployed(bed: Be
     names = [s["step"] for s in report["certificates"][0]["steps"]]
     # The rehearsal runs the whole deploy path first, then production does the same.
     assert names[: names.index("rehearse") + 1] == [
+        "precheck",  # production's config test of the candidate, before any order
+        "staging:precheck",
         "staging:order",
         "staging:stage",
         "staging:preflight",
