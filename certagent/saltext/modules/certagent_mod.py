@@ -41,12 +41,17 @@ def _retcode(status: int) -> None:
 
 
 def renew(
-    name: str | None = None, force: bool = False, config: str | None = None
+    name: str | None = None,
+    force: bool = False,
+    config: str | None = None,
+    new_order: bool = False,
 ) -> dict[str, Any]:
-    """Renew what is due (or NAME; with force=True even if not due). The report as data."""
+    """Renew what is due (or NAME; with force=True even if not due; a certificate issued
+    and not deployed yet is deployed instead of ordering, unless new_order=True). The
+    report as data."""
     try:
         cfg = api.load_config(config)
-        report = api.renew(cfg, _names(name), bool(force))
+        report = api.renew(cfg, _names(name), bool(force), new_order=bool(new_order))
     except CertagentError as exc:
         return _error(exc)
     status = int(api.exit_status(report))
