@@ -638,12 +638,14 @@ class AcmeIssuer:
 
     def revoke(self, cert_pem: bytes, reason: int) -> None:
         """Revoke a certificate we were issued, signed with our account key."""
+        self._refuse_if_down()  # the CA's Retry-After holds for every request
         with self._translated("revocation"):
             acme = self._account()
             acme.revoke(x509.load_pem_x509_certificate(cert_pem), reason)
 
     def account(self) -> dict[str, object]:
         """The account as the CA holds it: URL, status, contacts (no key material)."""
+        self._refuse_if_down()  # the CA's Retry-After holds for every request
         with self._translated("account"):
             acme = self._account()
             regr = _registered(acme)
@@ -663,6 +665,7 @@ class AcmeIssuer:
 
     def deactivate(self) -> str:
         """Deactivate the account for good; returns its URL. Our key is kept."""
+        self._refuse_if_down()  # the CA's Retry-After holds for every request
         with self._translated("account deactivation"):
             acme = self._account()
             regr = _registered(acme)
@@ -675,6 +678,7 @@ class AcmeIssuer:
     def rollover(self) -> str:
         """Replace the account key (keyChange): the new key is written aside first, the CA
         is told, then it takes the old one's place (which is kept as key.pem.old-<time>)."""
+        self._refuse_if_down()  # the CA's Retry-After holds for every request
         with self._translated("account key rollover"):
             acme = self._account()
             old_key = self._account_key()

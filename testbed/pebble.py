@@ -88,6 +88,9 @@ class Pebble:
         )
         self.servers.append(peb)
         peb.wait_until(port_open(self.host, self.port), what="ACME port")
+        # the management port (issuing roots) opens on its own schedule: a busy machine
+        # showed a fixture asking for the roots before it listened
+        peb.wait_until(port_open(self.host, self.management_port), what="management port")
         return self
 
     def issuing_roots(self, index: int = 0) -> bytes:
