@@ -33,7 +33,7 @@ from josepy.json_util import field as jose_field
 from josepy.jwa import ES256, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
-from . import __version__, crypto
+from . import __version__, crypto, layout
 from .castate import breaker_open, close_breaker, open_breaker, read_hold, write_hold
 from .challenges import Solver, SolverFor
 from .errors import CABusy, CAUnavailable, CAUnreachable, OrderFailed
@@ -530,14 +530,14 @@ class AcmeIssuer:
                 raise
 
     def _found_account(self, acme: client.ClientV2, register: bool) -> client.ClientV2:
-        regr_file = self._account_dir / "account.json"
+        regr_file = self._account_dir / layout.ACCOUNT
         if not register:
             stored = self._stored_account(regr_file)
             if stored is not None:
                 acme.net.account = self._regr = stored
                 return acme
         acme.net.account = None
-        existed = (self._account_dir / "key.pem").exists()
+        existed = (self._account_dir / layout.ACCOUNT_KEY).exists()
         regr = self._find_existing(acme) if existed else None
         if regr is None:
             regr = self._register(acme)
@@ -623,7 +623,7 @@ class AcmeIssuer:
 
     def _loaded_key(self) -> JWK:
         if self._key is None:
-            path = self._account_dir / "key.pem"
+            path = self._account_dir / layout.ACCOUNT_KEY
             if path.exists():
                 key = crypto.load_key(path.read_bytes())
             else:
@@ -670,7 +670,7 @@ class AcmeIssuer:
             acme = self._account()
             regr = _registered(acme)
             acme.deactivate_registration(regr)
-            (self._account_dir / "account.json").rename(
+            (self._account_dir / layout.ACCOUNT).rename(
                 self._account_dir / f"account.json.deactivated-{_utcnow():%Y%m%dT%H%M%SZ}"
             )
             return str(regr.uri)
@@ -694,7 +694,7 @@ class AcmeIssuer:
             )  # fmt: skip
             acme.net.post(url, _Raw(inner.to_partial_json()),
                           new_nonce_url=acme.directory["newNonce"])  # fmt: skip
-            key_file = self._account_dir / "key.pem"
+            key_file = self._account_dir / layout.ACCOUNT_KEY
             key_file.rename(self._account_dir / f"key.pem.old-{_utcnow():%Y%m%dT%H%M%SZ}")
             pending.rename(key_file)
             self._key = None

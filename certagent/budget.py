@@ -20,11 +20,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import layout
 from .store import atomic_write
 
 log = logging.getLogger(__name__)
 
-BUDGET_FILE = "orders.json"
+BUDGET_FILE = layout.ORDERS
 
 
 class OrderBudget:
@@ -62,7 +63,7 @@ class OrderBudget:
             return None
 
 
-DUPLICATES_FILE = "duplicates.json"
+DUPLICATES_FILE = layout.DUPLICATES
 
 
 class DuplicateLedger:

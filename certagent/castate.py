@@ -16,10 +16,11 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from . import layout
 from .store import atomic_write
 
-HOLD_FILE = "hold.json"
-BREAKER_FILE = "breaker.json"
+HOLD_FILE = layout.HOLD
+BREAKER_FILE = layout.BREAKER
 MAX_HOLD = dt.timedelta(days=7)  # a Retry-After beyond this is a CA's mistake: capped
 
 

@@ -26,14 +26,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import render
+from . import layout, render
 from .errors import CertagentError, GateRefused
 from .model import CertSpec, CertState, Command, DeploySpec, Endpoint, Outcome, Release
 from .steps import Steps
 from .store import Store
 from .system import Clock, RunResult
 
-RENDERED = "rendered"
+RENDERED = layout.RENDERED
 CLOCK_SLACK = dt.timedelta(seconds=60)  # a certificate starting sooner than this is fine
 BACKUP_SUFFIX = ".certagent-orig"
 
@@ -70,11 +70,11 @@ def render_configs(
         "release_id": release_dir.name,
         "release_dir": str(release_dir),
         "current_dir": str(current_dir),
-        "cert": str(release_dir / "cert.pem"),
-        "chain": str(release_dir / "chain.pem"),
-        "fullchain": str(release_dir / "fullchain.pem"),
-        "key": str(release_dir / "privkey.pem"),
-        "bundle": str(release_dir / "bundle.pem"),
+        "cert": str(release_dir / layout.CERT),
+        "chain": str(release_dir / layout.CHAIN),
+        "fullchain": str(release_dir / layout.FULLCHAIN),
+        "key": str(release_dir / layout.KEY),
+        "bundle": str(release_dir / layout.BUNDLE),
         "stage": stage,
         "vars": dict(spec.deploy.vars),
     }
@@ -233,7 +233,7 @@ class Deployer:
             if not result.ok:
                 problems.append(f"config test failed: {result.explain()}")
         if deploy.user:
-            files = [release.path / "privkey.pem", release.path / "fullchain.pem"]
+            files = [release.path / layout.KEY, release.path / layout.FULLCHAIN]
             files += [release.path / RENDERED / t.dest.name for t in deploy.templates]
             problems += [p for p in (self.unreadable(f, deploy.user) for f in files) if p]
         now = self.clock.now()
@@ -471,8 +471,8 @@ def hook_env(
         "CERTAGENT_CERT_NAME": spec.name,
         "CERTAGENT_NAMES": " ".join(spec.names),
         "CERTAGENT_RELEASE_DIR": str(path),
-        "CERTAGENT_FULLCHAIN": str(path / "fullchain.pem"),
-        "CERTAGENT_KEY": str(path / "privkey.pem"),
+        "CERTAGENT_FULLCHAIN": str(path / layout.FULLCHAIN),
+        "CERTAGENT_KEY": str(path / layout.KEY),
         "CERTAGENT_ACTION": action,
         "CERTAGENT_STAGE": stage,
         # certbot --deploy-hook: a directory holding cert/chain/fullchain/privkey.pem
@@ -480,8 +480,8 @@ def hook_env(
         "RENEWED_DOMAINS": " ".join(spec.names),
         # lego run --run-hook (its certificate file is the full chain)
         "LEGO_CERT_DOMAIN": spec.names[0],
-        "LEGO_CERT_PATH": str(path / "fullchain.pem"),
-        "LEGO_CERT_KEY_PATH": str(path / "privkey.pem"),
+        "LEGO_CERT_PATH": str(path / layout.FULLCHAIN),
+        "LEGO_CERT_KEY_PATH": str(path / layout.KEY),
     }
 
 

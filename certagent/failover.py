@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import __version__, crypto, keepalived
+from . import __version__, crypto, keepalived, layout
 from .crypto import PrivateKey
 from .deploy import Deployer, Prober
 from .errors import CertagentError, GateRefused, UsageError
@@ -208,8 +208,8 @@ def _entry(spec: CertSpec, release: Release) -> dict[str, object]:
         "name": spec.name,
         "release": release.release_id,
         "ca": release.ca,
-        "fullchain": (release.path / "fullchain.pem").read_text(),
-        "key": (release.path / "privkey.pem").read_text(),
+        "fullchain": (release.path / layout.FULLCHAIN).read_text(),
+        "key": (release.path / layout.KEY).read_text(),
     }
 
 

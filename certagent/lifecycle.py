@@ -15,6 +15,7 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from . import layout
 from .errors import UsageError
 from .model import CertResult, Config, Decision, Outcome, Report
 from .steps import Steps
@@ -61,7 +62,7 @@ def revoke(
         steps = Steps(clock)
         acme = issuer or api.acme_issuer(config.ca, config, store, clock)
         with steps.step("revoke", f"release {current.release_id}, reason {reason}"):
-            acme.revoke((current.path / "cert.pem").read_bytes(), REASONS[reason])
+            acme.revoke((current.path / layout.CERT).read_bytes(), REASONS[reason])
         store.write_state(
             spec.name,
             replace(state, revoked=(current.release_id, reason), last_outcome="revoked"),

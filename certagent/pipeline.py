@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from . import kept as kept_mod
-from . import plan
+from . import layout, plan
 from .challenges import Solver, SolverFor
 from .errors import CAUnavailable, CertagentError, GateRefused, RehearsalFailed
 from .model import (
@@ -554,7 +554,7 @@ def _order_and_stage(
         ctx.progress(spec.name, "ordering")
         key = _order_key(spec, key_source, notes)
         csr = crypto.make_csr(key, spec.names)
-        replaces = (current.path / "cert.pem").read_bytes() if current is not None else None
+        replaces = (current.path / layout.CERT).read_bytes() if current is not None else None
         options = OrderOptions(spec.profile, replaces)
         with ctx.order_slots:
             fullchain = issuer.issue(csr, ctx.solvers.chooser(spec), options)
@@ -637,7 +637,7 @@ def restage(ctx: Context, spec: CertSpec, old: Release, steps: Steps) -> Release
 
     with steps.step("stage", f"re-staged from {old.release_id}, no new order") as notes:
         key = crypto.load_key((old.path / KEY_FILE).read_bytes())
-        fullchain = (old.path / "fullchain.pem").read_bytes()
+        fullchain = (old.path / layout.FULLCHAIN).read_bytes()
         release = stage(ctx, spec, key, fullchain, old.ca)
         notes.append(f"release {release.release_id}")
     return release
@@ -677,12 +677,12 @@ def stage(
     key_pem = crypto.key_pem(key)
     files = {
         KEY_FILE: key_pem,
-        "cert.pem": leaf,
-        "chain.pem": b"".join(chain[1:]),
-        "fullchain.pem": b"".join(chain),
+        layout.CERT: leaf,
+        layout.CHAIN: b"".join(chain[1:]),
+        layout.FULLCHAIN: b"".join(chain),
         BUNDLE_FILE: b"".join(chain) + key_pem,
     }
-    release_dir = ctx.store.cert_dir(spec.name) / "releases" / release_id
+    release_dir = ctx.store.cert_dir(spec.name) / layout.RELEASES / release_id
     from .deploy import render_configs
 
     files.update(
@@ -752,7 +752,7 @@ def _refresh_window(
     if not _window_due(ctx, state):
         return state
     try:
-        window = issuer.renewal_window((current.path / "cert.pem").read_bytes())
+        window = issuer.renewal_window((current.path / layout.CERT).read_bytes())
     except (CertagentError, OSError) as exc:
         quiet = getattr(exc, "repeated", False)  # one warning per outage and run, not N
         (log.debug if quiet else log.warning)(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import layout
 from .errors import CertagentError
 from .model import CertSpec, CertState, Http01Webroot, Release
 from .steps import Steps
@@ -52,7 +53,7 @@ def precheck(
         for t in spec.deploy.templates:
             if not t.dest.parent.is_dir():
                 problems.append(f"the directory of {t.dest} does not exist")
-        placeholder = store.cert_dir(spec.name) / "releases" / "PLACEHOLDER"
+        placeholder = store.cert_dir(spec.name) / layout.RELEASES / "PLACEHOLDER"
         try:
             from .deploy import render_configs  # deferred: status and plan need no deployer
 
@@ -160,7 +161,7 @@ def _probe(ctx: Context, spec: CertSpec, current: Release | None, scratch: Path)
     make_private_dir(scratch)
     try:
         key_pem = (current.path / KEY_FILE).read_bytes() if current else b""
-        chain = (current.path / "fullchain.pem").read_bytes() if current else b""
+        chain = (current.path / layout.FULLCHAIN).read_bytes() if current else b""
     except OSError:
         key_pem = chain = b""
     if not key_pem or not chain:
@@ -168,8 +169,8 @@ def _probe(ctx: Context, spec: CertSpec, current: Release | None, scratch: Path)
         key_pem = crypto.key_pem(key)
         chain = crypto.placeholder_certificate(key, spec.names)
     certs = crypto.split_pem_chain(chain)
-    files = {KEY_FILE: key_pem, "cert.pem": certs[0], "chain.pem": b"".join(certs[1:]),
-             "fullchain.pem": chain, BUNDLE_FILE: chain + key_pem}  # fmt: skip
+    files = {KEY_FILE: key_pem, layout.CERT: certs[0], layout.CHAIN: b"".join(certs[1:]),
+             layout.FULLCHAIN: chain, BUNDLE_FILE: chain + key_pem}  # fmt: skip
     files.update(render_configs(spec, scratch, ctx.store.current_link(spec.name),
                                 ctx.config.template_dirs, ctx.deployer.stage))  # fmt: skip
     for rel, data in files.items():

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import config as config_mod
-from . import system
+from . import layout, system
 from .challenges import SolverFor, Solvers
 from .errors import ExitStatus, UsageError
 from .model import (
@@ -230,7 +230,7 @@ def finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
     try:
         store.append_history(history_record(report, config))
     except OSError as exc:  # a full disk must not hide the run's own outcome
-        log.error("cannot append to %s: %s", store.root / "history.jsonl", exc.strerror or exc)
+        log.error("cannot append to %s: %s", store.root / layout.HISTORY, exc.strerror or exc)
     # The run's work is done and recorded; what follows must not change its exit status.
     try:
         if config.metrics_textfile is not None:

@@ -167,7 +167,8 @@ def test_status_and_plan_read_only(tmp_path: Path) -> None:
 
 def test_history_is_read_backwards_across_chunk_boundaries(tmp_path: Path) -> None:
     store = Store(tmp_path / "state")
-    store._ensure_root()
+    with store.lock():  # makes the state directory, as every run does
+        pass
     for i in range(50):
         store.append_history(
             {"command": "renew" if i % 7 == 0 else "deploy", "i": i, "pad": "x" * i}

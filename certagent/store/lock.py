@@ -1,0 +1,58 @@
+"""One run at a time: an exclusive, non-blocking flock(2) on <state_dir>/lock, taken
+only in a state directory that root may trust (owned by us, writable by nobody else).
+
+Side effects: filesystem (creates the state directory and the lock file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from .. import layout, trust
+from ..errors import LockHeld, StoreError
+from .atomic import make_private_dir, share
+
+
+@contextlib.contextmanager
+def held(root: Path, group: int | None, dir_mode: int) -> Iterator[None]:
+    """Hold the state directory's lock, or raise LockHeld at once."""
+    ensure_root(root, group, dir_mode)
+    path = root / layout.LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # ELOOP: a planted symlink, never followed
+        raise StoreError(f"cannot open the lock {path}: {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"the lock {path} is not a regular file")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise LockHeld(f"another certagent run holds {path}") from exc
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_root(root: Path, group: int | None, dir_mode: int) -> None:
+    """Create the state directory 0700, or refuse one that another user owns or can
+    write (they could plant links that we, as root, would follow)."""
+    why = trust.problem(root)
+    if why is not None:
+        raise StoreError(f"refusing to use the state directory {root}: {why}")
+    try:
+        make_private_dir(root, group)
+        if group is not None:  # kept across runs: a renew never narrows it again
+            share(root, group, dir_mode)
+    except OSError as exc:
+        raise StoreError(f"cannot create state directory {root}: {exc.strerror}") from exc
