@@ -1,7 +1,9 @@
-"""http-01 challenge solvers (RFC 8555 section 8.3): present / cleanup.
+"""Challenge solvers (one `Solver` contract: present, ready, cleanup, finish) and the
+run's set of them: http-01 (RFC 8555 section 8.3) from a webroot or a standalone
+listener, tls-alpn-01 (RFC 8737) from a TLS listener; dns-01 lives in dns01.py.
 
-Side effects: the webroot solver writes and removes files; the standalone
-solver listens on a TCP port while it holds tokens. Neither imports `acme`.
+Side effects: the webroot solver writes and removes files; the listeners bind TCP ports
+for the run (before ordering, `Solvers.bind`). None imports `acme`.
 """
 
 from __future__ import annotations

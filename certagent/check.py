@@ -22,13 +22,13 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
 from . import crypto, starttls
+from .errors import PluginStatus
 from .model import Endpoint, iso
 from .verify import trust_context
 
@@ -40,13 +40,7 @@ _UNTRUSTED = (2, 20, 21)
 _HOSTNAME = 62
 
 
-class State(IntEnum):
-    """Monitoring-plugin states; the value is the exit code."""
-
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
+State = PluginStatus  # monitoring-plugin states; the value is the exit code
 
 
 # Worst first when several findings are combined: CRITICAL beats UNKNOWN beats WARNING.

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .cliparser import build_parser, host_port
-from .errors import CertagentError, ConfigError, ExitStatus, UsageError
+from .errors import CertagentError, ConfigError, ExitStatus, PluginStatus, UsageError
 from .system import SystemClock
 
 if TYPE_CHECKING:  # the model is imported where it is used: --help stays light
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"CERTAGENT UNKNOWN - {summary}")  # plugins speak on stdout only
             for line in str(exc).splitlines()[1:]:
                 print(line)
-            return 3
+            return PluginStatus.UNKNOWN
         if as_json:  # the same schema as a report: a caller parses one thing
             error = {"schema": 1, "error": str(exc), "error_code": _code(exc),
                      "exit_status": int(exc.exit_status)}  # fmt: skip
@@ -69,12 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_status)
     except KeyboardInterrupt:
         print("certagent: interrupted", file=sys.stderr)
-        return 130
+        return ExitStatus.INTERRUPTED
     except Exception as exc:  # a bug: say so plainly, traceback only on request
         log.debug("internal error", exc_info=True)
         if checking:  # the plugin contract holds even for a bug: UNKNOWN, said on stdout
             print(f"CERTAGENT UNKNOWN - internal error: {type(exc).__name__}: {exc}")
-            return 3
+            return PluginStatus.UNKNOWN
         print(
             f"certagent: internal error: {type(exc).__name__}: {exc} (run with -vv for details)",
             file=sys.stderr,

@@ -11,22 +11,18 @@ import re
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import UsageError
+from .errors import MEANING, ExitStatus, PluginStatus, UsageError
 from .starttls import PROTOCOLS as STARTTLS_PROTOCOLS
 
-EPILOG = """\
-exit status (a contract for cron and Salt):
-  0   renewed, or nothing was due          64  usage error
-  1   failed before the swap; live         75  another run holds the lock
-      untouched                            78  configuration error
-  2   rolled back; the old certificate is serving
-  3   BROKEN: the rollback failed too; check the web server now
-  `check` follows the monitoring-plugin convention: 0 OK, 1 WARNING, 2 CRITICAL,
-  3 UNKNOWN. `health` exits 1 unless this node serves valid certificates.
-
-configuration: -c FILE, else $CERTAGENT_CONFIG, else /etc/certagent/certagent.yaml.
-`certagent COMMAND --help` describes each command.
-"""
+EPILOG = (
+    "exit status (a contract for cron and Salt):\n"
+    + "".join(f"  {int(s):<3} {MEANING[s]}\n" for s in ExitStatus)
+    + "  `check` follows the monitoring-plugin convention: "
+    + ", ".join(f"{int(p)} {p.name}" for p in PluginStatus)
+    + ".\n  `health` exits 1 unless this node serves valid certificates.\n\n"
+    "configuration: -c FILE, else $CERTAGENT_CONFIG, else /etc/certagent/certagent.yaml.\n"
+    "`certagent COMMAND --help` describes each command.\n"
+)
 
 
 class _Parser(argparse.ArgumentParser):

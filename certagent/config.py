@@ -9,7 +9,6 @@ Side effects: reads the configuration file (and EAB key files it names).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import yaml
 
 from . import configspec as spec
 from .configkinds import (
-    MAX_SECRET_BYTES,
     Checker,
     Section,
     Value,
@@ -57,19 +55,16 @@ from .model import (
     Webhook,
 )
 
-__all__ = ["MAX_SECRET_BYTES", "default_path", "from_environment", "load", "parse",
-           "read_bounded"]  # fmt: skip
-
 DEFAULT_PATH = Path("/etc/certagent/certagent.yaml")
-ENVValueAR = "CERTAGENT_CONFIG"
+ENV_VAR = "CERTAGENT_CONFIG"
 
 
 def default_path(explicit: str | None, environ: dict[str, str]) -> Path:
     """`-c` wins, then $CERTAGENT_CONFIG, then the system default."""
     if explicit:
         return Path(explicit)
-    if environ.get(ENVValueAR):
-        return Path(environ[ENVValueAR])
+    if environ.get(ENV_VAR):
+        return Path(environ[ENV_VAR])
     return DEFAULT_PATH
 
 
@@ -77,7 +72,7 @@ def default_path(explicit: str | None, environ: dict[str, str]) -> Path:
 # configuration is a few KB deep in a handful of levels.
 MAX_BYTES = 1 << 20  # the configuration file
 MAX_DEPTH = 32  # nesting of mappings and lists
-MAXValueALUES = 20_000  # values after aliases are expanded (a "billion laughs" stops here)
+MAX_VALUES = 20_000  # values after aliases are expanded (a "billion laughs" stops here)
 _TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "timestamp")}
 _COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _STR = "tag:yaml.org,2002:str"
@@ -178,13 +173,13 @@ class _Ctx(Checker):
 
     def value(self, node: yaml.Node, path: str, depth: int = 0) -> Value:
         """Build the tree with positions. Aliases are expanded, but a self-referencing
-        alias, an expansion past MAXValueALUES, nesting past MAX_DEPTH and any tag beyond
+        alias, an expansion past MAX_VALUES, nesting past MAX_DEPTH and any tag beyond
         plain YAML are refused."""
         line = node.start_mark.line + 1
         self.values += 1
-        if self.values > MAXValueALUES:
+        if self.values > MAX_VALUES:
             raise _Refused(
-                f"more than {MAXValueALUES} values once aliases are expanded (an alias bomb?)",
+                f"more than {MAX_VALUES} values once aliases are expanded (an alias bomb?)",
                 line,
                 path,
             )
@@ -744,8 +739,3 @@ def _challenge(ctx: _Ctx, v: Value) -> ChallengeSpec | None:
         return None
     zone = r.get(ctx, rm, "zone")
     return Dns01Rfc2136(server, r.get(ctx, rm, "port"), key, zone, propagation)
-
-
-def from_environment(explicit: str | None) -> Config:
-    """Load the configuration that the command line and environment point at."""
-    return load(default_path(explicit, dict(os.environ)))

@@ -21,6 +21,28 @@ class ExitStatus(IntEnum):
     USAGE = 64  # EX_USAGE
     LOCKED = 75  # EX_TEMPFAIL: another run holds the lock
     CONFIG = 78  # EX_CONFIG
+    INTERRUPTED = 130  # 128 + SIGINT: stopped by the operator
+
+
+MEANING = {
+    ExitStatus.OK: "renewed, or nothing was due",
+    ExitStatus.FAILED: "failed before the swap; live untouched",
+    ExitStatus.ROLLED_BACK: "rolled back; the old certificate is serving",
+    ExitStatus.BROKEN: "BROKEN: the rollback failed too; check the web server now",
+    ExitStatus.USAGE: "usage error",
+    ExitStatus.LOCKED: "another run holds the lock",
+    ExitStatus.CONFIG: "configuration error",
+    ExitStatus.INTERRUPTED: "interrupted",
+}
+
+
+class PluginStatus(IntEnum):
+    """`check`'s exit codes: the monitoring-plugin convention."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
 
 
 class CertagentError(Exception):
@@ -79,8 +101,10 @@ class StoreError(CertagentError):
 class OrderFailed(CertagentError):
     """The CA refused or could not complete an order.
 
-    `problem_type` and `detail` come from the ACME problem document
-    (RFC 8555 section 6.7) when the CA sent one.
+    `problem_type` and `detail` come from the ACME problem document (RFC 8555 section
+    6.7) when the CA sent one; `status` is the HTTP status that carried it; `retry_at`
+    the CA's Retry-After; `repeated`: the same outage, already reported in this run.
+    `notes` are said after the message (e.g. this machine's clock against the CA's).
     """
 
     def __init__(
@@ -89,14 +113,22 @@ class OrderFailed(CertagentError):
         message: str,
         problem_type: str | None = None,
         detail: str | None = None,
+        *,
+        status: int | None = None,
+        retry_at: dt.datetime | None = None,
+        repeated: bool = False,
     ) -> None:
         self.ca = ca
         self.problem_type = problem_type
         self.detail = detail
-        self.retry_at: dt.datetime | None = None  # the CA's Retry-After, when it gave one
-        self.repeated = False  # the same outage, already reported in this run
-        self.status: int | None = None  # the HTTP status that carried it, if any
+        self.status = status
+        self.retry_at = retry_at
+        self.repeated = repeated
+        self.notes: list[str] = []
         super().__init__(f"CA {ca}: {message}")
+
+    def __str__(self) -> str:
+        return super().__str__() + "".join(f" ({note})" for note in self.notes)
 
 
 class CAUnreachable(OrderFailed):
@@ -111,18 +143,6 @@ class CABusy(OrderFailed):
     we accept in one run."""
 
     code = "ca-busy"
-
-    def __init__(
-        self,
-        ca: str,
-        message: str,
-        problem_type: str | None = None,
-        detail: str | None = None,
-        *,
-        status: int | None = None,
-    ) -> None:
-        super().__init__(ca, message, problem_type, detail)
-        self.status = status
 
 
 class CAUnavailable(OrderFailed):

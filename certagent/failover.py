@@ -323,9 +323,6 @@ class FailoverDeployer(Deployer):
     def before_swap(self, spec: CertSpec, release: Release, steps: Steps) -> None:
         if not self.master or self.failover.override is not None:
             return
-        deploy = spec.deploy
-        if deploy is None:  # deploy() is only called with a deploy section
-            return
         label = self.failover.peer_where.label
         with steps.step("peer-deploy", label) as notes:
             notes += self.failover.push(spec, release)

@@ -1,4 +1,4 @@
-"""`certagent check`: what every endpoint serves, judged like a monitoring plugin.
+"""The `check` command around the prober (check.py): its targets, its answer, its record.
 
 `check` derives its targets from the configuration itself (every certificate's
 endpoints and the monitor endpoints, so the monitor never covers only a subset),

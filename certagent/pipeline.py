@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from . import kept as kept_mod
 from . import layout, plan
 from .challenges import Solver, SolverFor
-from .errors import CAUnavailable, CertagentError, GateRefused, RehearsalFailed
+from .errors import CAUnavailable, CertagentError, GateRefused, OrderFailed, RehearsalFailed
 from .model import (
     CertResult,
     CertSpec,
@@ -147,7 +147,8 @@ class Attempt:
         """Remember the outcome for the planner, prune, and build the result."""
         store, name = self.ctx.store, self.spec.name
         code = error.code if isinstance(error, CertagentError) else None
-        retry_at = getattr(error, "retry_at", None)  # the CA's Retry-After, if it gave one
+        # the CA's Retry-After, if it gave one
+        retry_at = error.retry_at if isinstance(error, OrderFailed) else None
         if isinstance(error, CertagentError):
             error = str(error)
         verify = [s.ok for s in self.steps.results if s.step == "verify"]
@@ -174,7 +175,7 @@ class Attempt:
             )
         else:
             state = replace(state, consecutive_failures=state.consecutive_failures + 1)
-            if isinstance(retry_at, dt.datetime):  # remembered: the next runs wait for it
+            if retry_at is not None:  # remembered: the next runs wait for it
                 state = replace(state, retry_after=retry_at)
             if error is None:
                 error = next((s.detail for s in self.steps.results if not s.ok), outcome.value)
@@ -754,13 +755,14 @@ def _refresh_window(
     try:
         window = issuer.renewal_window((current.path / layout.CERT).read_bytes())
     except (CertagentError, OSError) as exc:
-        quiet = getattr(exc, "repeated", False)  # one warning per outage and run, not N
+        failed = exc if isinstance(exc, OrderFailed) else None
+        quiet = failed is not None and failed.repeated  # one warning per outage and run
         (log.debug if quiet else log.warning)(
             "%s: no renewal information this run: %s", spec.name, exc
         )
         window, ari_next = state.window, now + ARI_RETRY  # keep what we knew; ask later
-        retry_at = getattr(exc, "retry_at", None)
-        if isinstance(retry_at, dt.datetime) and not isinstance(exc, CAUnavailable):
+        retry_at = failed.retry_at if failed is not None else None
+        if retry_at is not None and not isinstance(exc, CAUnavailable):
             # the CA's Retry-After on this certificate's renewalInfo: nothing about it
             # goes to the CA before then (a CA-wide one is kept by the adapter)
             ari_next = max(ari_next, retry_at)

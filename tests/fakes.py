@@ -8,8 +8,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from certagent.challenges import Solver
-from certagent.model import RenewalWindow
+from certagent.challenges import SolverFor
+from certagent.model import OrderOptions, RenewalWindow
 from testbed import pki
 
 
@@ -24,7 +24,7 @@ class LocalIssuer:
         self.orders = 0
         self.window: RenewalWindow | None = None
 
-    def issue(self, csr_pem: bytes, solver: Solver, options: object = None) -> bytes:
+    def issue(self, csr_pem: bytes, solver: SolverFor, options: OrderOptions) -> bytes:
         self.orders += 1
         csr = x509.load_pem_x509_csr(csr_pem)
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -208,7 +208,9 @@ def test_repeated_runs_while_broken_order_nothing_and_keep_few_releases(tmp_path
 def test_a_409_problem_document_is_read_by_its_type() -> None:
     from acme import errors, messages
 
-    from certagent.acme_issuer import _about_replaces, _code, _Network
+    from certagent.acmeclient.problems import about_replaces as _about_replaces
+    from certagent.acmeclient.problems import code as _code
+    from certagent.acmeclient.transport import Network as _Network
 
     def response(status: int, body: dict[str, object], **headers: str) -> requests.Response:
         resp = requests.Response()

@@ -20,7 +20,6 @@ STARTTLS = ("smtp", "imap", "postgres", "ldap")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_ONE_LINE = r"^[^\x00-\x1f\x7f]+$"
 UNSET: Any = object()  # "no default given" (None is a default)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -329,22 +328,6 @@ class Pattern(Word):
 VRRP_NAME = Pattern(
     r"[A-Za-z0-9_]{1,63}", "`[A-Za-z0-9_]` name", "a keepalived instance name ([A-Za-z0-9_])"
 )
-
-
-class Literal(Kind[str]):
-    """One word that stands for a choice (`none`, `auto`)."""
-
-    def __init__(self, word: str) -> None:
-        self.word, self.text = word, f"`{word}`"
-
-    def convert(self, ctx: Checker, v: Value) -> str | None:
-        if v.value == self.word:
-            return self.word
-        ctx.error(v, f"expected {self.word!r}, got {short(v.value)}")
-        return None
-
-    def schema(self) -> dict[str, Any]:
-        return {"const": self.word}
 
 
 class Either(Kind[Any]):
