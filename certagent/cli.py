@@ -204,7 +204,10 @@ def _print_history(records: list[dict[str, Any]], name: str | None) -> None:
             for f in c.get("files_changed") or []:
                 print(f"    changed {f}")
             for o in c.get("overrides") or []:
-                print(f"    override: {o}")
+                if isinstance(o, dict):
+                    print(f"    override {o.get('override')}: {o.get('detail')}")
+                else:  # recorded by a version before 2026-12
+                    print(f"    override: {o}")
 
 
 def _dispatch(args: argparse.Namespace) -> ExitStatus:

@@ -180,6 +180,9 @@ class Deployer:
     def gate(self, spec: CertSpec, release: Release, steps: Steps) -> None:
         """The preflight step: raises GateRefused with every reason not to swap (this
         certificate's own checks and the shared ones, `group_gate`, as for a group of one)."""
+        skipped = self.overridden([spec])
+        if skipped is not None:
+            steps.add("override", True, 0.0, skipped, override="failover-override")
         with steps.step("preflight") as notes:
             problems = self.preflight(spec, release)
             shared, seen = self.group_gate([spec])
@@ -197,6 +200,11 @@ class Deployer:
     def group_tag(self, spec: CertSpec) -> object:
         """What certificates must share besides the test and hook to be deployed together
         (on a failover pair, the VRRP instance they follow): nothing more here."""
+        return None
+
+    def overridden(self, specs: Sequence[CertSpec]) -> str | None:
+        """What safety the operator skipped for these certificates, said for the audit
+        (a failover pair's gate, `--failover-override`): nothing here."""
         return None
 
     def group_gate(self, specs: Sequence[CertSpec]) -> tuple[list[str], list[str]]:

@@ -361,16 +361,19 @@ class FailoverDeployer(Deployer):
     def group_tag(self, spec: CertSpec) -> object:
         return self.failover.spec.instance_of(spec)[0]  # one readiness for the group
 
+    def overridden(self, specs: Sequence[CertSpec]) -> str | None:
+        if not self.master or not specs or self.failover.override is None:
+            return None
+        msg = (
+            f"failover gate OVERRIDDEN ({self.failover.override}): deploying on this "
+            "node only, the peer is neither checked nor updated"
+        )
+        log.warning("%s: %s", ", ".join(spec.name for spec in specs), msg)
+        return msg
+
     def group_gate(self, specs: Sequence[CertSpec]) -> tuple[list[str], list[str]]:
-        if not self.master or not specs:
+        if not self.master or not specs or self.failover.override is not None:
             return [], []
-        if self.failover.override is not None:
-            msg = (
-                f"failover gate OVERRIDDEN ({self.failover.override}): deploying on this "
-                "node only, the peer is neither checked nor updated"
-            )
-            log.warning("%s: %s", ", ".join(spec.name for spec in specs), msg)
-            return [], [msg]
         ready = self.failover.readiness(cert=specs[0])
         return [f"failover: {p}" for p in ready.problems], list(ready.facts)
 

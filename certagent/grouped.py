@@ -93,6 +93,10 @@ def _gate(d: Deployer, members: Sequence[Member]) -> list[Member]:
     that passed (see `tested`); a refused member holds back no other. Each member's
     preflight step shows the group's time."""
     start = d.clock.monotonic()
+    skipped = d.overridden([m.spec for m in members])
+    if skipped is not None:
+        for m in members:
+            m.steps.add("override", True, 0.0, skipped, override="failover-override")
     shared, seen = d.group_gate([m.spec for m in members])  # once: e.g. the peer's readiness
     problems = {id(m): d.preflight(m.spec, m.release, test=False) + shared for m in members}
     clean = [m for m in members if not problems[id(m)]]

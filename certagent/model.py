@@ -454,14 +454,20 @@ class StepResult:
     ok: bool
     seconds: float
     detail: str = ""
+    # A safety skipped on purpose, named for the audit: "staging-unreachable" (went on
+    # unrehearsed), "failover-override" (the keepalived gate and peer skipped).
+    override: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "step": self.step,
             "ok": self.ok,
             "seconds": round(self.seconds, 4),
             "detail": self.detail,
         }
+        if self.override is not None:
+            out["override"] = self.override
+        return out
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ class Rehearsal:
                 "because staging.on_unreachable is 'proceed'"
             )
             log.warning("%s: %s", spec.name, note)
-            steps.add("rehearse", True, seconds, note)
+            steps.add("rehearse", True, seconds, note, override="staging-unreachable")
             return
         failed = next((f"staging:{s.step}" for s in result.steps if not s.ok), "staging")
         message = f"rehearsal on the staging CA failed at {failed}: {result.error}"

@@ -31,5 +31,7 @@ class Steps:
             raise
         self.add(name, True, self.clock.monotonic() - start, "; ".join(notes))
 
-    def add(self, name: str, ok: bool, seconds: float, detail: str) -> None:
-        self.results.append(StepResult(name, ok, seconds, detail))
+    def add(
+        self, name: str, ok: bool, seconds: float, detail: str, override: str | None = None
+    ) -> None:
+        self.results.append(StepResult(name, ok, seconds, detail, override))

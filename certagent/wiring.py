@@ -266,9 +266,8 @@ def history_record(report: Report, config: Config) -> dict[str, object]:
 
 def _audit(r: CertResult, config: Config, report_command: str) -> dict[str, object]:
     steps = [{"step": s.step, "ok": s.ok, "detail": s.detail[:300]} for s in r.steps]
-    overrides = [
-        s.detail for s in r.steps if "NOT rehearsed" in s.detail or "OVERRIDDEN" in s.detail
-    ]
+    overrides = [{"override": s.override, "step": s.step, "detail": s.detail[:300]}
+                 for s in r.steps if s.override is not None]  # fmt: skip
     files: list[str] = []
     if any(s.step in ("swap", "commit", "rollback") and s.ok for s in r.steps):
         spec = config.certificate(r.name)

@@ -346,13 +346,14 @@ def test_the_override_deploys_on_this_node_alone_and_says_so(bed: Bed) -> None:
     report = _report(proc)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     steps = [s for s, _ in _steps(report)]
-    assert "peer-deploy" not in steps and "failover" not in steps
+    assert "peer-deploy" not in steps and "failover" not in steps and "override" in steps
     assert bed.current_fp(bed.backup) is None
     assert bed.served(bed.master.address) == bed.current_fp(bed.master)
     audit = Store(bed.master.dir / "state").last_record("renew")
     assert audit is not None
     overrides = audit["certificates"][0]["overrides"]  # type: ignore[index]
-    assert any("CHG-42" in o for o in overrides)
+    assert any(o["override"] == "failover-override" and "CHG-42" in o["detail"]
+               for o in overrides)  # fmt: skip
 
 
 def test_master_hook_breaks_nginx_the_backup_takes_the_vip_with_the_new_certificate(

@@ -248,6 +248,11 @@ def test_step_ca_unreachable_can_be_allowed_by_policy(bed: Bed, run) -> None:
     steps = bed.steps(json.loads(result.out))
     assert steps["rehearse"]["ok"]
     assert "NOT rehearsed" in steps["rehearse"]["detail"]
+    assert steps["rehearse"]["override"] == "staging-unreachable"
+    audit = bed.store.last_record("renew")  # the audit names the skipped safety
+    assert audit is not None
+    (override,) = audit["certificates"][0]["overrides"]  # type: ignore[index]
+    assert override["override"] == "staging-unreachable" and override["step"] == "rehearse"
     live = bed.store.current("www")
     assert live is not None and served(bed.prod.port, bed.root) == live.fingerprint_sha256
 
