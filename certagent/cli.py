@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .cliparser import build_parser, host_port
@@ -211,100 +211,146 @@ def _print_history(records: list[dict[str, Any]], name: str | None) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> ExitStatus:
+    """The configuration loaded once, then the command's entry from the table: it
+    returns an exit status (it printed its own answer) or a report (printed here)."""
     from . import api
 
     as_json = getattr(args, "json", False)
     config = api.load_config(getattr(args, "config", None))
-    verbose = getattr(args, "verbose", 0) or 0
-    if args.command == "import":
-        from pathlib import Path
-
-        from . import importer
-
-        done = importer.run(config, args.source, Path(args.dir) if args.dir else None)
-        text = "\n".join(done.notes)
-        if done.snippet:
-            text += f"\n\nadd to {config.source}:\n{done.snippet}"
-        _out(as_json, done.to_json(), text)
-        return ExitStatus.OK
-    if args.command == "account":
-        from . import lifecycle
-
-        action = args.account_command
-        if action == "deactivate" and not args.yes:
-            raise UsageError("account deactivate cannot be undone: add --yes to mean it")
-        result = lifecycle.account(config, action)
-        details = "\n".join(f"{k}: {v}" for k, v in result.details.items())
-        _out(as_json, result.to_json(), f"account {action} at {result.directory}\n{details}")
-        return ExitStatus.OK
-    if args.command in ("history", "metrics", "backup"):
-        return _ops(args, config, as_json)
-    if args.command == "config":
-        api.validate(config)
-        _out(
-            as_json,
-            {
-                "valid": True,
-                "source": str(config.source),
-                "certificates": [c.name for c in config.certificates],
-            },
-            f"{config.source}: valid, {len(config.certificates)} certificate(s)",
-        )
-        return ExitStatus.OK
-    if args.command == "status":
-        rows = api.status(config, args.names)
-        if as_json:
-            _out(True, {"schema": 1, "certificates": [r.to_json() for r in rows]}, "")
-        else:
-            _print_status(rows)
-        return ExitStatus.OK
-    if args.command == "plan":
-        report = api.plan_run(config, args.names, args.force)
-    elif args.command == "receive":
-        from .failover import MAX_GROUP_PAYLOAD
-
-        report = api.receive(config, args.names, sys.stdin.buffer.read(MAX_GROUP_PAYLOAD + 1))
-    elif args.command == "deploy":
-        report = api.deploy(config, args.name, failover_override=args.failover_override)
-    elif args.command == "rollback":
-        report = api.rollback(config, args.name)
-    elif args.command == "revoke":
-        from . import lifecycle
-
-        report = lifecycle.revoke(config, args.name, args.reason)
-    elif args.command == "renew" and args.dry_run:
-        report = _dry_run(config, args)
-    else:
-        quiet = getattr(args, "quiet", False)
-        tty = sys.stderr.isatty() and not as_json and not quiet
-        progress = _TerminalProgress(sys.stderr) if tty else None
-        update = progress.update if progress else None
-        try:
-            if args.command == "rehearse":
-                report = api.rehearse(config, args.names, progress=update)
-            else:
-                if args.splay > 0:
-                    api.splay(args.splay)
-                report = api.renew(
-                    config,
-                    args.names,
-                    args.force,
-                    progress=update,
-                    failover_override=args.failover_override,
-                    new_order=args.new_order,
-                    allow_duplicate=args.allow_duplicate,
-                )
-        finally:
-            if progress:
-                progress.clear()
-    status = api.exit_status(report)
+    result = COMMANDS[args.command](args, config, as_json)
+    if isinstance(result, ExitStatus):
+        return result
+    status = api.exit_status(result)
     if as_json and args.command == "receive":  # one line: the MASTER reads it after logs
-        print(json.dumps({**report.to_json(), "exit_status": int(status)}))
+        print(json.dumps({**result.to_json(), "exit_status": int(status)}))
     elif as_json:
-        _out(True, {**report.to_json(), "exit_status": int(status)}, "")
+        _out(True, {**result.to_json(), "exit_status": int(status)}, "")
     else:
-        _print_report(report, verbose, getattr(args, "quiet", False))
+        _print_report(result, getattr(args, "verbose", 0) or 0, getattr(args, "quiet", False))
     return status
+
+
+def _import(args: argparse.Namespace, config: Config, as_json: bool) -> ExitStatus:
+    from pathlib import Path
+
+    from . import importer
+
+    done = importer.run(config, args.source, Path(args.dir) if args.dir else None)
+    text = "\n".join(done.notes)
+    if done.snippet:
+        text += f"\n\nadd to {config.source}:\n{done.snippet}"
+    _out(as_json, done.to_json(), text)
+    return ExitStatus.OK
+
+
+def _account(args: argparse.Namespace, config: Config, as_json: bool) -> ExitStatus:
+    from . import lifecycle
+
+    action = args.account_command
+    if action == "deactivate" and not args.yes:
+        raise UsageError("account deactivate cannot be undone: add --yes to mean it")
+    result = lifecycle.account(config, action)
+    details = "\n".join(f"{k}: {v}" for k, v in result.details.items())
+    _out(as_json, result.to_json(), f"account {action} at {result.directory}\n{details}")
+    return ExitStatus.OK
+
+
+def _validate(args: argparse.Namespace, config: Config, as_json: bool) -> ExitStatus:
+    from . import api
+
+    api.validate(config)
+    names = [c.name for c in config.certificates]
+    _out(as_json, {"valid": True, "source": str(config.source), "certificates": names},
+         f"{config.source}: valid, {len(names)} certificate(s)")  # fmt: skip
+    return ExitStatus.OK
+
+
+def _status(args: argparse.Namespace, config: Config, as_json: bool) -> ExitStatus:
+    from . import api
+
+    rows = api.status(config, args.names)
+    if as_json:
+        _out(True, {"schema": 1, "certificates": [r.to_json() for r in rows]}, "")
+    else:
+        _print_status(rows)
+    return ExitStatus.OK
+
+
+def _plan(args: argparse.Namespace, config: Config, as_json: bool) -> Report:
+    from . import api
+
+    return api.plan_run(config, args.names, args.force)
+
+
+def _receive(args: argparse.Namespace, config: Config, as_json: bool) -> Report:
+    from . import api
+    from .failover import MAX_GROUP_PAYLOAD
+
+    return api.receive(config, args.names, sys.stdin.buffer.read(MAX_GROUP_PAYLOAD + 1))
+
+
+def _deploy(args: argparse.Namespace, config: Config, as_json: bool) -> Report:
+    from . import api
+
+    return api.deploy(config, args.name, failover_override=args.failover_override)
+
+
+def _rollback(args: argparse.Namespace, config: Config, as_json: bool) -> Report:
+    from . import api
+
+    return api.rollback(config, args.name)
+
+
+def _revoke(args: argparse.Namespace, config: Config, as_json: bool) -> Report:
+    from . import lifecycle
+
+    return lifecycle.revoke(config, args.name, args.reason)
+
+
+def _renew(args: argparse.Namespace, config: Config, as_json: bool) -> Report:
+    """renew and rehearse: a progress line on a terminal, quiet in cron."""
+    from . import api
+
+    if args.command == "renew" and args.dry_run:
+        return _dry_run(config, args)
+    quiet = getattr(args, "quiet", False)
+    tty = sys.stderr.isatty() and not as_json and not quiet
+    progress = _TerminalProgress(sys.stderr) if tty else None
+    update = progress.update if progress else None
+    try:
+        if args.command == "rehearse":
+            return api.rehearse(config, args.names, progress=update)
+        if args.splay > 0:
+            api.splay(args.splay)
+        return api.renew(config, args.names, args.force, progress=update,
+                         failover_override=args.failover_override,
+                         new_order=args.new_order,
+                         allow_duplicate=args.allow_duplicate)  # fmt: skip
+    finally:
+        if progress:
+            progress.clear()
+
+
+Entry = Callable[[argparse.Namespace, "Config", bool], "ExitStatus | Report"]
+
+# Each command that needs the configuration, and its entry (check, restore, health and
+# `config schema` are answered before a configuration is loaded: see `main`).
+COMMANDS: dict[str, Entry] = {
+    "renew": _renew,
+    "rehearse": _renew,
+    "plan": _plan,
+    "status": _status,
+    "deploy": _deploy,
+    "receive": _receive,
+    "rollback": _rollback,
+    "revoke": _revoke,
+    "account": _account,
+    "import": _import,
+    "history": _ops,
+    "metrics": _ops,
+    "backup": _ops,
+    "config": _validate,
+}
 
 
 def _dry_run(config: Config, args: argparse.Namespace) -> Report:

@@ -86,3 +86,17 @@ def test_a_successful_rollback_exits_0_everywhere() -> None:
     broken = CertResult("www", Outcome.BROKEN, Decision(True, "asked"))
     assert api.exit_status(Report("rollback", now, now, (broken,))) == 3
     assert api.exit_status(Report("renew", now, now, (result,))) == 2
+
+
+def test_every_command_has_an_entry() -> None:
+    """The grammar and the table agree: a command in the parser without an entry (or an
+    entry for no command) is caught here, not by a user."""
+    import argparse
+
+    from certagent.cli import COMMANDS
+    from certagent.cliparser import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    answered_before_loading = {"check", "restore", "health"}
+    assert set(sub.choices) == set(COMMANDS) | answered_before_loading
