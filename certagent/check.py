@@ -63,6 +63,8 @@ class Target:
     expected: str | None = None  # SHA-256 of our current release, if we have one
     damaged: str | None = None  # why the live release on disk cannot be used, if it cannot
     undeployed: str | None = None  # a certificate issued for it that is not live, and why
+    warning_share: float = 1 / 3  # ... or this share of the certificate's lifetime left
+    critical_share: float = 1 / 6
 
 
 @dataclass(frozen=True)
@@ -191,12 +193,15 @@ class Checker:
         days = _days(facts.not_after, self.now)
         states = [State.OK]
         notes = []
-        if days <= target.critical_days:
+        life = (facts.not_after - facts.not_before).total_seconds() / 86400
+        critical = _threshold(target.critical_days, target.critical_share, life)
+        warning = _threshold(target.warning_days, target.warning_share, life)
+        if days <= critical[0]:
             states.append(State.CRITICAL)
-            notes.append(f"expires in {days:.1f} days (critical at {target.critical_days:g})")
-        elif days <= target.warning_days:
+            notes.append(f"expires in {_left(days)} (critical at {critical[1]})")
+        elif days <= warning[0]:
             states.append(State.WARNING)
-            notes.append(f"expires in {days:.1f} days (warning at {target.warning_days:g})")
+            notes.append(f"expires in {_left(days)} (warning at {warning[1]})")
         current = None
         if target.expected is not None:
             current = fingerprint == target.expected
@@ -286,6 +291,24 @@ def _oserror(exc: OSError) -> str:
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the host: {exc.strerror}"
     return exc.strerror or str(exc)
+
+
+def _threshold(days: float, share: float, life: float) -> tuple[float, str]:
+    """Days left at which a state begins: the configured days, or the share of this
+    certificate's own lifetime if that is fewer (a 6-day certificate is not WARNING for
+    its whole life at 14 days), and how to say it."""
+    if life > 0 and share * life < days:
+        return share * life, f"{_left(share * life)} left, {share:.0%} of its {_left(life)} life"
+    return days, f"{days:g} days"
+
+
+def _left(days: float) -> str:
+    """A span in the unit that reads best: days, else hours, else minutes."""
+    if days >= 2:
+        return f"{days:.1f} days"
+    if days * 24 >= 2:
+        return f"{days * 24:.1f} hours"
+    return f"{days * 1440:.0f} minutes"
 
 
 def _days(not_after: dt.datetime, now: dt.datetime) -> float:

@@ -388,6 +388,11 @@ def _monitor(ctx: _Ctx, v: Value) -> Monitor:
     critical = s.get(ctx, m, "critical_days")
     if critical > warning:
         ctx.error(v, f"critical_days ({critical:g}) is above warning_days ({warning:g})")
+    warning_share = s.get(ctx, m, "warning_share")
+    critical_share = s.get(ctx, m, "critical_share")
+    if critical_share > warning_share:
+        ctx.error(v, f"critical_share ({critical_share:g}) is above warning_share "
+                  f"({warning_share:g})")  # fmt: skip
     endpoints: list[MonitorEndpoint] = []
     if "endpoints" in m:
         if isinstance(m["endpoints"].value, list):
@@ -404,6 +409,8 @@ def _monitor(ctx: _Ctx, v: Value) -> Monitor:
     return Monitor(
         warning_days=warning,
         critical_days=critical,
+        warning_share=warning_share,
+        critical_share=critical_share,
         timeout=s.get(ctx, m, "timeout"),
         max_renew_age=s.get(ctx, m, "max_renew_age"),
         trust_roots=_roots(ctx, s, m, v),

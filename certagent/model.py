@@ -224,6 +224,9 @@ class MonitorEndpoint:
 class Monitor:
     warning_days: float = 14.0
     critical_days: float = 3.0
+    # ... or at this share of the certificate's own lifetime left, if that is sooner
+    warning_share: float = 1 / 3
+    critical_share: float = 1 / 6
     timeout: float = 5.0
     max_renew_age: float | None = None  # seconds; CRITICAL when the last renew run is older
     trust_roots: tuple[Path, ...] = ()

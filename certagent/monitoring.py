@@ -197,6 +197,8 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
                     expected=current.fingerprint_sha256 if current else None,
                     damaged=snap.damaged if snap else None,
                     undeployed=kept.describe(spec.name) if kept else None,
+                    warning_share=monitor.warning_share,
+                    critical_share=monitor.critical_share,
                 )
             )
     for m in monitor.endpoints:
@@ -210,6 +212,8 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
                 monitor.critical_days if m.critical_days is None else m.critical_days,
                 m.trust_roots + monitor.trust_roots,
                 starttls=m.starttls,
+                warning_share=monitor.warning_share,
+                critical_share=monitor.critical_share,
             )
         )
     return targets

@@ -70,7 +70,9 @@ def sites(certs: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         "wrong-host": certs.pair("wrong", ["other.check.test"]),
         "self-signed": certs.self_signed("self", HOST),
         "untrusted": certs.pair("untrusted", [HOST], ca=certs.other),
-        "soon": certs.pair("soon", [HOST], not_after=NOW + dt.timedelta(days=5)),
+        # a 90-day certificate with 5 days left (a fresh 6-day one would be OK: issue #25)
+        "soon": certs.pair("soon", [HOST], not_before=NOW - dt.timedelta(days=85),
+                           not_after=NOW + dt.timedelta(days=5)),
     }
     ports = {case: free_port() for case in cases}
     server = Nginx(tmp_path_factory.mktemp("check-nginx")).start_sites(
@@ -120,7 +122,7 @@ def test_nginx_endpoints_each_get_the_right_state_and_message(
     found = by_label(report)
     expect = {
         "valid": ("OK", "valid for 60.0 more days"),
-        "soon": ("WARNING", "expires in 5.0 days (warning at 14)"),
+        "soon": ("WARNING", "expires in 5.0 days (warning at 14 days)"),
         "expired": ("CRITICAL", "certificate expired"),
         "wrong-host": ("CRITICAL", f"not valid for {HOST} (it names other.check.test)"),
         "self-signed": ("CRITICAL", "untrusted: self-signed certificate"),
@@ -156,7 +158,8 @@ def test_plugin_output_one_line_summary_perfdata_and_detail(
 def postgres(certs: Pki) -> Iterator[Postgres]:
     if shutil.which("runuser") is None or not Path("/usr/lib/postgresql").is_dir():
         pytest.fail("PostgreSQL is not installed: run `make deps`")
-    cert, key = pki.issue(certs.root, ["db.check.test"], not_after=NOW + dt.timedelta(days=5))
+    cert, key = pki.issue(certs.root, ["db.check.test"], not_before=NOW - dt.timedelta(days=85),
+                          not_after=NOW + dt.timedelta(days=5))  # fmt: skip
     server = Postgres(Path(tempfile.mkdtemp(prefix="certagent-pg-"))).start(cert, key)
     yield server
     server.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..configkinds import (
     DAY,
     DAYS,
+    FRACTION,
     HOUR,
     NET_TIMEOUT,
     PATHS,
@@ -57,12 +58,34 @@ MONITOR_ENDPOINT = Section(
 )
 
 MONITOR = Section(
-    Key("warning_days", DAYS, 14.0, "WARNING at or below this many days left"),
+    Key(
+        "warning_days",
+        DAYS,
+        14.0,
+        "WARNING at or below this many days left, or at `warning_share` of the "
+        "certificate's own lifetime left if that is fewer days (a fresh 6-day "
+        "certificate is OK)",
+    ),
     Key(
         "critical_days",
         DAYS,
         3.0,
-        "CRITICAL at or below this many days left (must not exceed `warning_days`)",
+        "CRITICAL at or below this many days left (must not exceed `warning_days`), or at "
+        "`critical_share` of the certificate's lifetime left if that is fewer",
+    ),
+    Key(
+        "warning_share",
+        FRACTION,
+        1 / 3,
+        "the share of a certificate's lifetime (not_after - not_before) left at which it "
+        "is WARNING when that is sooner than `warning_days`: certificates of any "
+        "lifetime are judged alike (6 days: at 2 days left; 6 hours: at 2 hours)",
+    ),
+    Key(
+        "critical_share",
+        FRACTION,
+        1 / 6,
+        "the same for CRITICAL (must not exceed `warning_share`)",
     ),
     Key(
         "timeout",
