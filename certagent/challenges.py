@@ -243,6 +243,9 @@ class AlpnSolver:
             ctx.set_alpn_protocols([self.ALPN])
             ctx.load_cert_chain(pem)
             self._contexts[domain.lower()] = ctx
+            reverse = _reverse_name(domain)
+            if reverse is not None:  # an IP identifier: the CA's SNI is its reverse name
+                self._contexts[reverse] = ctx
             if self._sock is None:
                 self._listen(domain)
             if self._base is None:  # the context every handshake starts in (SNI picks)
@@ -267,6 +270,7 @@ class AlpnSolver:
     def cleanup(self, domain: str, token: str) -> None:
         with self._lock:
             self._contexts.pop(domain.lower(), None)
+            self._contexts.pop(_reverse_name(domain) or "", None)
             if self._scratch is not None:
                 with contextlib.suppress(OSError, ChallengeFailed):
                     (self._scratch / f"{_safe_token(token)}.pem").unlink()
@@ -323,6 +327,17 @@ class AlpnSolver:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
         self._base = None
+
+
+def _reverse_name(name: str) -> str | None:
+    """The reverse-DNS name of an IP address (`1.0.0.127.in-addr.arpa`), the SNI a CA
+    sends for an IP identifier in tls-alpn-01 (RFC 8738 section 6), else None."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(name).reverse_pointer
+    except ValueError:
+        return None
 
 
 def _safe_token(token: str) -> str:

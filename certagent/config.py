@@ -20,6 +20,7 @@ from .configkinds import (
     Section,
     Value,
     human,
+    ip_name,
     kind_of,
     read_bounded,
 )
@@ -563,6 +564,9 @@ def _certificate(ctx: _Ctx, name: str, v: Value) -> CertSpec | None:
                 per_name[key] = chosen
     for dns in names:
         chosen_for = per_name.get(dns, challenge)
+        if ip_name(dns) and isinstance(chosen_for, Dns01Rfc2136 | Dns01Hook):
+            ctx.error(m["names"], f"{dns} is an IP address: dns-01 cannot validate it "
+                      "(RFC 8738 section 7); use http-01 or tls-alpn-01")  # fmt: skip
         if dns.startswith("*.") and not isinstance(chosen_for, Dns01Rfc2136 | Dns01Hook):
             what = "tls-alpn-01" if isinstance(chosen_for, TlsAlpn01Standalone) else "http-01"
             ctx.error(

@@ -6,6 +6,7 @@ Side effects: none (pure functions over bytes).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -76,15 +77,29 @@ def load_key(pem: bytes) -> PrivateKey:
     return key
 
 
+def ip_of(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a name is, when it is an IP address (RFC 8738), else None."""
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def san(name: str) -> x509.GeneralName:
+    """A name as a subjectAltName: an iPAddress for an IP address, else a dNSName."""
+    ip = ip_of(name)
+    return x509.IPAddress(ip) if ip is not None else x509.DNSName(name)
+
+
 def make_csr(key: PrivateKey, names: tuple[str, ...]) -> bytes:
-    """A CSR with every name as a SAN; the first is also the CN (RFC 8555 section 7.4)."""
+    """A CSR with every name as a SAN (IP addresses as iPAddress, RFC 8738 section 3);
+    the first DNS name is also the CN (RFC 8555 section 7.4; an IP gets none)."""
     builder = x509.CertificateSigningRequestBuilder()
-    if len(names[0]) <= 64:
-        builder = builder.subject_name(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-        )
+    cn = next((n for n in names if ip_of(n) is None), None)
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn and len(cn) <= 64 else []
+    builder = builder.subject_name(x509.Name(subject))
     builder = builder.add_extension(
-        x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        x509.SubjectAlternativeName([san(n) for n in names]), critical=False
     )
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
@@ -106,8 +121,9 @@ def facts(cert_pem: bytes) -> CertFacts:
 
 def facts_of(cert: x509.Certificate) -> CertFacts:
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = tuple(san.get_values_for_type(x509.DNSName))
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        ips = (str(ip) for ip in alt.get_values_for_type(x509.IPAddress))
+        names = (*alt.get_values_for_type(x509.DNSName), *ips)
     except x509.ExtensionNotFound:
         names = ()
     return CertFacts(
@@ -142,14 +158,15 @@ ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")  # id-pe-acmeIdent
 
 def alpn_certificate(domain: str, key_authorization: str) -> tuple[bytes, bytes]:
     """The tls-alpn-01 validation certificate (RFC 8737 section 3): self-signed, the one
-    name, and the critical acmeIdentifier extension holding the SHA-256 of the key
+    name (an iPAddress for an IP identifier, RFC 8738 section 6), and the critical
+    acmeIdentifier extension holding the SHA-256 of the key
     authorization as a DER OCTET STRING. Returns (certificate, key) in PEM."""
     import hashlib
 
     key = ec.generate_private_key(ec.SECP256R1())
     digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
     now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain[:64])])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -158,7 +175,7 @@ def alpn_certificate(domain: str, key_authorization: str) -> tuple[bytes, bytes]
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([san(domain)]), critical=False)
         .add_extension(
             x509.UnrecognizedExtension(ACME_IDENTIFIER, b"\x04\x20" + digest), critical=True
         )
@@ -172,7 +189,7 @@ def placeholder_certificate(key: PrivateKey, names: tuple[str, ...]) -> bytes:
     test reads before the first issuance. It is never deployed or served."""
     now = dt.datetime.now(dt.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certagent config test")])
-    sans = [x509.DNSName(n) for n in names]
+    sans = [san(n) for n in names]
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from certagent import api
 from certagent.store import Store
 from testbed.caproxy import CAProxy
 from testbed.nginx import Nginx
@@ -345,13 +344,3 @@ def test_the_duplicate_limit_is_known_before_ordering(
     assert "possible after" in str(cert["error"]) and proxy.total == 0, proxy.hits
     code, report = certagent(path, "renew", "--force", "--allow-duplicate")
     assert code == 0 and proxy.orders == 1
-
-
-def test_config_validate_refuses_an_ip_literal_as_a_dns_name(tmp_path: Path) -> None:
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"state_dir: {tmp_path / 's'}\nca: {{directory: https://ca.invalid/d}}\n"
-                   "certificates:\n  a:\n    names: [127.0.0.1]\n"
-                   f"    challenge: {{type: http-01, webroot: {tmp_path}}}\n")  # fmt: skip
-    with pytest.raises(Exception) as caught:
-        api.load_config(str(cfg))
-    assert "IP address" in str(caught.value) and "names[0]" in str(caught.value)

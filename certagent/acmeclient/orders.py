@@ -35,7 +35,20 @@ class Orders:
         self.authz = Authorizations(session)
 
     def issue(self, csr_pem: bytes, solver: SolverFor, options: OrderOptions) -> bytes:
-        """Order, validate and download; the full chain in PEM, leaf first."""
+        """Order, validate and download; the full chain in PEM, leaf first. A CA that
+        refuses an IP identifier is answered with what it takes to get one."""
+        try:
+            return self._issue(csr_pem, solver, options)
+        except OrderFailed as exc:
+            if _has_ip(csr_pem) and (exc.problem_type or "").endswith(IP_REFUSALS):
+                exc.notes.append(
+                    "IP address certificates (RFC 8738) are issued only under a profile that "
+                    "allows them at most CAs: at Let's Encrypt, `profile: shortlived` "
+                    f"(profile asked for: {options.profile or 'none'})"
+                )
+            raise
+
+    def _issue(self, csr_pem: bytes, solver: SolverFor, options: OrderOptions) -> bytes:
         s = self.s
         with s.translated("order"):
             acme = self.accounts.signed_in()
@@ -95,6 +108,9 @@ class Orders:
         identifiers = [
             messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n)
             for n in names.get_values_for_type(x509.DNSName)
+        ] + [  # RFC 8738: an IP address is an `ip` identifier, never a DNS name
+            messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(ip))
+            for ip in names.get_values_for_type(x509.IPAddress)
         ]
         order = NewOrder(identifiers=identifiers, profile=profile or "", replaces=replaces)
         resp = acme.net.post(acme.directory["newOrder"], order,
@@ -158,6 +174,19 @@ class Orders:
                 return other
         log.warning("%s: no chain leads to %r; keeping the default", self.s.label, wanted)
         return default
+
+
+IP_REFUSALS = (":rejectedIdentifier", ":unsupportedIdentifier", ":malformed",
+               ":invalidProfile")  # fmt: skip
+
+
+def _has_ip(csr_pem: bytes) -> bool:
+    csr = x509.load_pem_x509_csr(csr_pem)
+    try:
+        alt = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return bool(alt.get_values_for_type(x509.IPAddress))
 
 
 def _top_names(fullchain: bytes) -> set[str]:

@@ -53,6 +53,7 @@ from .containers import (
     MapOf,
     Names,
     Section,
+    ip_name,
 )
 from .system import (
     Address,
@@ -107,6 +108,7 @@ __all__ = [
     "Value",
     "Word",
     "human",
+    "ip_name",
     "kind_of",
     "read_bounded",
 ]

@@ -44,9 +44,10 @@ PATHS = ListOf(AbsPath(), "list of absolute paths")
 
 
 class Names(Kind[tuple[str, ...]]):
-    """DNS names, lower-cased; bad ones are reported and left out so checks go on."""
+    """DNS names, lower-cased, and IP addresses (RFC 8738), canonical; bad ones are
+    reported and left out so checks go on."""
 
-    text = "non-empty list of DNS names"
+    text = "non-empty list of DNS names and IP addresses"
 
     def convert(self, ctx: Checker, v: Value) -> tuple[str, ...] | None:
         raw = ListOf(Word()).convert(ctx, v)
@@ -58,11 +59,14 @@ class Names(Kind[tuple[str, ...]]):
         seen: list[str] = []
         for i, name in enumerate(raw):
             dns = name.lower().rstrip(".")
-            if _numeric_tld(dns):  # never sent to a CA as a DNS name it would refuse
-                ctx.error(f"{v.path}[{i}]", f"{name!r} is an IP address or ends in an "
-                          "all-numeric label, not a DNS name: certagent orders DNS "
-                          "identifiers only", v.line)  # fmt: skip
-            elif not is_dns_name(dns):
+            ip = ip_name(name)
+            if ip is not None:  # an IP identifier (RFC 8738), in its canonical form
+                dns = ip
+            elif _numeric_tld(dns):  # never sent to a CA as a DNS name it would refuse
+                ctx.error(f"{v.path}[{i}]", f"{name!r} ends in an all-numeric label: neither "
+                          "a DNS name nor an IP address", v.line)  # fmt: skip
+                continue
+            if ip is None and not is_dns_name(dns):
                 ctx.error(f"{v.path}[{i}]", f"not a valid DNS name: {name!r}", v.line)
             elif dns in seen:
                 ctx.error(f"{v.path}[{i}]", f"duplicate name {dns}", v.line)
@@ -71,22 +75,29 @@ class Names(Kind[tuple[str, ...]]):
         return tuple(seen) or None
 
     def schema(self) -> dict[str, Any]:
-        # the last label is not all digits (an IPv4 literal is not a DNS name)
-        name = {"type": "string", "pattern": r"^(?=(\*\.)?[A-Za-z0-9.-]{1,253}$)"
-                r"(\*\.)?([A-Za-z0-9-]*\.)*[A-Za-z0-9-]*[A-Za-z-][A-Za-z0-9-]*\.?$"}  # fmt: skip
+        # a DNS name whose last label is not all digits, or an IP address
+        dns = {"type": "string", "pattern": r"^(?=(\*\.)?[A-Za-z0-9.-]{1,253}$)"
+               r"(\*\.)?([A-Za-z0-9-]*\.)*[A-Za-z0-9-]*[A-Za-z-][A-Za-z0-9-]*\.?$"}  # fmt: skip
+        name = {"anyOf": [dns, {"type": "string", "format": "ipv4"},
+                          {"type": "string", "format": "ipv6"}]}  # fmt: skip
         return {"type": "array", "items": name, "minItems": 1, "uniqueItems": True}
 
 
-def _numeric_tld(name: str) -> bool:
-    """An IP literal, or a name whose last label is all digits (no TLD is: RFC 3696
-    section 2), which a CA refuses as a DNS identifier."""
+def ip_name(name: str) -> str | None:
+    """An IP address in its canonical text (IPv6 compressed, RFC 8738 section 3), or
+    None when the name is not one."""
     import ipaddress
 
     try:
-        ipaddress.ip_address(name.strip("[]"))
+        return str(ipaddress.ip_address(name.strip()))
     except ValueError:
-        return name.rsplit(".", 1)[-1].isdigit()
-    return True
+        return None
+
+
+def _numeric_tld(name: str) -> bool:
+    """A name whose last label is all digits (no TLD is: RFC 3696 section 2), which a
+    CA refuses as a DNS identifier."""
+    return name.rsplit(".", 1)[-1].isdigit()
 
 
 class Free(Kind[dict[str, Any]]):
