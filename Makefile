@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iproute2 \
 	golang-go golang-github-smallstep-certificates-dev postgresql \
-	keepalived openssh-server openssh-client faketime certbot lego stress-ng \
+	keepalived openssh-server openssh-client faketime certbot lego stress-ng haproxy \
 	bind9 bind9-utils bind9-dnsutils
 
 .PHONY: docs deps venv step-ca salt-venv a2c-venv wheelhouse test lint unit demo bench clean install

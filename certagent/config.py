@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from . import configspec as spec
+from . import layout
 from .configkinds import (
     Checker,
     Section,
@@ -41,6 +42,7 @@ from .model import (
     Http01Webroot,
     Keepalived,
     KeyType,
+    LinkSpec,
     Monitor,
     MonitorEndpoint,
     Notify,
@@ -596,9 +598,9 @@ def _staging_target(
     folder = s.get(ctx, m, "dir")
     waived = _unrehearsed(ctx, m, deploy, v)
     if folder is not None:
-        for t in deploy.templates:
-            if folder / t.dest.name == t.dest:
-                ctx.error(m["dir"], f"would render over the production file {t.dest}")
+        for dest, _ in deploy.placements():
+            if folder / dest.name == dest:
+                ctx.error(m["dir"], f"would render over the production file {dest}")
     endpoints = _endpoints(ctx, s, m, names[0])
     for e in endpoints:
         if e in deploy.endpoints:
@@ -652,6 +654,7 @@ def _deploy(ctx: _Ctx, v: Value, names: tuple[str, ...]) -> DeploySpec:
         endpoints = tuple(Endpoint(n, 443, n) for n in names if not n.startswith("*."))
     return DeploySpec(
         templates=_templates(ctx, m["templates"]) if "templates" in m else (),
+        links=_links(ctx, m["links"]) if "links" in m else (),
         vars=s.get(ctx, m, "vars"),
         test=s.get(ctx, m, "test"),
         hook=s.get(ctx, m, "hook"),
@@ -698,6 +701,28 @@ def _templates(ctx: _Ctx, v: Value) -> tuple[TemplateSpec, ...]:
             continue
         seen.add(dest.name)
         out.append(TemplateSpec(template, dest))
+    return tuple(out)
+
+
+LINK_FILES = {"bundle": layout.BUNDLE, "fullchain": layout.FULLCHAIN, "key": layout.KEY,
+              "cert": layout.CERT, "chain": layout.CHAIN}  # fmt: skip
+
+
+def _links(ctx: _Ctx, v: Value) -> tuple[LinkSpec, ...]:
+    if not isinstance(v.value, list):
+        ctx.error(v, f"expected a list of {{file, dest}}, got {kind_of(v.value)}")
+        return ()
+    s = spec.LINK
+    out: list[LinkSpec] = []
+    for item in v.value:
+        m = s.read(ctx, item)
+        file, dest = s.get(ctx, m, "file"), s.get(ctx, m, "dest")
+        if file is None or dest is None:
+            continue
+        if any(link.dest == dest for link in out):
+            ctx.error(m["dest"], f"another link already goes to {dest}")
+            continue
+        out.append(LinkSpec(LINK_FILES[file], dest))
     return tuple(out)
 
 

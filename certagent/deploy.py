@@ -242,7 +242,7 @@ class Deployer:
                 problems.append(f"config test failed: {result.explain()}")
         if deploy.user:
             files = [release.path / layout.KEY, release.path / layout.FULLCHAIN]
-            files += [release.path / RENDERED / t.dest.name for t in deploy.templates]
+            files += [release.path / src for _, src in deploy.placements()]
             problems += [p for p in (self.unreadable(f, deploy.user) for f in files) if p]
         now = self.clock.now()
         if release.not_before > now + CLOCK_SLACK:
@@ -284,9 +284,8 @@ class Deployer:
         view = None
         if os.geteuid() == 0 and self.can_unshare():
             candidates = {
-                t.dest: r.path / RENDERED / t.dest.name for s, r in members
-                for t in _need(s).templates
-            }  # fmt: skip
+                dest: r.path / src for s, r in members for dest, src in _need(s).placements()
+            }
             view = candidate_view(candidates, gate)
         env = {"CERTAGENT_GROUP": " ".join(s.name for s, _ in members)} if len(members) > 1 else {}
         try:
@@ -323,23 +322,21 @@ class Deployer:
         self.store.activate(spec.name, release_id)
         current = self.store.current_link(spec.name)
         return [
-            n
-            for t in _need(spec).templates
-            if (n := link_dest(t.dest, current / RENDERED / t.dest.name))
+            n for dest, src in _need(spec).placements() if (n := link_dest(dest, current / src))
         ]
 
     def unswap(self, spec: CertSpec) -> list[str]:
         """No previous release: remove our links and put back what they replaced."""
         notes = []
-        for t in _need(spec).templates:
-            backup = t.dest.with_name(t.dest.name + BACKUP_SUFFIX)
-            if t.dest.is_symlink():
+        for dest, _ in _need(spec).placements():
+            backup = dest.with_name(dest.name + BACKUP_SUFFIX)
+            if dest.is_symlink():
                 if backup.exists():
-                    os.replace(backup, t.dest)
-                    notes.append(f"restored {t.dest} from {backup.name}")
+                    os.replace(backup, dest)
+                    notes.append(f"restored {dest} from {backup.name}")
                 else:
-                    t.dest.unlink()
-                    notes.append(f"removed {t.dest}")
+                    dest.unlink()
+                    notes.append(f"removed {dest}")
         with contextlib.suppress(FileNotFoundError):
             self.store.current_link(spec.name).unlink()
         return notes

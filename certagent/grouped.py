@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from .deploy import RENDERED, Deployer, DeployFailed
+from .deploy import Deployer, DeployFailed
 from .errors import CertagentError, GateRefused
 from .model import CertSpec, CertState, Outcome, Release
 from .steps import Steps
@@ -161,8 +161,8 @@ def tested(d: Deployer, members: Sequence[Member]) -> tuple[list[Member], dict[i
 def _named(m: Member, output: str) -> bool:
     """Does a config test's failure point at one of the member's files, at a line?"""
     deploy = m.spec.deploy
-    for t in deploy.templates if deploy else ():
-        for path in (str(t.dest), str(m.release.path / RENDERED / t.dest.name)):
+    for dest, src in deploy.placements() if deploy else ():
+        for path in (str(dest), str(m.release.path / src)):
             at = rf"(?<![\w/.-]){re.escape(path)}"  # the whole path, not the tail of another
             if re.search(rf"{at}:\d+|line \d+ of {at}", output):
                 return True

@@ -129,6 +129,16 @@ class TemplateSpec:
 
 
 @dataclass(frozen=True)
+class LinkSpec:
+    """A file of the release put in place as it is, e.g. the combined PEM (chain + key)
+    in the directory a haproxy `bind ... crt DIR` reads: `dest` becomes a symlink through
+    the certificate's `current` link, so it flips with everything else."""
+
+    file: str  # the release's file name: bundle.pem, fullchain.pem, privkey.pem, ...
+    dest: Path
+
+
+@dataclass(frozen=True)
 class Endpoint:
     host: str
     port: int
@@ -153,6 +163,13 @@ class DeploySpec:
     min_free_bytes: int = 16 * 1024 * 1024
     unwatched: str | None = None  # `endpoints: none`: why nothing can be probed
     group: bool = True  # deployed with the others of the same test and hook: one reload
+    links: tuple[LinkSpec, ...] = ()  # release files put in place as they are
+
+    def placements(self) -> list[tuple[Path, str]]:
+        """Every live path this deploy owns, and the release file it shows: rendered
+        templates (`rendered/<name>`) and linked files."""
+        rendered = [(t.dest, f"rendered/{t.dest.name}") for t in self.templates]
+        return rendered + [(link.dest, link.file) for link in self.links]
 
 
 @dataclass(frozen=True)

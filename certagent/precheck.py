@@ -50,9 +50,9 @@ def precheck(
         if isinstance(challenge, Http01Webroot) and not challenge.webroot.is_dir():
             problems.append(f"the webroot {challenge.webroot} does not exist")
     if spec.deploy is not None:
-        for t in spec.deploy.templates:
-            if not t.dest.parent.is_dir():
-                problems.append(f"the directory of {t.dest} does not exist")
+        for dest, _ in spec.deploy.placements():
+            if not dest.parent.is_dir():
+                problems.append(f"the directory of {dest} does not exist")
         placeholder = store.cert_dir(spec.name) / layout.RELEASES / "PLACEHOLDER"
         try:
             from .deploy import render_configs  # deferred: status and plan need no deployer

@@ -33,6 +33,7 @@ from .model import (
     Config,
     Decision,
     DeploySpec,
+    LinkSpec,
     Outcome,
     Staging,
     TemplateSpec,
@@ -54,6 +55,7 @@ def staging_spec(spec: CertSpec, staging: Staging) -> CertSpec:
         templates=tuple(
             TemplateSpec(t.template, target.dir / t.dest.name) for t in deploy.templates
         ),
+        links=tuple(LinkSpec(link.file, target.dir / link.dest.name) for link in deploy.links),
         vars={**deploy.vars, **target.vars},
         test=target.test,
         hook=target.hook,

@@ -275,8 +275,8 @@ def _audit(r: CertResult, config: Config, report_command: str) -> dict[str, obje
         root = staging.state_dir if staging else config.state_dir
         files.append(str(Store(root).current_link(r.name)))
         if spec is not None and spec.deploy is not None:
-            for t in spec.deploy.templates:
-                target = spec.staging.dir / t.dest.name if staging and spec.staging else t.dest
+            for dest, _ in spec.deploy.placements():
+                target = spec.staging.dir / dest.name if staging and spec.staging else dest
                 files.append(str(target))
     return {
         "name": r.name,

@@ -272,6 +272,20 @@ TEMPLATE = Section(
     text="`{template, dest}`",
 )
 
+LINK_FILES = ("bundle", "fullchain", "key", "cert", "chain")
+
+LINK = Section(
+    Key(
+        "file",
+        Choice(*LINK_FILES, what="release file"),
+        doc="`bundle` (chain + key in one file, what haproxy loads), `fullchain`, `key`, "
+        "`cert` or `chain`",
+        required=True,
+    ),
+    Key("dest", AbsPath(), doc="the live path", required=True),
+    text="`{file, dest}`",
+)
+
 DEPLOY = Section(
     Key(
         "templates",
@@ -281,6 +295,15 @@ DEPLOY = Section(
         "path relative to the template directories; `dest`: an absolute path that becomes a "
         "symlink through the certificate's `current` link (an existing file there is kept "
         "as `<dest>.certagent-orig`)",
+    ),
+    Key(
+        "links",
+        ListOf(LINK, "list of `{file, dest}`"),
+        (),
+        "files of the release put in place as they are, without a template: `dest` "
+        "becomes a symlink through the certificate's `current` link, so it flips with the "
+        "rest (e.g. `{file: bundle, dest: /etc/haproxy/certs/www.pem}` for a haproxy "
+        "`bind ... crt /etc/haproxy/certs/`: the operator's haproxy.cfg stays theirs)",
     ),
     Key("vars", Free(), {}, "available in templates as `vars`"),
     Key(
