@@ -655,6 +655,7 @@ def _deploy(ctx: _Ctx, v: Value, names: tuple[str, ...]) -> DeploySpec:
     return DeploySpec(
         templates=_templates(ctx, m["templates"]) if "templates" in m else (),
         links=_links(ctx, m["links"]) if "links" in m else (),
+        haproxy_socket=s.get(ctx, m, "haproxy_socket"),
         vars=s.get(ctx, m, "vars"),
         test=s.get(ctx, m, "test"),
         hook=s.get(ctx, m, "hook"),

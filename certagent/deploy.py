@@ -348,20 +348,52 @@ class Deployer:
         action: str,
         steps: Steps,
         group: Sequence[str] = (),
+        members: Sequence[CertSpec] = (),
     ) -> None:
-        """The post-run hook; `group`: the names of a group it reloads for at once."""
-        hook = _need(spec).hook
-        if hook is None:
+        """The post-run hook; `group`: the names of a group it reloads for at once (and
+        `members` their specs). With `deploy.haproxy_socket`, haproxy's runtime API
+        first: every linked bundle replaced in place, no reload; the hook if it fails."""
+        deploy = _need(spec)
+        hook = deploy.hook
+        if hook is None and deploy.haproxy_socket is None:
             return
         name = "reload" if action == "deploy" else "reload-old"
         extra = {"CERTAGENT_GROUP": " ".join(group)} if group else {}
         with steps.step(name) as notes:
+            if deploy.haproxy_socket is not None:
+                refused = self.runtime_update(deploy.haproxy_socket, [spec, *members], notes)
+                if refused is None:
+                    return
+                if hook is None:
+                    raise DeployFailed(f"haproxy's runtime API: {refused}")
+                notes.append(f"haproxy's runtime API: {refused}; reloading instead")
+            assert hook is not None  # noqa: S101 - returned above when there is none
             result = self.run_command(hook, spec, release, action, extra=extra)
             if not result.ok:
                 raise DeployFailed(f"post-run hook failed: {result.explain()}")
             if group:
                 notes.append(f"once for {len(group)} certificates: {' '.join(group)}")
             notes.append(result.output.strip()[-500:])
+
+    def runtime_update(
+        self, sock: Path, specs: Sequence[CertSpec], notes: list[str]
+    ) -> str | None:
+        """Each linked bundle, as `current` now shows it, replaced in place in haproxy;
+        None when all were, else why not (the caller reloads instead)."""
+        from .haproxy import RuntimeApiError, update  # deferred: haproxy users only
+
+        unique = {s.name: s for s in specs}.values()
+        bundles = [link.dest for s in unique for link in _need(s).links
+                   if link.file == layout.BUNDLE]  # fmt: skip
+        if not bundles:
+            return "no `bundle` among deploy.links to update"
+        try:
+            for dest in bundles:
+                notes.append(update(sock, dest, dest.read_bytes(), 10.0))
+        except (RuntimeApiError, OSError) as exc:
+            return str(exc)
+        notes.append("updated over haproxy's runtime API: no reload")
+        return None
 
     def verify(self, spec: CertSpec, release: Release, steps: Steps, name: str = "verify") -> None:
         deploy = _need(spec)

@@ -66,7 +66,9 @@ def deploy_group(d: Deployer, members: Sequence[Member], again: bool = True) -> 
     names = [m.spec.name for m in ready]
     try:
         first = ready[0]
-        _once(ready, lambda: d.reload(first.spec, first.release, "deploy", first.steps, names))
+        specs = [m.spec for m in ready]
+        _once(ready, lambda: d.reload(first.spec, first.release, "deploy", first.steps, names,
+                                      specs))  # fmt: skip
     except DeployFailed:
         _rollback(d, ready, names)
         return
@@ -221,7 +223,9 @@ def _rollback(d: Deployer, members: Sequence[Member], names: list[str]) -> None:
     first = members[0]
     try:
         back = first.previous or first.release
-        _once(members, lambda: d.reload(first.spec, back, "rollback", first.steps, names))
+        specs = [m.spec for m in members]
+        _once(members, lambda: d.reload(first.spec, back, "rollback", first.steps, names,
+                                        specs))  # fmt: skip
     except DeployFailed:
         for m in members:
             if m.previous is None:

@@ -164,6 +164,8 @@ class DeploySpec:
     unwatched: str | None = None  # `endpoints: none`: why nothing can be probed
     group: bool = True  # deployed with the others of the same test and hook: one reload
     links: tuple[LinkSpec, ...] = ()  # release files put in place as they are
+    # haproxy's admin socket: linked bundles are updated in place (no reload), else hook
+    haproxy_socket: Path | None = None
 
     def placements(self) -> list[tuple[Path, str]]:
         """Every live path this deploy owns, and the release file it shows: rendered

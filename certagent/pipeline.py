@@ -391,7 +391,7 @@ def _group_key(ctx: Context, spec: CertSpec, alone: int) -> tuple[object, ...]:
 
     if per_certificate(deploy.test) or per_certificate(deploy.hook):
         return ("alone", alone)
-    return ("group", deploy.test, deploy.hook, ctx.deployer.group_tag(spec))
+    return ("group", deploy.test, deploy.hook, deploy.haproxy_socket, ctx.deployer.group_tag(spec))
 
 
 def apply_group(ctx: Context, members: Sequence[Ready]) -> list[CertResult]:

@@ -42,7 +42,7 @@ def haproxy(tmp_path: Path) -> Iterator[Haproxy]:
     server.stop()
 
 
-def write(tmp_path: Path, pebble: Pebble, root: Path, hp: Haproxy) -> Path:
+def write(tmp_path: Path, pebble: Pebble, root: Path, hp: Haproxy, runtime: bool = False) -> Path:
     cfg = {
         "state_dir": str(tmp_path / "state"),
         "ca": {"directory": pebble.directory_url, "agree_tos": True,
@@ -59,6 +59,7 @@ def write(tmp_path: Path, pebble: Pebble, root: Path, hp: Haproxy) -> Path:
                                "sni": f"{name}.example.test"}],
                 "verify_timeout": 5,
                 "trust_roots": [str(root)],
+                **({"haproxy_socket": str(hp.socket)} if runtime else {}),
             },
         } for name in NAMES},
     }  # fmt: skip
@@ -127,10 +128,11 @@ def test_a_typo_in_the_operators_config_is_refused_before_ordering(
     assert {n: (store.current(n) or None) is not None for n in NAMES} == dict.fromkeys(NAMES, True)
 
 
+@pytest.mark.parametrize("runtime", [False, True], ids=["reload", "runtime-api"])
 def test_a_client_probing_during_renewals_never_sees_a_failed_or_wrong_handshake(
-    tmp_path: Path, pebble: Pebble, pebble_root: Path, haproxy: Haproxy
+    tmp_path: Path, pebble: Pebble, pebble_root: Path, haproxy: Haproxy, runtime: bool
 ) -> None:
-    path = write(tmp_path, pebble, pebble_root, haproxy)
+    path = write(tmp_path, pebble, pebble_root, haproxy, runtime)
     assert run_subprocess("-c", str(path), "renew").returncode == 0
     ctx = ssl.create_default_context(cafile=str(pebble_root))
     stop, failures, handshakes = threading.Event(), [], [0]
@@ -158,6 +160,30 @@ def test_a_client_probing_during_renewals_never_sees_a_failed_or_wrong_handshake
     assert handshakes[0] > 20
     store = Store(tmp_path / "state")
     for name in NAMES:
+        live = store.current(name)
+        assert live is not None
+        assert served(haproxy.port, f"{name}.example.test", pebble_root) == live.fingerprint_sha256
+
+
+def test_the_runtime_api_updates_served_certificates_without_a_reload(
+    tmp_path: Path, pebble: Pebble, pebble_root: Path, haproxy: Haproxy
+) -> None:
+    path = write(tmp_path, pebble, pebble_root, haproxy, runtime=True)
+    first = run_subprocess("-c", str(path), "--json", "renew")
+    assert first.returncode == 0, first.stdout + first.stderr
+    # new certificates are unknown to haproxy: the runtime API refuses, one reload
+    assert haproxy.reloads() == 1
+    reload_step = next(s for s in json.loads(first.stdout)["certificates"][0]["steps"]
+                       if s["step"] == "reload")  # fmt: skip
+    assert "reloading instead" in reload_step["detail"]
+    store = Store(tmp_path / "state")
+    again = run_subprocess("-c", str(path), "--json", "renew", "--force")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert haproxy.reloads() == 1  # replaced in place: no reload at all
+    for cert in json.loads(again.stdout)["certificates"]:
+        step = next(s for s in cert["steps"] if s["step"] == "reload")
+        assert "no reload" in step["detail"], step
+    for name in NAMES:  # verified by certagent, and by us: the new one is served
         live = store.current(name)
         assert live is not None
         assert served(haproxy.port, f"{name}.example.test", pebble_root) == live.fingerprint_sha256

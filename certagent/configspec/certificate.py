@@ -305,6 +305,14 @@ DEPLOY = Section(
         "rest (e.g. `{file: bundle, dest: /etc/haproxy/certs/www.pem}` for a haproxy "
         "`bind ... crt /etc/haproxy/certs/`: the operator's haproxy.cfg stays theirs)",
     ),
+    Key(
+        "haproxy_socket",
+        AbsPath(),
+        doc="haproxy's admin stats socket (`stats socket PATH level admin`): the `bundle` "
+        "files of `links` that haproxy already serves are replaced in place over its "
+        "runtime API (`set ssl cert` + `commit ssl cert`), with no reload; a new "
+        "certificate, or any refusal, falls back to `hook` (a reload)",
+    ),
     Key("vars", Free(), {}, "available in templates as `vars`"),
     Key(
         "test",
