@@ -79,7 +79,8 @@ KEEPALIVED = Section(
         "`keepalived.json`/`.data`; `auto` reads it from the keepalived process's "
         "environment (else `/tmp`). Only dump files owned by keepalived's own user, not "
         "links, in a directory no one else can write (or a sticky one) are read; anything "
-        "else is refused as planted. A root-only `TMPDIR` for keepalived is best (README)",
+        "else is refused as planted. A root-only `TMPDIR` for keepalived is best "
+        "(docs/keepalived.md)",
     ),
     Key(
         "dump_timeout",
