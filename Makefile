@@ -7,7 +7,7 @@ APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iprout
 	keepalived openssh-server openssh-client faketime certbot lego stress-ng haproxy \
 	bind9 bind9-utils bind9-dnsutils
 
-.PHONY: docs deps venv step-ca salt-venv a2c-venv wheelhouse test lint unit demo bench clean install
+.PHONY: docs deps venv step-ca salt-venv a2c-venv wheelhouse test lint unit demo bench clean install deb
 
 deps:
 	@sh scripts/install-deps $(APT_PACKAGES)
@@ -77,6 +77,10 @@ bench: deps venv wheelhouse
 install:
 	@sh scripts/install-deps
 	@sh scripts/install
+
+# The Debian package: build/certagent_VERSION_all.deb (see scripts/build-deb).
+deb: venv wheelhouse
+	@PYTHON=$(BIN)/python sh scripts/build-deb
 
 clean:
 	rm -rf $(VENV) build
