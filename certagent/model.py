@@ -470,6 +470,18 @@ class Outcome(StrEnum):
     BROKEN = "broken"
 
 
+# How bad an outcome is for a monitor (a fleet's status, `status`): 0 fine, 2 failed.
+# One table, so that no reader looks for outcome names certagent never produces.
+MONITOR_LEVEL = {
+    Outcome.SKIPPED: 0,
+    Outcome.RENEWED: 0,
+    Outcome.REVOKED: 0,
+    Outcome.FAILED_BEFORE_SWAP: 2,
+    Outcome.ROLLED_BACK: 2,
+    Outcome.BROKEN: 2,
+}
+
+
 @dataclass(frozen=True)
 class StepResult:
     step: str

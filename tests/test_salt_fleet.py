@@ -187,6 +187,11 @@ def test_a_template_typo_stops_at_the_canary_and_leaves_the_rest_untouched(fleet
         assert fleet.live(m) is None  # nothing ordered, nothing deployed
         assert fleet.conf_digest(m) == before[m]  # its nginx config byte-identical
     assert fleet.conf_digest("m2") == before["m2"]  # the canary refused it before the swap
+    # the operator learns why without logging in: the server's own words reach the result
+    assert "config test failed" in data["minions"]["m2"]["summary"], data["minions"]["m2"]
+    # and fleet_status judges by certagent's real outcome (failed_before_swap): not "all well"
+    proc = fleet.cluster.run("certagent.fleet_status", "output=json")
+    assert proc.returncode == 2, proc.stdout
 
 
 def test_a_failure_in_the_second_batch_stops_the_third(fleet: Fleet) -> None:
@@ -208,6 +213,8 @@ def test_fleet_status_is_one_table_with_an_exit_status(fleet: Fleet) -> None:
     assert {r["minion"] for r in data["certificates"]} == set(IDS)
     table = fleet.cluster.run("certagent.fleet_status")
     assert "m4" in table.stdout and "exit status 0" in table.stdout
+    nobody = fleet.cluster.run("certagent.fleet_status", "tgt=no-such-minion*", "output=json")
+    assert nobody.returncode == 2 and "no minion matches" in nobody.stdout  # not "all well"
 
 
 def test_an_unreachable_minion_is_reported_and_is_no_success(fleet: Fleet) -> None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from certagent.model import MONITOR_LEVEL
+
 __virtualname__ = "certagent"
 OK = 0  # certagent's exit status for renewed or nothing due
 
@@ -64,7 +66,8 @@ def _verdict(ret: Any) -> tuple[int, str]:
     if not isinstance(status, int):
         return 3, str(data.get("error", "no exit status"))[:300]
     certs = data.get("certificates") or []
-    words = [f"{c.get('name')}: {c.get('outcome')}" for c in certs if isinstance(c, dict)]
+    words = [f"{c.get('name')}: {c.get('outcome')}" + (f" ({c['error']})" if c.get("error")
+             else "") for c in certs if isinstance(c, dict)]  # fmt: skip
     return status, data.get("error") or ", ".join(words) or "nothing configured"
 
 
@@ -224,13 +227,17 @@ def rollout(
     }
 
 
+_LEVELS = {outcome.value: level for outcome, level in MONITOR_LEVEL.items()}
+
+
 def fleet_status(
     tgt: str = "*", tgt_type: str = "glob", output: str = "table", timeout: int = 60
 ) -> Any:
     """Every minion's certificates in one table (or `output=json`: the data), the
     minions that did not answer, and an exit status for a monitor: 0 all fine, 1 some
-    certificate is due or its last run was refused, 2 a minion did not answer or a
-    certificate's last run failed, rolled back or broke, or it expired."""
+    certificate is due, 2 a minion did not answer, the target matched none, or a
+    certificate's last run failed (before the swap: refused by a gate too), rolled back
+    or broke (certagent's own outcomes, model.MONITOR_LEVEL), or it expired."""
     client = _client()
     expected = _expected(tgt, tgt_type)
     answers = (
@@ -241,6 +248,9 @@ def fleet_status(
     rows, problems = [], []
     missing = [m for m in expected if not _answered(answers.get(m))]
     worst = 2 if missing else 0
+    if not expected:  # a target that matches nothing is not "all well"
+        problems.append(f"no minion matches {tgt!r} ({tgt_type})")
+        worst = 2
     for m in sorted(m for m in answers if m not in missing):
         data = answers[m].get("ret") if isinstance(answers[m], dict) else None
         if not isinstance(data, dict) or "certificates" not in data:
@@ -261,9 +271,10 @@ def fleet_status(
                     "due": c.get("due"),
                 }
             )
-            if outcome in ("failed", "rolled_back", "broken") or (days is not None and days <= 0):
+            level = _LEVELS.get(outcome, 0)  # certagent's own outcomes (model.MONITOR_LEVEL)
+            if level >= 2 or (days is not None and days <= 0):
                 worst = 2
-            elif c.get("due") or outcome == "refused":
+            elif c.get("due"):
                 worst = max(worst, 1)
     _retcode(worst)
     data = {
