@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     checking = False
     words = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in words  # known before parsing, so a usage error is JSON too
+    # a monitoring plugin's usage error is UNKNOWN (3), never exit 64: known before parsing
+    checking = "check" in words[:1] or (bool(words) and _command(words) == "check")
     try:
         args = build_parser().parse_args(words)
         checking = args.command == "check"
@@ -208,6 +210,20 @@ def _print_history(records: list[dict[str, Any]], name: str | None) -> None:
                     print(f"    override {o.get('override')}: {o.get('detail')}")
                 else:  # recorded by a version before 2026-12
                     print(f"    override: {o}")
+
+
+def _command(words: Sequence[str]) -> str | None:
+    """The command word of an argv (the first word that is not an option or its value)."""
+    takes_value = {"-c", "--config"}
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in takes_value:
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _dispatch(args: argparse.Namespace) -> ExitStatus:

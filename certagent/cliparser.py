@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--trust-root", action="append", default=[], metavar="PEM",
                    help="with -H: also trust this root (repeatable)")  # fmt: skip
+    p.add_argument("-V", "--plugin-version", action="version",
+                   version=f"certagent check {__version__}",
+                   help="print the version (a monitoring plugin's -V) and exit")  # fmt: skip
 
     p = sub.add_parser(
         "health",

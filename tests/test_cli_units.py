@@ -100,3 +100,13 @@ def test_every_command_has_an_entry() -> None:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     answered_before_loading = {"check", "restore", "health"}
     assert set(sub.choices) == set(COMMANDS) | answered_before_loading
+
+
+def test_check_follows_the_plugin_conventions_for_usage_and_version(run) -> None:  # type: ignore[no-untyped-def]
+    bad = run("check", "--bogus")
+    assert bad.code == 3 and bad.out.startswith("CERTAGENT UNKNOWN - ")  # not 64
+    bad = run("-c", "/nonexistent.yaml", "check", "-w", "soon")
+    assert bad.code == 3 and "not a number of days" in bad.out
+    with pytest.raises(SystemExit) as version:
+        run("check", "-V")
+    assert version.value.code == 0
