@@ -443,6 +443,7 @@ def plan_run(
     specs = select(config, names)
     clock = clock or SystemClock()
     store = Store(config.state_dir, config.state_group)
+    _readable(config)
     now = clock.now()
     results = []
     hold = kept_mod.ca_hold(store, config.ca.directory, now)
@@ -497,6 +498,7 @@ def status(
 ) -> list[StatusRow]:
     now = (clock or SystemClock()).now()
     store = Store(config.state_dir, config.state_group)
+    _readable(config)
     rows = []
     hold = kept_mod.ca_hold(store, config.ca.directory, now)
     for spec in select(config, names):
@@ -522,6 +524,23 @@ def status(
             )
         )
     return rows
+
+
+def _readable(config: Config) -> None:
+    """A reader that cannot read the store must not be told "due now" (no state seen):
+    StoreError naming the directory and the way in (root, or `state_group`)."""
+    import os
+
+    from .errors import StoreError
+
+    folder = config.state_dir
+    if folder.exists() and not os.access(folder, os.R_OK | os.X_OK):
+        import getpass
+
+        how = "run as root" + (" or as a member of state_group" if config.state_group
+                               is not None else ", or set state_group for readers")  # fmt: skip
+        raise StoreError(f"cannot read the state directory {folder} as {getpass.getuser()}: "
+                         f"{how}")  # fmt: skip
 
 
 def _labelled(progress: Progress, label: str) -> Progress:

@@ -106,4 +106,9 @@ def test_without_access_check_is_unknown_or_probes_with_the_reason_on_stdout(
     assert "internal error" not in check.stdout + check.stderr
     status = as_nobody("-c", str(cfg.source), "status")
     assert "internal error" not in status.stdout + status.stderr
+    # not a wrong "due now" with exit 0: why it cannot tell, and a failure (issue #27)
+    assert status.returncode == 1 and "cannot read the state directory" in status.stderr
+    assert "state_group" in status.stderr
+    plan = as_nobody("-c", str(cfg.source), "plan")
+    assert plan.returncode == 1 and "cannot read the state directory" in plan.stderr
     assert sys.executable  # the test ran as root: its own Python is irrelevant here
