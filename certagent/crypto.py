@@ -165,32 +165,27 @@ def alpn_certificate(domain: str, key_authorization: str) -> tuple[bytes, bytes]
 
     key = ec.generate_private_key(ec.SECP256R1())
     digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain[:64])])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([san(domain)]), critical=False)
-        .add_extension(
-            x509.UnrecognizedExtension(ACME_IDENTIFIER, b"\x04\x20" + digest), critical=True
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
+    identifier = x509.UnrecognizedExtension(ACME_IDENTIFIER, b"\x04\x20" + digest)
+    return _self_signed(key, domain[:64], (domain,), identifier), key_pem(key)
 
 
 def placeholder_certificate(key: PrivateKey, names: tuple[str, ...]) -> bytes:
     """A throwaway self-signed certificate for `names` with `key` (PEM): what a config
     test reads before the first issuance. It is never deployed or served."""
+    return _self_signed(key, "certagent config test", names)
+
+
+def _self_signed(
+    key: PrivateKey,
+    common_name: str,
+    names: tuple[str, ...],
+    critical: x509.ExtensionType | None = None,
+) -> bytes:
+    """A self-signed certificate valid for a day (PEM), with `names` as SANs and an
+    optional critical extension."""
     now = dt.datetime.now(dt.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certagent config test")])
-    sans = [san(n) for n in names]
-    cert = (
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
@@ -198,7 +193,8 @@ def placeholder_certificate(key: PrivateKey, names: tuple[str, ...]) -> bytes:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.SubjectAlternativeName([san(n) for n in names]), critical=False)
     )
-    return cert.public_bytes(serialization.Encoding.PEM)
+    if critical is not None:
+        builder = builder.add_extension(critical, critical=True)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
