@@ -201,10 +201,11 @@ def test_a_group_test_failure_blames_the_member_whose_file_it_names(
     from types import SimpleNamespace
 
     from certagent import grouped
+    from certagent.model import DeploySpec, TemplateSpec
 
-    template = SimpleNamespace(dest=Path("/etc/nginx/sites/b.conf"))
+    deploy = DeploySpec(templates=(TemplateSpec("site.conf.j2", Path("/etc/nginx/sites/b.conf")),))
     member = SimpleNamespace(
-        spec=SimpleNamespace(deploy=SimpleNamespace(templates=[template])),
+        spec=SimpleNamespace(deploy=deploy),
         release=SimpleNamespace(path=Path("/srv")),
     )
     assert grouped._named(member, output) is named  # type: ignore[arg-type]
