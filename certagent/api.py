@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from . import issuance, pipeline, plan
 from . import kept as kept_mod
-from . import pipeline, plan
 from .challenges import Solvers
 from .errors import CertagentError, GateRefused, UsageError
 from .model import CertResult, CertSpec, Config, Decision, Outcome, Report, iso
@@ -238,10 +238,10 @@ def deploy(
                     notes.append("this node is MASTER and the peer is ready")
             pipeline.rehearsed(ctx, spec, attempt.steps)
             if kept is not None:
-                release = pipeline.stage_kept(ctx, spec, kept, attempt.steps)
+                release = issuance.stage_kept(ctx, spec, kept, attempt.steps)
             else:
                 assert current is not None  # noqa: S101 - checked above
-                release = pipeline.restage(ctx, spec, current, attempt.steps)
+                release = issuance.restage(ctx, spec, current, attempt.steps)
         except CertagentError as exc:
             result = attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
         else:
@@ -316,7 +316,7 @@ def _received(ctx: pipeline.Context, handed: Handed) -> CertResult | pipeline.Re
     attempt = pipeline.Attempt.begin(ctx, spec, decision)
     try:
         with attempt.steps.step("stage", f"from {handed.source}") as notes:
-            release = pipeline.stage(ctx, spec, handed.key, handed.fullchain, handed.ca)
+            release = issuance.stage(ctx, spec, handed.key, handed.fullchain, handed.ca)
             notes.append(f"release {release.release_id}")
     except CertagentError as exc:
         return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)

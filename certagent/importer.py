@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from . import crypto
 from .errors import CertagentError, ExitStatus
+from .issuance import stage
 from .model import CertSpec, Config, Http01Standalone, Http01Webroot
-from .pipeline import stage
 from .store import Store, atomic_write
 
 DEFAULT_DIRS = {"certbot": Path("/etc/letsencrypt"), "lego": Path("/root/.lego")}
