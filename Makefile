@@ -2,18 +2,24 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := pebble nginx-light acl util-linux ca-certificates openssl iproute2 \
-	golang-go golang-github-smallstep-certificates-dev postgresql \
+# What the demo needs (the CAs, nginx, the Go packages step-ca is built from), and what
+# the tests need besides. Services these packages bring are not enabled at boot.
+DEMO_PACKAGES := pebble nginx-light ca-certificates openssl iproute2 \
+	golang-go golang-github-smallstep-certificates-dev
+APT_PACKAGES := $(DEMO_PACKAGES) acl util-linux postgresql \
 	keepalived openssh-server openssh-client faketime certbot lego stress-ng haproxy \
 	bind9 bind9-utils bind9-dnsutils
 
-.PHONY: docs deps venv step-ca salt-venv a2c-venv wheelhouse test lint unit demo bench clean install deb
+.PHONY: docs deps demo-deps venv step-ca salt-venv a2c-venv wheelhouse test lint unit demo bench clean install deb
 
 deps:
 	@sh scripts/install-deps $(APT_PACKAGES)
 
+demo-deps:
+	@sh scripts/install-deps $(DEMO_PACKAGES)
+
 # step-ca, the staging CA, built from Debian's Go packages into build/ (cached).
-step-ca: deps
+step-ca: demo-deps
 	@sh scripts/build-step-ca
 
 # Salt lives in its own venv (pinned), with certagent installed into it so that Salt
@@ -65,7 +71,7 @@ test: deps venv step-ca salt-venv a2c-venv wheelhouse lint
 unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"
 
-demo: deps venv step-ca
+demo: demo-deps venv step-ca
 	$(BIN)/python -m testbed.demo
 
 bench: deps venv wheelhouse
