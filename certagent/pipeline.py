@@ -294,8 +294,9 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
             return resumed
         snap = ctx.store.snapshot(spec.name)
         state = snap.state
+        # a run that died before its flip left that release to deploy (resume marked it)
         ca = ctx.config.ca.directory
-        kept = kept_mod.undeployed(ctx.store, spec, state, ca) if kept else None
+        kept = None if surveyed.new_order else kept_mod.undeployed(ctx.store, spec, state, ca)
     current = snap.current
     now = ctx.clock.now()
     deploy_kept = kept if kept is not None and plan.usable(spec, kept, current, now) else None
