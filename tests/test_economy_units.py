@@ -230,3 +230,27 @@ def test_a_409_problem_document_is_read_by_its_type() -> None:
     with pytest.raises(messages.Error) as caught:
         _Network._check_response(response(400, as_400))
     assert _about_replaces(caught.value)
+
+
+def test_a_run_killed_before_its_flip_leaves_its_release_to_the_next_run(tmp_path: Path) -> None:
+    """Killed between recording the pending swap and the flip: the next run deploys
+    that release (it was issued), it does not order another."""
+    from dataclasses import replace
+
+    issuer = LocalIssuer()
+    api.renew(deploying_config(tmp_path, '["true"]'), issuer=issuer)
+    api.renew(deploying_config(tmp_path, '["false"]'), force=True, issuer=issuer)
+    store = Store(tmp_path / "state")
+    state = store.read_state("www")
+    live = store.current("www")
+    assert state.failed_release is not None and live is not None
+    issued = store.find("www", state.failed_release)
+    assert issued is not None
+    # what a kill right after `pending` was written, before the flip, leaves behind
+    store.write_state("www", replace(state, pending=(issued.release_id, live.release_id),
+                                     failed_release=None, consecutive_failures=0))  # fmt: skip
+    report = api.renew(deploying_config(tmp_path, '["true"]'), issuer=issuer)
+    assert report.results[0].outcome.value == "renewed", report.results[0]
+    assert issuer.orders == 2  # nothing ordered again
+    now = store.current("www")
+    assert now is not None and now.fingerprint_sha256 == issued.fingerprint_sha256
