@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # the tests need besides. Services these packages bring are not enabled at boot.
 DEMO_PACKAGES := pebble nginx-light ca-certificates openssl iproute2 \
 	golang-go golang-github-smallstep-certificates-dev
-APT_PACKAGES := $(DEMO_PACKAGES) acl util-linux postgresql \
+APT_PACKAGES := $(DEMO_PACKAGES) acl util-linux postgresql python3-venv \
 	keepalived openssh-server openssh-client faketime certbot lego stress-ng haproxy \
 	bind9 bind9-utils bind9-dnsutils
 
