@@ -14,6 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import __version__
+from . import kept as kept_mod
+from .errors import StoreError
 from .model import Config, Outcome
 from .store import Store, atomic_write
 
@@ -88,8 +91,17 @@ def render(config: Config) -> str:
              "Not-after of the certificate an endpoint served at the last check (Unix time)."),
             ("certagent_check_timestamp_seconds", "gauge",
              "When the last full `certagent check` ran (Unix time)."),
+            ("certagent_build_info", "gauge", "1, labelled with certagent's version."),
+            ("certagent_certificate_undeployed", "gauge",
+             "1 while a certificate issued for it waits to be deployed (its deploy failed)."),
+            ("certagent_ca_hold_until_timestamp_seconds", "gauge",
+             "Until when the CA asked every client to wait (Retry-After; Unix time)."),
         )
     }  # fmt: skip
+    f["certagent_build_info"].add({"version": __version__}, 1)
+    hold = kept_mod.ca_hold(store, config.ca.directory, dt.datetime.now(dt.UTC))
+    if hold is not None:
+        f["certagent_ca_hold_until_timestamp_seconds"].add({}, _ts(hold[0]))
     staging = Store(config.staging.state_dir) if config.staging else None
     for spec in config.certificates:
         label = {"certificate": spec.name}
@@ -118,6 +130,11 @@ def render(config: Config) -> str:
         f["certagent_certificate_gate_refusals_total"].add(label, state.refusals)
         if state.verify_ok is not None:
             f["certagent_certificate_verify_ok"].add(label, int(state.verify_ok))
+        try:
+            waiting = kept_mod.undeployed(store, spec, state, config.ca.directory) is not None
+        except (OSError, StoreError):  # a reader without access: no data, not a crash
+            waiting = False
+        f["certagent_certificate_undeployed"].add(label, int(waiting))
         memo = staging.read_rehearsal(spec.name) if staging and spec.staging else None
         if memo is not None:
             f["certagent_rehearsal_last_pass_timestamp_seconds"].add(label, _ts(memo[1]))
@@ -134,6 +151,7 @@ def render(config: Config) -> str:
             label = {
                 "endpoint": str(e.get("label")),
                 "certificate": str(e.get("certificate") or ""),
+                "address": f"{e.get('host')}:{e.get('port')}",  # the label, split out
             }
             f["certagent_endpoint_check_state"].add(label, _STATES.get(str(e.get("state")), 3))
             not_after = _parse_time(e.get("not_after"))

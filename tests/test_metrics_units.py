@@ -32,3 +32,13 @@ def test_metric_names_follow_the_prometheus_conventions(tmp_path: Path) -> None:
         if "timestamp" in name:
             assert name.endswith("_timestamp_seconds"), name
         assert f"# HELP {name}" in text and f"# TYPE {name}" in text
+
+
+def test_build_info_and_a_certificate_waiting_to_be_deployed(tmp_path: Path) -> None:
+    from certagent import __version__
+
+    cfg = config.parse(minimal_yaml(tmp_path), tmp_path / "c.yaml")
+    api.renew(cfg, issuer=LocalIssuer())
+    text = metrics.render(cfg)
+    assert f'certagent_build_info{{version="{__version__}"}} 1' in text
+    assert 'certagent_certificate_undeployed{certificate="www"} 0' in text
