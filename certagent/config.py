@@ -278,15 +278,11 @@ def _notify(ctx: _Ctx, v: Value) -> Notify:
         w = spec.WEBHOOK.read(ctx, m["webhook"])
         url = spec.WEBHOOK.get(ctx, w, "url")
         if url is not None:
-            webhook = Webhook(
-                url,
-                spec.WEBHOOK.get(ctx, w, "timeout"),
-                spec.WEBHOOK.get(ctx, w, "retries"),
-                spec.WEBHOOK.get(ctx, w, "backoff"),
-                _roots(ctx, spec.WEBHOOK, w, m["webhook"]),
+            webhook = spec.WEBHOOK.build(
+                ctx, w, Webhook, url=url, trust_roots=_roots(ctx, spec.WEBHOOK, w, m["webhook"])
             )
     email = _email(ctx, m["email"]) if "email" in m else None
-    return Notify(spec.NOTIFY.get(ctx, m, "expiry_days"), webhook, email)
+    return spec.NOTIFY.build(ctx, m, Notify, webhook=webhook, email=email)
 
 
 def _email(ctx: _Ctx, v: Value) -> Email | None:
@@ -322,7 +318,7 @@ def _heartbeat(ctx: _Ctx, v: Value) -> Heartbeat | None:
     url = s.get(ctx, m, "url")
     if url is None:
         return None
-    return Heartbeat(url, s.get(ctx, m, "timeout"), _roots(ctx, s, m, v))
+    return s.build(ctx, m, Heartbeat, url=url, trust_roots=_roots(ctx, s, m, v))
 
 
 def _failover(ctx: _Ctx, v: Value) -> Keepalived | None:
@@ -477,20 +473,8 @@ def _ca(ctx: _Ctx, v: Value) -> CASpec | None:
     eab = _eab(ctx, m["eab"]) if "eab" in m else None
     if directory is None:
         return None
-    return CASpec(
-        directory,
-        tuple(contact),
-        roots,
-        eab,
-        s.get(ctx, m, "timeout"),
-        s.get(ctx, m, "agree_tos"),
-        s.get(ctx, m, "preferred_chain"),
-        s.get(ctx, m, "max_orders"),
-        s.get(ctx, m, "max_new_orders"),
-        s.get(ctx, m, "new_orders_window"),
-        s.get(ctx, m, "max_duplicates"),
-        s.get(ctx, m, "duplicates_window"),
-    )
+    return s.build(ctx, m, CASpec, directory=directory, contact=tuple(contact),
+                   trust_roots=roots, eab=eab)  # fmt: skip
 
 
 def _eab(ctx: _Ctx, v: Value) -> Eab | None:
@@ -510,7 +494,7 @@ def _eab(ctx: _Ctx, v: Value) -> Eab | None:
 def _policy(ctx: _Ctx, v: Value) -> Policy:
     s = spec.POLICY
     m = s.read(ctx, v)
-    policy = Policy(**{name: s.get(ctx, m, name) for name in s.keys})
+    policy = s.build(ctx, m, Policy)
     if policy.failure_backoff > policy.max_backoff:
         ctx.error(
             m.get("failure_backoff", v),
@@ -576,18 +560,9 @@ def _certificate(ctx: _Ctx, name: str, v: Value) -> CertSpec | None:
                 f"wildcard {dns} needs challenge type dns-01 (rfc2136 or hook); "
                 f"{what} cannot validate it",
             )
-    return CertSpec(
-        name,
-        names,
-        key_type,
-        challenge,
-        deploy,
-        staging,
-        s.get(ctx, m, "profile"),
-        s.get(ctx, m, "reuse_key"),
-        s.get(ctx, m, "failover_instance"),
-        per_name,
-    )
+    return s.build(ctx, m, CertSpec, name=name, names=names, key_type=key_type,
+                   challenge=challenge, deploy=deploy, staging=staging,
+                   challenges=per_name)  # fmt: skip
 
 
 def _staging_target(

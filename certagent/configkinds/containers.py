@@ -7,11 +7,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .base import UNSET, AbsPath, Checker, Either, Kind, T, Text, Value, Word, is_dns_name, kind_of
 
 # -- collections --------------------------------------------------------------------
+
+
+D = TypeVar("D")  # a dataclass a Section builds
 
 
 class ListOf(Kind[list[T]]):
@@ -241,6 +244,19 @@ class Section(Kind[dict[str, Value]]):
         else:
             result = key.kind.convert(ctx, m[name])
         return fallback if result is None else result
+
+    def build(self, ctx: Checker, m: Mapping[str, Value], cls: type[D], **computed: Any) -> D:
+        """A dataclass from this section by keyword: every field named like one of the
+        section's keys takes that key's value (converted, or its default); `computed`
+        gives the fields the loader works out itself (cross-key rules, nested parts).
+        A key renamed in the description and not in the dataclass fails loudly here."""
+        import dataclasses
+
+        values = dict(computed)
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name not in values and f.name in self.keys:
+                values[f.name] = self.get(ctx, m, f.name)
+        return cls(**values)
 
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {
