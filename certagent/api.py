@@ -136,6 +136,7 @@ def renew(
 
         account = store.account_dir(config.ca.directory)
         ctx.budget = OrderBudget(account, config.ca.max_new_orders, config.ca.new_orders_window)
+        ctx.hold = kept_mod.ca_hold(store, config.ca.directory, clock.now())  # once a run
         ctx.duplicates = DuplicateLedger(
             account, config.ca.max_duplicates, config.ca.duplicates_window, not allow_duplicate
         )
@@ -213,8 +214,8 @@ def deploy(
         current = store.current(name)
         state = store.read_state(name)
         kept = kept_mod.undeployed(store, spec, state, config.ca.directory)
-        if kept is not None and not plan.usable(spec, kept, None, clock.now()):
-            kept = None  # another key type or names since, or expired: not this one
+        if kept is not None and not plan.usable(spec, kept, current, clock.now()):
+            kept = None  # other names or key type since, expired, or older than what is live
         if current is None and kept is None:
             raise UsageError(f"certificate {name} has no release yet; run `certagent renew {name}`")
         solvers = Solvers(config.state_dir)
@@ -223,8 +224,7 @@ def deploy(
         ctx.rehearse = _rehearsal(config, solvers, clock)
         if kept is not None:
             what = "release" if kept.staged else "the kept issuance"
-            decision = Decision(True, f"deploy requested: {what} {kept.ref}, "
-                                f"{kept.describe(name).split('; `certagent', 1)[0]}")  # fmt: skip
+            decision = Decision(True, f"deploy requested: {what} {kept.ref}, {kept.summary()}")
         else:
             assert current is not None  # noqa: S101 - checked above
             decision = Decision(True, f"deploy of release {current.release_id} requested")

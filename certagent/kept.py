@@ -27,9 +27,7 @@ def undeployed(store: Store, spec: CertSpec, state: CertState, ca: str) -> Undep
     if state.failed_release is not None:
         rel = store.find(spec.name, state.failed_release)
         if rel is not None and rel.ca in ("", ca):
-            issued = release_time(rel.release_id) or rel.not_before
-            return Undeployed(rel.release_id, True, issued, rel.names, rel.key_type,
-                              rel.not_before, rel.not_after, rel.profile, rel.ca, why)  # fmt: skip
+            return as_undeployed(rel, why)
     if state.consecutive_failures == 0:
         return None
     for kept in store.issued(spec.name):  # newest first

@@ -440,11 +440,12 @@ class Undeployed:
     ca: str
     reason: str  # why it is not live (the failure that kept it back)
 
+    def summary(self) -> str:
+        return f"issued {self.issued.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, not deployed: " \
+            f"{self.reason}"  # fmt: skip
+
     def describe(self, name: str) -> str:
-        return (
-            f"issued {self.issued.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, not deployed: "
-            f"{self.reason}; `certagent deploy {name}` deploys it"
-        )
+        return f"{self.summary()}; `certagent deploy {name}` deploys it"
 
 
 @dataclass(frozen=True)

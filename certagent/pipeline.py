@@ -102,6 +102,9 @@ class Context:
     order_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(4))
     # Certificates per set of names at this CA (ca.max_duplicates); None: not kept.
     duplicates: DuplicateLedger | None = None
+    # The CA's Retry-After for every client, read once per run (kept.ca_hold); the
+    # issuer itself refuses requests while one holds, this only shapes the plan.
+    hold: tuple[dt.datetime, str] | None = None
 
 
 GATES = frozenset({GateRefused.code, RehearsalFailed.code})  # refusals counted for metrics
@@ -240,7 +243,7 @@ def survey(
     now = ctx.clock.now()
     ca = ctx.config.ca.directory
     kept = None if new_order else kept_mod.undeployed(ctx.store, spec, state, ca)
-    hold = kept_mod.ca_hold(ctx.store, ca, now)
+    hold = ctx.hold if ctx.hold is not None and now < ctx.hold[0] else None
     ask = current is not None and ctx.issuer is not None and _window_due(ctx, state)
     ask = ask and hold is None and not _waiting(state, now) and not force
     decision = None
