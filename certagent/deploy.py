@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import grp
 import os
-import pwd
-import re
-import shlex
 import shutil
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import layout, render
+from .deployfiles import BACKUP_SUFFIX, candidate_view, link_dest, unreadable_by
 from .errors import CertagentError, GateRefused
+from .hookenv import hook_env
 from .model import CertSpec, CertState, Command, DeploySpec, Endpoint, Outcome, Release
 from .steps import Steps
 from .store import Store
@@ -35,7 +32,6 @@ from .system import Clock, RunResult
 
 RENDERED = layout.RENDERED
 CLOCK_SLACK = dt.timedelta(seconds=60)  # a certificate starting sooner than this is fine
-BACKUP_SUFFIX = ".certagent-orig"
 
 
 class Runner(Protocol):
@@ -434,139 +430,6 @@ class Deployer:
         result = self.run([*wrap, *argv], command.timeout, env)
         # The report names the operator's command, never the gate's wrapper around it.
         return replace(result, argv=tuple(argv)) if wrap else result
-
-
-def candidate_view(candidates: Mapping[Path, Path], scratch: Path) -> list[str] | None:
-    """An argv prefix that runs a command in a private mount namespace where every
-    destination shows its candidate file (see Deployer.config_test).
-
-    A directory holding a destination that does not exist yet is replaced by a copy
-    (its other entries copied, its subdirectories bound through) in which every
-    destination of that directory is a link to its candidate; elsewhere each existing
-    destination is bind-mounted over by its candidate."""
-    if not candidates or shutil.which("unshare") is None:
-        return None
-    copied = {dest.parent for dest in candidates if not dest.is_file()}
-    lines = ["set -e"]
-    for dest, candidate in candidates.items():
-        if dest.parent not in copied:  # a live file, or a link resolving to one: shadow it
-            lines.append(f"mount --bind {shlex.quote(str(candidate))} {shlex.quote(str(dest))}")
-    for i, parent in enumerate(sorted(copied)):
-        copy = scratch / str(i)
-        copy.mkdir(parents=True, mode=0o700)
-        ours = {d.name: c for d, c in candidates.items() if d.parent == parent}
-        for entry in parent.iterdir():
-            if entry.name in ours:
-                continue
-            if entry.is_symlink():
-                os.symlink(os.readlink(entry), copy / entry.name)
-            elif entry.is_dir():
-                (copy / entry.name).mkdir()
-                lines.append(
-                    f"mount --bind {shlex.quote(str(entry))} {shlex.quote(str(copy / entry.name))}"
-                )
-            elif entry.is_file():
-                shutil.copy2(entry, copy / entry.name)
-        for name, candidate in ours.items():
-            os.symlink(candidate, copy / name)
-        # --rbind: the subdirectories bound into the copy come along
-        lines.append(f"mount --rbind {shlex.quote(str(copy))} {shlex.quote(str(parent))}")
-    lines.append('exec "$@"')
-    script = "\n".join(lines)
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "gate"]
-
-
-PLACEHOLDERS = ("{config}", "{release}", "{name}")  # replaced per certificate in argv
-_GROUP_SAFE = ("CERTAGENT_ACTION", "CERTAGENT_STAGE", "CERTAGENT_GROUP")
-
-
-def per_certificate(command: Command | None) -> bool:
-    """Does the command do something different for each certificate? Then it cannot
-    run once for a group: a placeholder in its argv (each member's resolves otherwise),
-    or a shell text that reads one certificate's variables (`$CERTAGENT_FULLCHAIN`,
-    certbot's `$RENEWED_LINEAGE`, lego's `$LEGO_CERT_PATH`...). A script file's
-    contents are not read: such a hook that copies files needs `deploy.group: false`."""
-    if command is None:
-        return False
-    text = " ".join(command.argv)
-    if any(p in text for p in PLACEHOLDERS):
-        return True
-    for var in re.findall(r"\$\{?([A-Z_]+)", text):
-        if var.startswith(("CERTAGENT_", "RENEWED_", "LEGO_")) and var not in _GROUP_SAFE:
-            return True
-    return False
-
-
-def hook_env(
-    command: Command, spec: CertSpec, release: Release, action: str, stage: str
-) -> dict[str, str]:
-    """The child's environment: the command's own `env:`, then certagent's variables,
-    with the names certbot's and lego's deploy hooks read, so they work unchanged."""
-    path = release.path
-    return {
-        **dict(command.env),
-        "CERTAGENT_CERT_NAME": spec.name,
-        "CERTAGENT_NAMES": " ".join(spec.names),
-        "CERTAGENT_RELEASE_DIR": str(path),
-        "CERTAGENT_FULLCHAIN": str(path / layout.FULLCHAIN),
-        "CERTAGENT_KEY": str(path / layout.KEY),
-        "CERTAGENT_ACTION": action,
-        "CERTAGENT_STAGE": stage,
-        # certbot --deploy-hook: a directory holding cert/chain/fullchain/privkey.pem
-        "RENEWED_LINEAGE": str(path),
-        "RENEWED_DOMAINS": " ".join(spec.names),
-        # lego run --run-hook (its certificate file is the full chain)
-        "LEGO_CERT_DOMAIN": spec.names[0],
-        "LEGO_CERT_PATH": str(path / layout.FULLCHAIN),
-        "LEGO_CERT_KEY_PATH": str(path / layout.KEY),
-    }
-
-
-def link_dest(dest: Path, target: Path) -> str | None:
-    """Make dest a symlink to target (atomically); keep what was there as dest.certagent-orig."""
-    if dest.is_symlink() and os.readlink(dest) == str(target):
-        return None
-    note = f"linked {dest}"
-    if dest.exists() and not dest.is_symlink():
-        backup = dest.with_name(dest.name + BACKUP_SUFFIX)
-        if backup.exists():
-            backup = dest.with_name(
-                f"{dest.name}{BACKUP_SUFFIX}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
-            )
-        os.link(dest, backup)  # a hard link: the original survives the replace below
-        note += f" (kept the original as {backup.name})"
-    tmp = dest.with_name(f".{dest.name}.certagent-tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, dest)
-    return note
-
-
-def unreadable_by(path: Path, user: str) -> str | None:
-    """Why `user` cannot read `path` (each directory needs x, the file r), or None."""
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        return f"user {user} does not exist"
-    if entry.pw_uid == 0:
-        return None
-    groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
-    chain = [*reversed(path.parents), path]
-    for i, part in enumerate(chain):
-        try:
-            st = part.stat()
-        except OSError as exc:
-            return f"{part}: {exc.strerror}"
-        need = stat.S_IXOTH if i < len(chain) - 1 else stat.S_IROTH
-        if st.st_uid == entry.pw_uid:
-            need <<= 6
-        elif st.st_gid in groups:
-            need <<= 3
-        if not st.st_mode & need:
-            what = "enter" if i < len(chain) - 1 else "read"
-            return f"user {user} cannot {what} {part} (mode {stat.S_IMODE(st.st_mode):o})"
-    return None
 
 
 def _need(spec: CertSpec) -> DeploySpec:

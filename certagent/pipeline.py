@@ -377,7 +377,7 @@ def _group_key(ctx: Context, spec: CertSpec, alone: int) -> tuple[object, ...]:
     deploy = spec.deploy
     if deploy is None or not deploy.group or deploy.hook is None:
         return ("alone", alone)
-    from .deploy import per_certificate  # the deploy path only
+    from .hookenv import per_certificate  # the deploy path only
 
     if per_certificate(deploy.test) or per_certificate(deploy.hook):
         return ("alone", alone)
