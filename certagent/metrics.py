@@ -19,6 +19,7 @@ from . import kept as kept_mod
 from .errors import StoreError
 from .model import Config, Outcome
 from .store import Store, atomic_write
+from .store import rehearsal as rehearsal_record
 
 CHECK_FILE = "check.json"  # the last full `certagent check`, written by api.check
 HISTORY_LOOKBACK = 500  # records read backwards for "last run per command"
@@ -135,7 +136,7 @@ def render(config: Config) -> str:
         except (OSError, StoreError):  # a reader without access: no data, not a crash
             waiting = False
         f["certagent_certificate_undeployed"].add(label, int(waiting))
-        memo = staging.read_rehearsal(spec.name) if staging and spec.staging else None
+        memo = rehearsal_record.read(staging, spec.name) if staging and spec.staging else None
         if memo is not None:
             f["certagent_rehearsal_last_pass_timestamp_seconds"].add(label, _ts(memo[1]))
     for command, record in _last_runs(store.history_backwards()).items():

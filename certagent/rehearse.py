@@ -41,6 +41,7 @@ from .model import (
 )
 from .pipeline import Context
 from .steps import Steps
+from .store import rehearsal as rehearsal_record
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class Rehearsal:
     def __call__(self, spec: CertSpec, steps: Steps) -> None:
         """The gate: skip when remembered, else rehearse; raise RehearsalFailed to stop."""
         digest = inputs_digest(spec, self.staging, self.config.template_dirs)
-        memo = self.ctx.store.read_rehearsal(spec.name)
+        memo = rehearsal_record.read(self.ctx.store, spec.name)
         now = self.ctx.clock.now()
         if memo is not None and memo[0] == digest:
             age = now - memo[1]
@@ -185,10 +186,11 @@ class Rehearsal:
         """One full rehearsal under the staging lock; remembered when it passes."""
         digest = digest or inputs_digest(spec, self.staging, self.config.template_dirs)
         with self.ctx.store.lock():
-            self.ctx.store.forget_rehearsal(spec.name)  # a failure must not leave an old pass
+            # a failure must not leave an old pass behind
+            rehearsal_record.forget(self.ctx.store, spec.name)
             staged = staging_spec(spec, self.staging)  # always a new staging order
             result = pipeline.renew_one(self.ctx, staged, True, new_order=True)
             if result.outcome is Outcome.RENEWED and result.release is not None:
                 now = self.ctx.clock.now()
-                self.ctx.store.write_rehearsal(spec.name, digest, now, result.release)
+                rehearsal_record.write(self.ctx.store, spec.name, digest, now, result.release)
         return replace(result, decision=Decision(True, "rehearsal on the staging CA"))

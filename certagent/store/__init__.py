@@ -1,7 +1,7 @@
 """The state directory, as one facade over its parts: releases and the `current` link
 (here), a certificate's state (`certstate`, one field table), kept issuances
-(`issued`), the audit log (`history`), whole-file writes (`atomic`); every name comes
-from `layout`.
+(`issued`), the audit log (`history`), the rehearsal record (`rehearsal`), whole-file
+writes (`atomic`); every name comes from `layout`.
 
 Side effects: filesystem only. Under the state directory (0700): `lock` (flock; one
 run at a time), `history.jsonl`, `accounts/<ca-id>/`, and per certificate
@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -466,28 +465,6 @@ class Store:
         path = self.cert_dir(name) / layout.STATE
         atomic_write(path, dumps(raw), self.secret_mode, self.group)
         self.index.read_state(name, signature(str(path)), raw)  # what the next run reads
-
-    def read_rehearsal(self, name: str) -> tuple[str, dt.datetime, str] | None:
-        """The last passing rehearsal: (inputs digest, when, staging release), or None."""
-        path = self.cert_dir(name) / layout.REHEARSAL
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            return str(raw["inputs"]), dt.datetime.fromisoformat(raw["passed"]), str(raw["release"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"unreadable rehearsal record {path}: {exc}") from exc
-
-    def write_rehearsal(self, name: str, inputs: str, passed: dt.datetime, release: str) -> None:
-        self._dir(self.cert_dir(name))
-        raw = {"inputs": inputs, "passed": passed.isoformat(), "release": release}
-        atomic_write(
-            self.cert_dir(name) / layout.REHEARSAL, dumps(raw), self.secret_mode, self.group
-        )
-
-    def forget_rehearsal(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.cert_dir(name) / layout.REHEARSAL).unlink()
 
     # -- history and accounts ----------------------------------------------------------
 
