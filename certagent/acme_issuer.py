@@ -32,7 +32,7 @@ __all__ = ["AcmeIssuer", "ProfileUnknown", "TermsNotAgreed"]
 
 
 class AcmeIssuer:
-    """Issues certificates from one CA; satisfies pipeline.Issuer."""
+    """Issues certificates from one CA; satisfies context.Issuer."""
 
     def __init__(
         self,

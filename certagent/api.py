@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from . import issuance, pipeline, plan
 from . import kept as kept_mod
 from .challenges import Solvers
+from .context import Attempt, Context, Issuer, Progress, Ready
 from .errors import CertagentError, GateRefused, UsageError
 from .model import CertResult, CertSpec, Config, Decision, Outcome, Report
-from .pipeline import Issuer, Progress
 from .precheck import precheck
 from .queries import StatusRow, history, plan_run, status
 from .steps import Steps
@@ -141,7 +141,7 @@ def renew(
             account, config.ca.max_duplicates, config.ca.duplicates_window, not allow_duplicate
         )
 
-        def own(i: int, spec: CertSpec) -> pipeline.Context:
+        def own(i: int, spec: CertSpec) -> Context:
             if progress is None:
                 return ctx
             label = _labelled(progress, f"[{i}/{len(specs)}] {spec.name}")
@@ -157,7 +157,7 @@ def renew(
 
         def rest(
             i: int, spec: CertSpec, surveyed: pipeline.Surveyed
-        ) -> CertResult | pipeline.Ready:
+        ) -> CertResult | Ready:
             mine = own(i, spec)
             try:
                 return pipeline.proceed(mine, spec, force or new_order, surveyed)
@@ -171,7 +171,7 @@ def renew(
             todo = [(i, s) for i, s in enumerate(surveyed) if isinstance(s, pipeline.Surveyed)]
             # The config test before ordering: once per web server for all that are due.
             pipeline.pretest_due(ctx, [(specs[i], s) for i, s in todo])
-            more: dict[int, CertResult | pipeline.Ready] = {}
+            more: dict[int, CertResult | Ready] = {}
             workers = min(config.policy.concurrency, len(todo))
             if workers <= 1:
                 more = {i: rest(i + 1, specs[i], s) for i, s in todo}
@@ -228,7 +228,7 @@ def deploy(
         else:
             assert current is not None  # noqa: S101 - checked above
             decision = Decision(True, f"deploy of release {current.release_id} requested")
-        attempt = pipeline.Attempt.begin(ctx, spec, decision)
+        attempt = Attempt.begin(ctx, spec, decision)
         try:
             if ctx.failover is not None:  # as in renew, but a BACKUP is refused, not skipped
                 with attempt.steps.step("failover") as notes:
@@ -245,7 +245,7 @@ def deploy(
         except CertagentError as exc:
             result = attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
         else:
-            result = pipeline.apply(attempt, release, current, state)
+            result = pipeline.apply(ctx, [Ready(attempt, release, current, state)])[0]
         finally:
             solvers.close()
         report = Report("deploy", started, clock.now(), (result,))
@@ -292,7 +292,7 @@ def _deployable(config: Config, spec: CertSpec) -> CertSpec:
     return spec
 
 
-def _received(ctx: pipeline.Context, handed: Handed) -> CertResult | pipeline.Ready:
+def _received(ctx: Context, handed: Handed) -> CertResult | Ready:
     """One handed-over release staged here, or the reason it is not (not configured
     here, already live, or it cannot be staged)."""
     from . import crypto
@@ -313,14 +313,14 @@ def _received(ctx: pipeline.Context, handed: Handed) -> CertResult | pipeline.Re
         return CertResult(spec.name, Outcome.SKIPPED, same, (), current.release_id,
                           current.not_after)  # fmt: skip
     decision = Decision(True, f"release {handed.source} handed over by the keepalived MASTER")
-    attempt = pipeline.Attempt.begin(ctx, spec, decision)
+    attempt = Attempt.begin(ctx, spec, decision)
     try:
         with attempt.steps.step("stage", f"from {handed.source}") as notes:
             release = issuance.stage(ctx, spec, handed.key, handed.fullchain, handed.ca)
             notes.append(f"release {release.release_id}")
     except CertagentError as exc:
         return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
-    return pipeline.Ready(attempt, release, current, state)
+    return Ready(attempt, release, current, state)
 
 
 def rollback(config: Config, name: str, *, clock: Clock | None = None) -> Report:
@@ -347,7 +347,11 @@ def rollback(config: Config, name: str, *, clock: Clock | None = None) -> Report
             # on a keepalived node, verified on this node's own address: not the VIP
             failover = _failover(config, None)
             ctx = _context(config, store, None, Solvers(), clock, failover=failover, master=False)
-            outcome, state = ctx.deployer.rollback(spec, current, target, state, steps)
+            from .deploy import Member
+
+            member = Member(spec, current, target, state, steps)
+            ctx.deployer.rollback([member])
+            outcome, state = member.outcome or Outcome.BROKEN, member.state
         # A rollback by hand is a decision: do not redeploy the release automatically.
         state = replace(
             state,

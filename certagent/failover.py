@@ -4,8 +4,8 @@ and must already serve the new certificate before the MASTER swaps.
 `Failover` reads both nodes' keepalived (through `keepalived.dump`, locally and
 through the peer's command prefix) and pushes a release to the peer, where
 `certagent receive` deploys it with the peer's own config test, hook and checks.
-`FailoverDeployer` is the deployer of a failover node: on the MASTER it adds the
-readiness gate to preflight and the rollout to the peer before its own swap, and
+`FailoverPeer` is a failover node's step in the deploy flow: on the MASTER it adds
+the readiness gate to preflight and the rollout to the peer before its own swap, and
 verifies on this node's own address as well as on the configured endpoints (the
 VIP); on the BACKUP (receiving) it verifies on its own address only, because the
 VIP is served by the other node.
@@ -21,17 +21,18 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import __version__, crypto, keepalived, layout
 from .crypto import PrivateKey
-from .deploy import Deployer, Prober
 from .errors import CertagentError, GateRefused, UsageError
 from .keepalived import Expect, Instance, KeepalivedError, VrrpState, Where
 from .model import CertSpec, DeploySpec, Endpoint, Keepalived, OnBackup, Release
-from .steps import Steps
-from .store import Store
 from .system import Clock, RunResult
 from .verify import AT_ONCE, on_address
+
+if TYPE_CHECKING:
+    from .deploy import Member, Prober
 
 log = logging.getLogger(__name__)
 
@@ -160,15 +161,6 @@ class Failover:
         return Readiness(tuple(problems), tuple(facts))
 
     # -- the peer ------------------------------------------------------------------------
-
-    def push(self, spec: CertSpec, release: Release) -> tuple[str, ...]:
-        """Hand the release to the peer's `certagent receive`, which deploys it there.
-        Returns the peer's steps as notes; raises PeerFailed with the peer's reason."""
-        payload = {"schema": PAYLOAD_SCHEMA, "certagent": __version__, **_entry(spec, release)}
-        pushed = self._receive([spec.name], payload)[spec.name]
-        if pushed.error is not None:
-            raise pushed.error
-        return pushed.notes
 
     def push_group(self, members: Sequence[tuple[CertSpec, Release]]) -> dict[str, Pushed]:
         """Hand several releases to the peer at once: it deploys them as one group (one
@@ -302,63 +294,31 @@ def _report(result: RunResult) -> Mapping[str, object] | None:
     return None
 
 
-class FailoverDeployer(Deployer):
-    """The deployer of a keepalived node. `master`: gate, peer first, then here.
-    Not `master` (receiving from the MASTER): a plain deploy checked on this node."""
+class FailoverPeer:
+    """A keepalived node's part in the deploy flow (`deploy.Peer`). `master`: the
+    readiness gate, the peer takes the releases and is seen ready again before this
+    node swaps, and verify on this node's address as well as the VIP. Not `master`
+    (receiving from the MASTER): nothing before the swap, verified on this node only."""
 
     def __init__(
         self,
-        store: Store,
-        runner: keepalived.Run,
-        prober: Callable[[DeploySpec], Prober],
-        clock: Clock,
         failover: Failover,
         master: bool,
+        prober: Callable[[DeploySpec], Prober],
+        clock: Clock,
     ) -> None:
-        super().__init__(store, runner, prober, clock)
         self.failover = failover
         self.master = master
+        self.prober = prober
+        self.clock = clock
         self.ready_at: dict[str, float] = {}  # name: when the peer was last seen ready for it
 
-    def before_swap(self, spec: CertSpec, release: Release, steps: Steps) -> None:
-        if not self.master or self.failover.override is not None:
-            return
-        label = self.failover.peer_where.label
-        with steps.step("peer-deploy", label) as notes:
-            notes += self.failover.push(spec, release)
-        error = self._verify_on_peer([(spec, release, steps)])[spec.name]
-        if error is not None:
-            raise error
-        self._still_ready([spec], [steps])
+    @property
+    def _acting(self) -> bool:
+        """Whether the peer is part of this deploy: the MASTER's, without an override."""
+        return self.master and self.failover.override is None
 
-    def _still_ready(self, specs: Sequence[CertSpec], steps: Sequence[Steps]) -> None:
-        """Readiness again, at the moment that counts: the peer took the releases, but its
-        keepalived may have stopped, gone FAULT or been cut off meanwhile."""
-        start = self.clock.monotonic()
-        ready = self.failover.readiness(cert=specs[0])  # a group follows one instance
-        took = self.clock.monotonic() - start
-        if ready.problems:
-            for s in steps:
-                s.add("peer-ready", False, took, "; ".join(ready.problems))
-            raise GateRefused(
-                "failover: the peer is no longer ready to take the VIP, not swapping "
-                "here: " + "; ".join(ready.problems)
-            )
-        for spec, s in zip(specs, steps, strict=True):
-            s.add("peer-ready", True, took, "; ".join(ready.facts))
-            self.ready_at[spec.name] = self.clock.monotonic()
-
-    def swap(self, spec: CertSpec, release_id: str) -> list[str]:
-        notes = super().swap(spec, release_id)
-        seen = self.ready_at.pop(spec.name, None)
-        if self.master and seen is not None:
-            gap = (self.clock.monotonic() - seen) * 1000
-            notes.append(f"{gap:.0f} ms after the peer was last seen ready")
-        return notes
-
-    # -- a group on a pair (grouped.py): the peer takes the whole group first ------------
-
-    def group_tag(self, spec: CertSpec) -> object:
+    def tag(self, spec: CertSpec) -> object:
         return self.failover.spec.instance_of(spec)[0]  # one readiness for the group
 
     def overridden(self, specs: Sequence[CertSpec]) -> str | None:
@@ -371,49 +331,68 @@ class FailoverDeployer(Deployer):
         log.warning("%s: %s", ", ".join(spec.name for spec in specs), msg)
         return msg
 
-    def group_gate(self, specs: Sequence[CertSpec]) -> tuple[list[str], list[str]]:
-        if not self.master or not specs or self.failover.override is not None:
+    def gate(self, specs: Sequence[CertSpec]) -> tuple[list[str], list[str]]:
+        if not self._acting or not specs:
             return [], []
         ready = self.failover.readiness(cert=specs[0])
         return [f"failover: {p}" for p in ready.problems], list(ready.facts)
 
-    def before_swap_group(
-        self, members: Sequence[tuple[CertSpec, Release, Steps]]
-    ) -> list[CertagentError | None]:
+    def before_swap(self, members: Sequence[Member]) -> list[CertagentError | None]:
         """The peer takes every member in one `receive` (one config test, one reload
         there), each is verified on the peer's address, and the peer is seen ready once
         more; a member the peer did not take is refused here, the others go on."""
-        if not self.master or self.failover.override is not None or not members:
+        if not self._acting or not members:
             return [None] * len(members)
         label = self.failover.peer_where.label
         start = self.clock.monotonic()
-        pushed = self.failover.push_group([(spec, release) for spec, release, _ in members])
+        pushed = self.failover.push_group([(m.spec, m.release) for m in members])
         took = self.clock.monotonic() - start
         errors: dict[str, CertagentError | None] = {}
-        for spec, _, steps in members:
-            got = pushed.get(spec.name) or Pushed((), PeerFailed(f"{label}: no answer for it"))
-            errors[spec.name] = got.error
+        for m in members:
+            got = pushed.get(m.spec.name) or Pushed((), PeerFailed(f"{label}: no answer for it"))
+            errors[m.spec.name] = got.error
             detail = str(got.error) if got.error else "; ".join((label, *got.notes))
-            steps.add("peer-deploy", got.error is None, took, detail)
-        taken = [m for m in members if errors[m[0].name] is None]
+            m.steps.add("peer-deploy", got.error is None, took, detail)
+        taken = [m for m in members if errors[m.spec.name] is None]
         errors.update(self._verify_on_peer(taken))
-        taken = [m for m in taken if errors[m[0].name] is None]
+        taken = [m for m in taken if errors[m.spec.name] is None]
         if taken:
             try:
-                self._still_ready([m[0] for m in taken], [m[2] for m in taken])
+                self._still_ready(taken)
             except GateRefused as exc:
-                errors.update((m[0].name, exc) for m in taken)
-        return [errors[spec.name] for spec, _, _ in members]
+                errors.update((m.spec.name, exc) for m in taken)
+        return [errors[m.spec.name] for m in members]
 
-    def _verify_on_peer(
-        self, members: Sequence[tuple[CertSpec, Release, Steps]]
-    ) -> dict[str, CertagentError | None]:
+    def _still_ready(self, members: Sequence[Member]) -> None:
+        """Readiness again, at the moment that counts: the peer took the releases, but its
+        keepalived may have stopped, gone FAULT or been cut off meanwhile."""
+        start = self.clock.monotonic()
+        ready = self.failover.readiness(cert=members[0].spec)  # a group follows one instance
+        took = self.clock.monotonic() - start
+        if ready.problems:
+            for m in members:
+                m.steps.add("peer-ready", False, took, "; ".join(ready.problems))
+            raise GateRefused(
+                "failover: the peer is no longer ready to take the VIP, not swapping "
+                "here: " + "; ".join(ready.problems)
+            )
+        for m in members:
+            m.steps.add("peer-ready", True, took, "; ".join(ready.facts))
+            self.ready_at[m.spec.name] = self.clock.monotonic()
+
+    def swapped(self, spec: CertSpec) -> list[str]:
+        seen = self.ready_at.pop(spec.name, None)
+        if not self.master or seen is None:
+            return []
+        gap = (self.clock.monotonic() - seen) * 1000
+        return [f"{gap:.0f} ms after the peer was last seen ready"]
+
+    def _verify_on_peer(self, members: Sequence[Member]) -> dict[str, CertagentError | None]:
         """Each member's endpoints on the peer's address, all at once."""
         label = self.failover.peer_where.label
 
-        def one(member: tuple[CertSpec, Release, Steps]) -> CertagentError | None:
-            spec, release, steps = member
-            deploy = spec.deploy
+        def one(m: Member) -> CertagentError | None:
+            deploy = m.spec.deploy
             endpoints = (
                 on_address(deploy.endpoints, self.failover.spec.peer.address) if deploy else ()
             )
@@ -421,14 +400,14 @@ class FailoverDeployer(Deployer):
                 return None
             start = self.clock.monotonic()
             failures = self.prober(deploy).wait_for(
-                endpoints, release.fingerprint_sha256, deploy.verify_timeout
+                endpoints, m.release.fingerprint_sha256, deploy.verify_timeout
             )
             took = self.clock.monotonic() - start
             if failures:
-                steps.add("peer-verify", False, took, f"{label}: " + "; ".join(failures))
+                m.steps.add("peer-verify", False, took, f"{label}: " + "; ".join(failures))
                 return PeerFailed(f"{label}: " + "; ".join(failures))
-            steps.add(
-                "peer-verify", True, took, f"{label} serves {release.fingerprint_sha256[:16]}…"
+            m.steps.add(
+                "peer-verify", True, took, f"{label} serves {m.release.fingerprint_sha256[:16]}…"
             )
             return None
 
@@ -439,7 +418,7 @@ class FailoverDeployer(Deployer):
                 min(AT_ONCE, len(members)), thread_name_prefix="peer-verify"
             ) as pool:
                 results = list(pool.map(one, members))
-        return {m[0].name: r for m, r in zip(members, results, strict=True)}
+        return {m.spec.name: r for m, r in zip(members, results, strict=True)}
 
     def endpoints(self, spec: CertSpec, step: str) -> tuple[Endpoint, ...]:
         """This node's own address always; the VIP too when the MASTER deploys. Rolling

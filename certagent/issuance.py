@@ -20,7 +20,7 @@ from .store import BUNDLE_FILE, KEY_FILE
 
 if TYPE_CHECKING:
     from . import crypto
-    from .pipeline import Context
+    from .context import Context
 
 
 class StageError(CertagentError):

@@ -1,10 +1,10 @@
 """One certificate through plan -> order -> stage -> deploy (or commit) | rollback.
 
-Outcomes are data (`CertResult`), never exceptions escaping the pipeline. The
-ports it consumes (an issuer, solvers, a clock, the deployer's runner and prober)
-are declared next to their consumer and injected by `api`. What is checked before
-ordering is in precheck.py, the order and the staged release in issuance.py, what was
-issued and is not live in kept.py.
+Outcomes are data (`CertResult`), never exceptions escaping the pipeline. The ports
+it consumes (an issuer, solvers, a clock, the deployer) are declared in context.py
+with the run's `Context` and one `Attempt`, and injected by `api`. What is checked
+before ordering is in precheck.py, the order and the staged release in issuance.py,
+what was issued and is not live in kept.py, the deploy in deploy/.
 
 Side effects: through the injected issuer (network) and the store (filesystem).
 """
@@ -13,189 +13,32 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from . import kept as kept_mod
 from . import layout, plan
-from .challenges import Solver, SolverFor
-from .errors import CAUnavailable, CertagentError, GateRefused, OrderFailed, RehearsalFailed
+from .context import Attempt, Context, Issuer, Ready, result
+from .errors import CAUnavailable, CertagentError, OrderFailed
 from .issuance import Deferred, kept_issuance, order_and_stage, stage_kept
 from .model import (
     CertResult,
     CertSpec,
     CertState,
-    ChallengeSpec,
-    Config,
     Decision,
-    OrderOptions,
     Outcome,
     Release,
-    RenewalWindow,
     Undeployed,
 )
 from .precheck import before_ordering
 from .steps import Steps
-from .store import Snapshot, Store
-from .system import Clock
+from .store import Snapshot
 
 if TYPE_CHECKING:
-    from .budget import DuplicateLedger, OrderBudget
-    from .deploy import Deployer
+    pass
 
 log = logging.getLogger(__name__)
-
-
-class Issuer(Protocol):
-    @property
-    def label(self) -> str: ...
-
-    def issue(self, csr_pem: bytes, solver: SolverFor, options: OrderOptions) -> bytes: ...
-
-    def renewal_window(self, cert_pem: bytes) -> RenewalWindow | None: ...
-
-
-class SolverSource(Protocol):
-    def for_spec(self, spec: ChallengeSpec) -> Solver: ...
-
-    def chooser(self, cert: CertSpec) -> SolverFor: ...
-
-    def bind(self, cert: CertSpec) -> list[str]: ...
-
-
-class Rehearser(Protocol):
-    """Rehearse a certificate's deploy on the staging CA; raise if production must not go on."""
-
-    def __call__(self, spec: CertSpec, steps: Steps) -> None: ...
-
-
-class RoleGate(Protocol):
-    """A failover pair: None if this node may order `spec`, a reason to skip it (a
-    BACKUP), or GateRefused (neither role, or the peer is not ready)."""
-
-    def may_order(self, spec: CertSpec) -> str | None: ...
-
-
-Progress = Callable[[str, str], None]  # (certificate name, what is happening)
-
-
-@dataclass
-class Context:
-    config: Config
-    store: Store
-    issuer: Issuer | None  # None for deploy and rollback, which never order
-    solvers: SolverSource
-    clock: Clock
-    deployer: Deployer
-    progress: Progress = field(default=lambda name, what: None)
-    rehearse: Rehearser | None = None  # None: no staging CA configured, or this is staging
-    failover: RoleGate | None = None  # None: not a keepalived node, or the gate is overridden
-    # Held for whatever touches a web server or the keepalived pair (the gate, a
-    # rehearsal, a deploy, the end of an interrupted one): with certificates worked on
-    # concurrently, only orders, planning and staging overlap.
-    serial: threading.Lock = field(default_factory=threading.Lock)
-    # New orders in any window at this CA (ca.max_new_orders); None: no budget kept.
-    budget: OrderBudget | None = None
-    # Orders in flight at the CA at once (ca.max_orders), whatever the concurrency.
-    order_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(4))
-    # Certificates per set of names at this CA (ca.max_duplicates); None: not kept.
-    duplicates: DuplicateLedger | None = None
-    # The CA's Retry-After for every client, read once per run (kept.ca_hold); the
-    # issuer itself refuses requests while one holds, this only shapes the plan.
-    hold: tuple[dt.datetime, str] | None = None
-
-
-GATES = frozenset({GateRefused.code, RehearsalFailed.code})  # refusals counted for metrics
-
-
-@dataclass
-class Attempt:
-    """One attempt at one certificate: what every step result and the record need."""
-
-    ctx: Context
-    spec: CertSpec
-    decision: Decision
-    steps: Steps
-    started: dt.datetime
-
-    @classmethod
-    def begin(
-        cls, ctx: Context, spec: CertSpec, decision: Decision, steps: Steps | None = None
-    ) -> Attempt:
-        return cls(ctx, spec, decision, steps or Steps(ctx.clock), ctx.clock.now())
-
-    def record(
-        self,
-        outcome: Outcome,
-        state: CertState,
-        live: Release | None,
-        error: str | CertagentError | None = None,
-    ) -> CertResult:
-        """Remember the outcome for the planner, prune, and build the result."""
-        store, name = self.ctx.store, self.spec.name
-        code = error.code if isinstance(error, CertagentError) else None
-        # the CA's Retry-After, if it gave one
-        retry_at = error.retry_at if isinstance(error, OrderFailed) else None
-        if isinstance(error, CertagentError):
-            error = str(error)
-        verify = [s.ok for s in self.steps.results if s.step == "verify"]
-        state = replace(
-            state,
-            last_outcome=outcome.value,
-            last_attempt=self.started,
-            attempts=state.attempts + 1,
-            failures=state.failures + (outcome is not Outcome.RENEWED),
-            refusals=state.refusals + (code in GATES),
-            verify_ok=verify[-1] if verify else state.verify_ok,
-        )
-        if outcome is Outcome.RENEWED:
-            state = replace(
-                state,
-                consecutive_failures=0,
-                window=None,
-                pending=None,
-                retry_after=None,
-                revoked=None,
-                ari_next=None,  # a new certificate: ask about its window
-                last_success=self.ctx.clock.now(),
-                last_error=None,
-            )
-        else:
-            state = replace(state, consecutive_failures=state.consecutive_failures + 1)
-            if retry_at is not None:  # remembered: the next runs wait for it
-                state = replace(state, retry_after=retry_at)
-            if error is None:
-                error = next((s.detail for s in self.steps.results if not s.ok), outcome.value)
-            state = replace(state, last_error=_short(error))
-        # A failed deploy retried run after run re-stages its certificate each time:
-        # old copies go as after a success (never the live, previous or kept one).
-        keep = frozenset(x for x in (state.previous_release, state.failed_release) if x)
-        try:
-            pruned = store.prune(name, self.ctx.config.policy.keep_releases, keep)
-        except OSError as exc:  # a full disk must not hide the outcome
-            log.warning("%s: cannot prune old releases: %s", name, exc.strerror or exc)
-            pruned = []
-        if pruned:
-            log.info("%s: pruned %d old release(s)", name, len(pruned))
-        try:
-            store.write_state(name, state)
-        except OSError as exc:  # a full disk: the outcome itself must still be reported
-            log.error("%s: cannot record the outcome: %s", name, exc.strerror or exc)
-            error = f"{error or outcome.value} (and its state could not be recorded: " \
-                f"{exc.strerror or exc})"  # fmt: skip
-        return _result(self.spec, outcome, self.decision, self.steps, live, error, code)
-
-
-@dataclass
-class Ready:
-    """A staged release waiting for its deploy (or only its commit)."""
-
-    attempt: Attempt
-    release: Release
-    current: Release | None
-    state: CertState
 
 
 def renew_one(ctx: Context, spec: CertSpec, force: bool, new_order: bool = False) -> CertResult:
@@ -204,7 +47,7 @@ def renew_one(ctx: Context, spec: CertSpec, force: bool, new_order: bool = False
     if isinstance(prepared, CertResult):
         return prepared
     with ctx.serial:
-        return apply(prepared.attempt, prepared.release, prepared.current, prepared.state)
+        return apply(ctx, [prepared])[0]
 
 
 @dataclass
@@ -251,7 +94,7 @@ def survey(
         decision = plan.decide(spec, current, state, ctx.config.policy, now, force,
                                snap.damaged, kept, hold)  # fmt: skip
         if not decision.due and not (relinked and spec.deploy is not None):
-            return _result(spec, Outcome.SKIPPED, decision, steps, current)
+            return result(spec, Outcome.SKIPPED, decision, steps, current)
     return Surveyed(snap, steps, kept, hold, relinked, new_order, decision)
 
 
@@ -316,7 +159,7 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
                             f"{current.release_id}: deploying it", now)  # fmt: skip
         deploy_kept = kept_mod.as_undeployed(current, "the repaired live release")
     if not decision.due:
-        return _result(spec, Outcome.SKIPPED, decision, steps, current)
+        return result(spec, Outcome.SKIPPED, decision, steps, current)
     attempt = Attempt.begin(ctx, spec, decision, steps)
     try:
         with ctx.serial:
@@ -327,7 +170,7 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
                     notes.append(skip or "this node is MASTER and the peer is ready")
                 if skip is not None:
                     skipped = Decision(False, f"{decision.reason}, but {skip}", decision.renew_at)
-                    return _result(spec, Outcome.SKIPPED, skipped, attempt.steps, current)
+                    return result(spec, Outcome.SKIPPED, skipped, attempt.steps, current)
             if deploy_kept is None:
                 before_ordering(ctx, spec, current, attempt.steps, surveyed.pretested)
             rehearsed(ctx, spec, attempt.steps)
@@ -340,10 +183,10 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
             release = found or order_and_stage(ctx, spec, attempt.steps, current, reuse)
     except Deferred as exc:  # not a failure: no backoff, no alert; a later run orders
         later = Decision(False, f"{decision.reason}, but {exc}", exc.until)
-        return _result(spec, Outcome.SKIPPED, later, attempt.steps, current)
+        return result(spec, Outcome.SKIPPED, later, attempt.steps, current)
     except CAUnavailable as exc:  # nothing was sent: skipped, no back-off of its own
         later = Decision(False, f"{decision.reason}, but the CA is unavailable", exc.retry_at)
-        return _result(spec, Outcome.SKIPPED, later, attempt.steps, current, str(exc),
+        return result(spec, Outcome.SKIPPED, later, attempt.steps, current, str(exc),
                        exc.code)  # fmt: skip
     except CertagentError as exc:
         return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
@@ -353,7 +196,7 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
 def apply_all(ctx: Context, prepared: Sequence[CertResult | Ready]) -> list[CertResult]:
     """Deploy what was staged, in the configured order: certificates sharing a web
     server (the same test and hook, `deploy.group`) together, with one config test and
-    one reload (grouped.py); the others one by one. Results in the order given."""
+    one reload; the others as groups of one (deploy/flow.py). Results in the order given."""
     groups: dict[tuple[object, ...], list[Ready]] = {}
     for item in prepared:
         if isinstance(item, Ready):
@@ -361,11 +204,7 @@ def apply_all(ctx: Context, prepared: Sequence[CertResult | Ready]) -> list[Cert
     done: dict[int, CertResult] = {}
     for members in groups.values():
         try:
-            if len(members) == 1:
-                r = members[0]
-                done[id(r)] = apply(r.attempt, r.release, r.current, r.state)
-            else:
-                done.update(zip(map(id, members), apply_group(ctx, members), strict=True))
+            done.update(zip(map(id, members), apply(ctx, members), strict=True))
         except Exception as exc:  # these certificates' failure; the others go on
             for r in members:
                 if id(r) not in done:
@@ -377,21 +216,30 @@ def _group_key(ctx: Context, spec: CertSpec, alone: int) -> tuple[object, ...]:
     deploy = spec.deploy
     if deploy is None or not deploy.group or deploy.hook is None:
         return ("alone", alone)
-    from .hookenv import per_certificate  # the deploy path only
+    from .deploy.hooks import per_certificate  # the deploy path only
 
     if per_certificate(deploy.test) or per_certificate(deploy.hook):
         return ("alone", alone)
     return ("group", deploy.test, deploy.hook, deploy.haproxy_socket, ctx.deployer.group_tag(spec))
 
 
-def apply_group(ctx: Context, members: Sequence[Ready]) -> list[CertResult]:
-    """Deploy members of one group at once (grouped.deploy_group) and record each."""
-    from .grouped import Member, deploy_group
+def apply(ctx: Context, members: Sequence[Ready]) -> list[CertResult]:
+    """Make staged releases live and record each: deployed as one group (one of them
+    alone is a group of one), or only `current` flipped when nothing is deployed."""
+    if len(members) == 1 and members[0].attempt.spec.deploy is None:
+        r = members[0]
+        with r.attempt.steps.step("commit", f"current -> {r.release.release_id}"):
+            ctx.store.activate(r.attempt.spec.name, r.release.release_id)
+        prev_id = r.current.release_id if r.current else None
+        state = replace(r.state, failed_release=None, previous_release=prev_id)
+        return [r.attempt.record(Outcome.RENEWED, state, r.release)]
+    from .deploy import Member
 
-    ctx.progress(members[0].attempt.spec.name, f"deploying a group of {len(members)}")
+    many = f"a group of {len(members)}" if len(members) > 1 else ""
+    ctx.progress(members[0].attempt.spec.name, f"deploying {many}".strip())
     group = [Member(r.attempt.spec, r.release, r.current, r.state, r.attempt.steps)
              for r in members]  # fmt: skip
-    deploy_group(ctx.deployer, group)
+    ctx.deployer.deploy(group)
     results = []
     for r, m in zip(members, group, strict=True):
         if m.error is not None:  # refused before the swap: nothing live changed
@@ -464,27 +312,6 @@ def rehearsed(ctx: Context, spec: CertSpec, steps: Steps) -> None:
         ctx.rehearse(spec, steps)
 
 
-def apply(
-    attempt: Attempt, release: Release, current: Release | None, state: CertState
-) -> CertResult:
-    """Make a staged release live: deploy it, or only flip `current` when nothing is deployed."""
-    ctx, spec = attempt.ctx, attempt.spec
-    if spec.deploy is None:
-        with attempt.steps.step("commit", f"current -> {release.release_id}"):
-            ctx.store.activate(spec.name, release.release_id)
-        prev_id = current.release_id if current else None
-        state = replace(state, failed_release=None, previous_release=prev_id)
-        return attempt.record(Outcome.RENEWED, state, release)
-    ctx.progress(spec.name, "deploying")
-    try:
-        outcome, state = ctx.deployer.deploy(spec, release, current, state, attempt.steps)
-    except CertagentError as exc:  # refused before the swap: nothing live changed
-        state = replace(state, failed_release=release.release_id)
-        return attempt.record(Outcome.FAILED_BEFORE_SWAP, state, current, exc)
-    live = release if outcome is Outcome.RENEWED else ctx.store.current(spec.name)
-    return attempt.record(outcome, state, live)
-
-
 def resume(ctx: Context, spec: CertSpec, state: CertState) -> CertResult | None:
     """A run died between swap and verify: finish it, or roll back. None: nothing was swapped."""
     if state.pending is None:
@@ -498,30 +325,12 @@ def resume(ctx: Context, spec: CertSpec, state: CertState) -> CertResult | None:
         return None
     decision = Decision(True, f"an interrupted run swapped to {new_id} without verifying it")
     attempt = Attempt.begin(ctx, spec, decision)
-    previous = ctx.store.find(spec.name, prev_id)
-    outcome, state = ctx.deployer.finish(spec, new, previous, state, attempt.steps)
-    return attempt.record(outcome, state, ctx.store.current(spec.name))
+    from .deploy import Member
 
-
-def _result(
-    spec: CertSpec,
-    outcome: Outcome,
-    decision: Decision,
-    steps: Steps,
-    live: Release | None,
-    error: str | None = None,
-    error_code: str | None = None,
-) -> CertResult:
-    return CertResult(
-        spec.name,
-        outcome,
-        decision,
-        tuple(steps.results),
-        release=live.release_id if live else None,
-        not_after=live.not_after if live else None,
-        error=error,
-        error_code=error_code,
-    )
+    member = Member(spec, new, ctx.store.find(spec.name, prev_id), state, attempt.steps)
+    ctx.deployer.finish([member])
+    return attempt.record(member.outcome or Outcome.BROKEN, member.state,
+                          ctx.store.current(spec.name))  # fmt: skip
 
 
 ARI_NO_RETRY_AFTER = dt.timedelta(hours=6)  # how often to ask when the CA did not say
@@ -568,9 +377,3 @@ def _refresh_window(
     except OSError as exc:  # remembered next time; planning goes on without it
         log.warning("%s: cannot record the renewal window: %s", spec.name, exc.strerror or exc)
     return state
-
-
-def _short(error: str, limit: int = 400) -> str:
-    """An error as remembered in the state: one line, bounded."""
-    line = " ".join(error.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"

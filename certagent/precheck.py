@@ -24,7 +24,7 @@ from .steps import Steps
 from .store import BUNDLE_FILE, KEY_FILE, Store
 
 if TYPE_CHECKING:
-    from .pipeline import Context
+    from .context import Context
 
 
 class PrecheckFailed(CertagentError):
@@ -122,7 +122,7 @@ def pretest_many(
     the same view as preflight's. Those that share a web server (`key`: the deploy
     group; None: alone) are tested together, once, and culprits found as a group deploy
     finds them. Name -> why its test failed, or None (passed, or no test)."""
-    from .grouped import Member, tested
+    from .deploy import Member
 
     out: dict[str, str | None] = {spec.name: None for spec, _ in items}
     tests = [(spec, current) for spec, current in items
@@ -140,10 +140,10 @@ def pretest_many(
             groups.setdefault(("alone", i) if group is None else group, []).append(member)
         for members in groups.values():
             if len(members) == 1:
-                result = ctx.deployer.test_candidates([(members[0].spec, members[0].release)])
+                result = ctx.deployer.gate.test_candidates([(members[0].spec, members[0].release)])
                 out[members[0].spec.name] = None if result.ok else result.explain()
                 continue
-            _, refused = tested(ctx.deployer, members)
+            _, refused = ctx.deployer.gate.tested(members)
             for m in members:
                 why = refused.get(id(m))
                 out[m.spec.name] = why.removeprefix("config test failed: ") if why else None

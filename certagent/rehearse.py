@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import pipeline, render, system
+from .context import Context
 from .errors import CAUnavailable, CAUnreachable, RehearsalFailed
 from .model import (
     CertResult,
@@ -39,7 +40,6 @@ from .model import (
     TemplateSpec,
     Unreachable,
 )
-from .pipeline import Context
 from .steps import Steps
 from .store import rehearsal as rehearsal_record
 
@@ -128,7 +128,7 @@ def inputs_digest(spec: CertSpec, staging: Staging, template_dirs: tuple[Path, .
 
 @dataclass
 class Rehearsal:
-    """Satisfies pipeline.Rehearser for `renew`; `run` alone is `certagent rehearse`."""
+    """Satisfies context.Rehearser for `renew`; `run` alone is `certagent rehearse`."""
 
     config: Config  # production
     staging: Staging

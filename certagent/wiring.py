@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from . import config as config_mod
 from . import layout, system
 from .challenges import SolverFor, Solvers
+from .context import Context, Issuer
 from .errors import ExitStatus, UsageError
 from .model import (
     CASpec,
@@ -36,7 +37,6 @@ from .model import (
     Report,
     iso,
 )
-from .pipeline import Context, Issuer
 from .store import Store, atomic_write, make_private_dir
 from .system import Clock, SystemClock
 
@@ -130,9 +130,10 @@ def _context(
     if failover is None:
         deployer = Deployer(store, system.run, prober, clock, stage)
         return Context(config, store, issuer, solvers, clock, deployer)
-    from .failover import FailoverDeployer
+    from .failover import FailoverPeer
 
-    deployer = FailoverDeployer(store, system.run, prober, clock, failover, master)
+    peer = FailoverPeer(failover, master, prober, clock)
+    deployer = Deployer(store, system.run, prober, clock, stage, peer)
     gate = failover if master and failover.override is None else None
     return Context(config, store, issuer, solvers, clock, deployer, failover=gate)
 

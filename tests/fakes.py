@@ -14,7 +14,7 @@ from testbed import pki
 
 
 class LocalIssuer:
-    """Signs CSRs with a throw-away CA; satisfies pipeline.Issuer."""
+    """Signs CSRs with a throw-away CA; satisfies context.Issuer."""
 
     label = "https://ca.invalid/dir"  # the directory of the unit tests' configs
 

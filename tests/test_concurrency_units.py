@@ -200,7 +200,7 @@ def test_a_group_test_failure_blames_the_member_whose_file_it_names(
 ) -> None:
     from types import SimpleNamespace
 
-    from certagent import grouped
+    from certagent.deploy import gate
     from certagent.model import DeploySpec, TemplateSpec
 
     deploy = DeploySpec(templates=(TemplateSpec("site.conf.j2", Path("/etc/nginx/sites/b.conf")),))
@@ -208,4 +208,4 @@ def test_a_group_test_failure_blames_the_member_whose_file_it_names(
         spec=SimpleNamespace(deploy=deploy),
         release=SimpleNamespace(path=Path("/srv")),
     )
-    assert grouped._named(member, output) is named  # type: ignore[arg-type]
+    assert gate._named(member, output) is named  # type: ignore[arg-type]

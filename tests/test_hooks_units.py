@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from certagent import config, system
-from certagent.deploy import hook_env
+from certagent.deploy.hooks import hook_env
 from certagent.errors import ConfigError
 from certagent.model import KeyType, Release
 

@@ -163,11 +163,11 @@ def test_preflight_asks_the_kernel_so_acls_count(tmp_path: Path) -> None:
         chain = base / "fullchain.pem"
         chain.write_text("chain")
         chain.chmod(0o644)
-        deployer = Deployer(Store(tmp_path), system.run, _no_prober, SystemClock())
-        assert deployer.unreadable(chain, "nobody") is None
+        gate = Deployer(Store(tmp_path), system.run, _no_prober, SystemClock()).gate
+        assert gate.unreadable(chain, "nobody") is None
         subprocess.run(["setfacl", "-m", "u:nobody:---", str(chain)], check=True)
         assert unreadable_by(chain, "nobody") is None  # the mode bits alone would say yes
-        assert deployer.unreadable(chain, "nobody") == (
+        assert gate.unreadable(chain, "nobody") == (
             f"user nobody cannot read {chain} (ACL or security module)"
         )
     finally:
@@ -186,7 +186,7 @@ def test_candidate_view_shows_every_candidate_in_a_mixed_directory(tmp_path: Pat
     import datetime as dt
 
     from certagent import system
-    from certagent.deploy import candidate_view
+    from certagent.deploy.view import candidate_view
     from certagent.model import DeploySpec, KeyType, Release, TemplateSpec
 
     live = tmp_path / "etc"

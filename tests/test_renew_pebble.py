@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.x509 import verification
 
 from certagent import api, wiring
-from certagent.pipeline import Issuer
+from certagent.context import Issuer
 from certagent.store import Store
 from testbed.pebble import Pebble
 

@@ -5,25 +5,18 @@ docs/configuration.md; `make docs` rewrites both, tests/test_configspec.py fails
 they are stale).
 
 The description is split by what it covers: `common` (commands, endpoints), `certificate`
-(the CAs, policy and each certificate), `watch` (monitor, notify, heartbeat), `pair`
-(keepalived); this module composes them into TOP, and `docs` generates from TOP. Pure
+(each certificate), `ca` (the CAs and the policy), `watch` (monitor, notify, heartbeat), `pair`
+(keepalived); `top` composes them into TOP, and `docs` generates from TOP. Pure
 data and two generators; no I/O.
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-
-from ..configkinds import PATHS, AbsPath, Group, Key, ListOf, MapOf, Section
+from .ca import CA, POLICY, STAGING
 from .certificate import (
-    CA,
     CERTIFICATE,
     CHALLENGE,
     DEPLOY,
     LINK,
-    POLICY,
     RFC2136,
-    STAGING,
     STAGING_TARGET,
     TEMPLATE,
 )
@@ -35,9 +28,10 @@ from .common import (
     ENDPOINTS,
     CommandKind,
     EndpointKind,
-    unwrap,
 )
+from .docs import json_schema, render_docs, section, table
 from .pair import DUMP_DIR, KEEPALIVED, PEER
+from .top import CERTIFICATES, EAB, FAILOVER, INSTANCE, INSTANCES, METRICS, STANDALONE, TOP
 from .watch import EMAIL, HEARTBEAT, MONITOR, MONITOR_ENDPOINT, NOTIFY, WEBHOOK
 
 __all__ = [
@@ -48,106 +42,3 @@ __all__ = [
     "STANDALONE", "TEMPLATE", "TOP", "WEBHOOK", "CommandKind", "EndpointKind", "json_schema",
     "render_docs", "section", "table",
 ]  # fmt: skip
-
-TOP = Section(
-    Key(
-        "state_dir",
-        AbsPath(),
-        Path("/var/lib/certagent"),
-        "releases, accounts, history, "
-        "lock (created 0700). It and every directory above it must belong to root (or the "
-        "user certagent runs as) and be writable by no one else (a sticky directory such "
-        "as `/tmp` may be above it): otherwise every command that writes refuses it",
-    ),
-    Key(
-        "state_group",
-        Group(),
-        doc="members of this group may read the certificates, keys "
-        "and run state: directories 0750, keys and state files 0640, owned by the group, "
-        "kept so across renews (a web server that reads keys as its own user, a monitoring "
-        "user running `check`, `status` or `metrics`). Account keys stay 0700/0600. Without "
-        "it everything is root's alone",
-    ),
-    Key("ca", CA, doc="the production ACME CA (below)", required=True),
-    Key("policy", POLICY, doc="renewal and retry policy (below)", default_doc="defaults below"),
-    Key(
-        "certificates",
-        MapOf(
-            CERT_NAME,
-            CERTIFICATE,
-            "mapping name → certificate",
-            nonempty=True,
-            what="certificate names to certificates",
-            bad="certificate name must be letters, digits, '.', '_' or '-' (max 64)",
-        ),
-        doc="the certificates to keep renewed; a name is letters, digits, `.`, `_`, `-` "
-        "(up to 64) and names the directory under `state_dir/certs/`",
-        required=True,
-    ),
-    Key(
-        "template_dirs",
-        PATHS,
-        (),
-        "searched for templates before `/etc/certagent/templates`"
-        " and the shipped ones; each must belong to root (or certagent's user) and be "
-        "writable by no one else",
-    ),
-    Key("staging", STAGING, doc="a staging CA: every deploy is rehearsed there first (below)"),
-    Key(
-        "monitor",
-        MONITOR,
-        doc="what `certagent check` watches and how it judges it (below)",
-        default_doc="defaults below",
-    ),
-    Key(
-        "metrics",
-        Section(
-            Key("textfile", AbsPath(), doc="the Prometheus text file", required=True),
-            text="`{textfile: absolute path}`",
-        ),
-        doc="write the Prometheus metrics there (atomically) after every run",
-    ),
-    Key("notify", NOTIFY, doc="notifications (below)", default_doc="no channels"),
-    Key(
-        "heartbeat",
-        HEARTBEAT,
-        doc="POST `{command, exit_status, finished, host}` after every completed `renew` run",
-    ),
-    Key(
-        "failover",
-        Section(
-            Key("keepalived", KEEPALIVED, doc="this node and its peer", required=True),
-            text="`{keepalived: mapping}`",
-        ),
-        doc='this host is one node of a keepalived pair (below; README "Two nodes behind '
-        'keepalived")',
-    ),
-)
-
-
-def _sub(parent: Section, name: str) -> Section:
-    kind = unwrap(parent[name].kind)
-    if isinstance(kind, MapOf | ListOf):
-        kind = kind.item
-    if not isinstance(kind, Section):
-        raise TypeError(f"{name} is not a section")
-    return kind
-
-
-def _map(parent: Section, name: str) -> MapOf:
-    kind = parent[name].kind
-    if not isinstance(kind, MapOf):
-        raise TypeError(f"{name} is not a mapping of names")
-    return kind
-
-
-EAB = _sub(CA, "eab")
-STANDALONE = _sub(CHALLENGE, "standalone")
-METRICS = _sub(TOP, "metrics")
-FAILOVER = _sub(TOP, "failover")
-CERTIFICATES = _map(TOP, "certificates")
-INSTANCES = _map(KEEPALIVED, "instances")
-INSTANCE = _sub(KEEPALIVED, "instances")
-
-
-from .docs import json_schema, render_docs, section, table  # noqa: E402 - they read TOP

@@ -15,8 +15,8 @@ from ..configkinds import (
     Section,
     human,
 )
-from . import TOP
 from .common import ENDPOINT, CommandKind, unwrap
+from .top import TOP
 
 
 def json_schema() -> dict[str, Any]:

@@ -39,20 +39,20 @@ from typing import Any
 from .. import layout
 from ..errors import StoreError
 from ..index import Index, signature
-from ..model import CertState, KeyType, Release
+from ..model import CertState, Release
 from . import certstate
 from . import issued as issued_mod
 from . import lock as lock_mod
+from . import releases as releases_mod
 from .atomic import (
     atomic_write,
     dumps,
     fsync_dir,
     make_private_dir,
+    probe_writable,
     read_json,
-    share,
-    write_new,
+    share_tree,
 )
-from .certstate import aware, opt_str
 from .history import History
 from .issued import Issued, release_time
 
@@ -89,7 +89,12 @@ class Snapshot:
 class Store:
     """`group`: a group (gid) that may read the certificates and the run state (the
     `state_group` setting): directories 0750, keys and state files 0640, all of that
-    group. Accounts stay 0700/0600 whatever it says. None: everything private."""
+    group. Accounts stay 0700/0600 whatever it says. None: everything private.
+
+    Its size: it is the one door to the state directory for every other module, so its
+    methods are many; each is a few lines over the part that does the work (releases,
+    certstate, issued, history, lock, atomic), except `snapshot`, which reads a
+    certificate whole and says what is wrong with it."""
 
     def __init__(self, root: Path, group: int | None = None) -> None:
         self.root = root
@@ -138,32 +143,8 @@ class Store:
         """Write a complete, immutable release; it is not current until `activate`."""
         releases = self.cert_dir(name) / layout.RELEASES
         self._dir(releases)
-        final = releases / release_id
-        tmp = releases / f".tmp-{release_id}"
-        if final.exists():
-            raise StoreError(f"release {final} already exists")
-        shutil.rmtree(tmp, ignore_errors=True)
-        digests = {f: hashlib.sha256(files[f]).hexdigest() for f in CHECKED_FILES if f in files}
-        try:
-            tmp.mkdir(mode=0o700)
-            share(tmp, self.group, self.dir_mode)
-            for fname, data in files.items():
-                target = tmp / fname
-                if target.parent != tmp and not target.parent.is_dir():
-                    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    share(target.parent, self.group, self.dir_mode)
-                secret = target.name in SECRET_FILES
-                write_new(target, data, self.secret_mode if secret else 0o644, self.group)
-                if target.parent != tmp:
-                    fsync_dir(target.parent)
-            write_new(tmp / layout.META, dumps({**meta, "sha256": digests}), 0o644)
-            fsync_dir(tmp)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
-            raise
-        fsync_dir(releases)
-        return final
+        return releases_mod.write(releases, release_id, files, meta, self.group,
+                                  (self.dir_mode, self.secret_mode))  # fmt: skip
 
     def activate(self, name: str, release_id: str) -> None:
         """Point `current` at a release with one atomic rename of a symlink."""
@@ -178,19 +159,7 @@ class Store:
     def cleanup_partial(self, name: str) -> list[Path]:
         """Remove half-written and half-pruned releases left by a run that died (we hold
         the lock)."""
-        releases = self.cert_dir(name) / layout.RELEASES
-        removed = []
-        for pattern in (".tmp-*", ".prune-*"):
-            for tmp in sorted(releases.glob(pattern)) if releases.is_dir() else []:
-                shutil.rmtree(tmp, ignore_errors=True)
-                removed.append(tmp)
-        folder = self.cert_dir(name)  # a killed atomic_write or disk probe
-        for pattern in (".*.tmp[0-9]*", ".write-probe*"):
-            for tmp in sorted(folder.glob(pattern)) if folder.is_dir() else []:
-                if tmp.is_file() or tmp.is_symlink():
-                    tmp.unlink()
-                    removed.append(tmp)
-        return removed
+        return releases_mod.leftovers(self.cert_dir(name))
 
     def current(self, name: str) -> Release | None:
         """The release `current` points at; None when the link is missing or dangles.
@@ -262,24 +231,10 @@ class Store:
         folder = self.cert_dir(name)
         try:
             self._dir(folder)
-            st = os.statvfs(folder)
-            free = st.f_bavail * st.f_frsize
-            if free < min_free:
-                raise StoreError(
-                    f"only {free // 2**20} MiB free under {folder} (need {min_free // 2**20} "
-                    "MiB: deploy.min_free_mb): not ordering a certificate that cannot be stored"
-                )
-            probe = folder / f".write-probe{os.getpid()}"
-            try:
-                atomic_write(probe, b"x" * 65536, 0o600)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    probe.unlink()
         except OSError as exc:
-            raise StoreError(
-                f"cannot write under {folder}: {exc.strerror or exc}: not ordering"
-            ) from exc
-        return f"{free // 2**20} MiB free, writable"
+            raise StoreError(f"cannot write under {folder}: {exc.strerror or exc}: not "
+                             "ordering") from exc  # fmt: skip
+        return probe_writable(folder, min_free)
 
     # -- issued, not yet staged ------------------------------------------------------
 
@@ -308,21 +263,15 @@ class Store:
         """Why the release's key or certificates cannot be used, or None. Compares the
         SHA-256 recorded at staging; a release without digests is parsed instead."""
         if not release.digests:
-            return _parse_damage(release.path)
+            return releases_mod.parse_damage(release.path)
         paths = [f"{release.path}/{fname}" for fname in release.digests]
         now = dt.datetime.now(dt.UTC)
         if self.index.verified(release.cert_name, release.release_id, paths, now):
             return None  # matched less than a day ago, and unchanged since
-        for path, digest in zip(paths, release.digests.values(), strict=True):
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError as exc:
-                return f"{path}: {exc.strerror}"
-            if hashlib.sha256(data).hexdigest() != digest:
-                return f"{path} changed since it was staged (SHA-256 differs)"
-        self.index.matched(release.cert_name, release.release_id, paths, now)
-        return None
+        why = releases_mod.digest_damage(paths, release.digests.values())
+        if why is None:
+            self.index.matched(release.cert_name, release.release_id, paths, now)
+        return why
 
     def save_index(self, names: list[str]) -> None:
         """Keep what this run read for the next (renew, under the lock)."""
@@ -391,17 +340,9 @@ class Store:
         """Give `group` read access to everything of one certificate (releases made
         before `state_group` was set included); idempotent, a few chmods per run."""
         base = self.cert_dir(name)
-        if not base.is_dir():
-            return
-        for part in (self.root / "certs", base):
-            share(part, self.group, self.dir_mode)
-        for folder, dirs, files in os.walk(base, followlinks=False):
-            for d in dirs:
-                share(Path(folder) / d, self.group, self.dir_mode)
-            for f in files:
-                path = Path(folder) / f
-                secret = f in SECRET_FILES or path.parent == base  # state files: 0640
-                share(path, self.group, self.secret_mode if secret else 0o644)
+        if base.is_dir():
+            share_tree(self.root / layout.CERTS, base, self.group,
+                       (self.dir_mode, self.secret_mode), SECRET_FILES)  # fmt: skip
 
     def _read_release(self, name: str, path: Path, live: str | None = None) -> Release | None:
         """A release from its meta.json; `live`: it is the one `current` points at (its
@@ -414,25 +355,7 @@ class Store:
                 meta = read_json(path / layout.META)
                 if live is not None:
                     self.index.read_meta(name, live, sig, meta)
-            digests = meta.get("sha256") or {}
-            if not isinstance(digests, dict) or not all(
-                f in CHECKED_FILES and isinstance(d, str) for f, d in digests.items()
-            ):
-                raise ValueError("bad sha256 table")
-            return Release(
-                cert_name=name,
-                release_id=path.name,
-                path=path,
-                names=tuple(_str_list(meta["names"])),
-                key_type=KeyType(meta["key_type"]),
-                not_before=aware(meta["not_before"]),
-                not_after=aware(meta["not_after"]),
-                fingerprint_sha256=str(meta["fingerprint_sha256"]),
-                issuer=str(meta["issuer"]),
-                ca=str(meta.get("ca", "")),
-                digests=digests,
-                profile=opt_str(meta.get("profile")),
-            )
+            return releases_mod.from_meta(name, path, meta)
         except FileNotFoundError:
             if path.is_dir():
                 raise StoreError(f"release {path} has no meta.json") from None
@@ -487,26 +410,4 @@ class Store:
     def account_path(self, directory_url: str) -> Path:
         """Where a CA's account and what it said live; not created (readers use it)."""
         return self.root / layout.ACCOUNTS / hashlib.sha256(directory_url.encode()).hexdigest()[:16]
-
-
-def _parse_damage(folder: Path) -> str | None:
-    """For releases staged before digests were recorded: parse and match key and cert."""
-    from .. import crypto  # deferred: cryptography only where it is needed
-
-    try:
-        key = crypto.load_key((folder / KEY_FILE).read_bytes())
-        if not crypto.key_matches(key, (folder / layout.CERT).read_bytes()):
-            return f"{folder / KEY_FILE} does not match {folder / 'cert.pem'}"
-    except OSError as exc:
-        return f"{exc.filename}: {exc.strerror}"
-    except (ValueError, TypeError) as exc:
-        return f"{folder}: key or certificate does not parse ({exc})"
-    return None
-
-
-def _str_list(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-        raise ValueError("expected a list of strings")
-    return value
-
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from ..errors import StoreError
 
 MAX_JSON = 1 << 20  # meta.json and state.json are a few hundred bytes
 
@@ -105,3 +108,44 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def dumps(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def share_tree(
+    parent: Path, base: Path, group: int | None, modes: tuple[int, int], secrets: Iterable[str]
+) -> None:
+    """`group` may read everything under `base` (and enter `parent`): directories
+    `modes[0]`, secret files and the files directly in `base` `modes[1]`, others 0644."""
+    dir_mode, secret_mode = modes
+    secret_names = frozenset(secrets)
+    for part in (parent, base):
+        share(part, group, dir_mode)
+    for folder, dirs, files in os.walk(base, followlinks=False):
+        for d in dirs:
+            share(Path(folder) / d, group, dir_mode)
+        for f in files:
+            path = Path(folder) / f
+            secret = f in secret_names or path.parent == base  # state files: 0640
+            share(path, group, secret_mode if secret else 0o644)
+
+
+def probe_writable(folder: Path, min_free: int) -> str:
+    """Enough free space under `folder`, and a file really written and synced there (a
+    read-only or full filesystem, a quota): a note, or StoreError."""
+    try:
+        st = os.statvfs(folder)
+        free = st.f_bavail * st.f_frsize
+        if free < min_free:
+            raise StoreError(
+                f"only {free // 2**20} MiB free under {folder} (need {min_free // 2**20} "
+                "MiB: deploy.min_free_mb): not ordering a certificate that cannot be stored"
+            )
+        probe = folder / f".write-probe{os.getpid()}"
+        try:
+            atomic_write(probe, b"x" * 65536, 0o600)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                probe.unlink()
+    except OSError as exc:
+        raise StoreError(f"cannot write under {folder}: {exc.strerror or exc}: not ordering") \
+            from exc  # fmt: skip
+    return f"{free // 2**20} MiB free, writable"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from .errors import CertagentError
+from ..errors import CertagentError
 
 MAX_ANSWER = 64 * 1024
 

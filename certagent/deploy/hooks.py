@@ -1,16 +1,21 @@
-"""The environment a test or hook runs in, and whether it does something different for
-each certificate (then it never runs once for a group). certbot's and lego's variable
-names are set too, so their deploy hooks work unchanged.
+"""The operator's commands (config test, post-run hook) as they run: placeholders
+filled, the environment set (certbot's and lego's variable names too, so their deploy
+hooks work unchanged), and whether one does something different for each certificate
+(then it never runs once for a group).
 
-Side effects: none.
+Side effects: subprocesses, through the injected runner.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
-from . import layout
-from .model import CertSpec, Command, Release
+from .. import layout
+from ..model import CertSpec, Command, Release
+from ..system import RunResult
+from .ports import Runner, need
 
 PLACEHOLDERS = ("{config}", "{release}", "{name}")  # replaced per certificate in argv
 _GROUP_SAFE = ("CERTAGENT_ACTION", "CERTAGENT_STAGE", "CERTAGENT_GROUP")
@@ -56,3 +61,32 @@ def hook_env(
         "LEGO_CERT_PATH": str(path / layout.FULLCHAIN),
         "LEGO_CERT_KEY_PATH": str(path / layout.KEY),
     }
+
+
+def run_command(
+    run: Runner,
+    command: Command,
+    spec: CertSpec,
+    release: Release,
+    action: str,
+    stage: str,
+    wrap: Sequence[str] = (),
+    extra: Mapping[str, str] | None = None,
+) -> RunResult:
+    """Run a config test or hook for one certificate's release (`wrap`: an argv prefix,
+    the gate's candidate view; `extra`: more environment, e.g. CERTAGENT_GROUP)."""
+    deploy = need(spec)
+    config = (
+        str(release.path / layout.RENDERED / deploy.templates[0].dest.name)
+        if deploy.templates
+        else ""
+    )
+    argv = [
+        a.replace("{config}", config).replace("{release}", str(release.path))
+        .replace("{name}", spec.name)
+        for a in command.argv
+    ]  # fmt: skip
+    env = {**hook_env(command, spec, release, action, stage), **(extra or {})}
+    result = run([*wrap, *argv], command.timeout, env)
+    # The report names the operator's command, never the gate's wrapper around it.
+    return replace(result, argv=tuple(argv)) if wrap else result

@@ -1,15 +1,12 @@
-"""What a deploy does to the files it owns, and the view its config test sees: a
-destination made a link through `current` atomically (what was there kept aside),
-who may read a file, and the candidate view (a private mount namespace in which every
-destination shows the candidate, so the test reads exactly what will go live).
+"""What another process sees: the view the config test runs in (a private mount
+namespace in which every destination shows its candidate file, so the test reads
+exactly what will go live), and whether the server's user can read a file.
 
-Side effects: filesystem (links, copies under a scratch directory).
+Side effects: filesystem (copies under a scratch directory).
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import grp
 import os
 import pwd
@@ -19,12 +16,10 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-BACKUP_SUFFIX = ".certagent-orig"
-
 
 def candidate_view(candidates: Mapping[Path, Path], scratch: Path) -> list[str] | None:
     """An argv prefix that runs a command in a private mount namespace where every
-    destination shows its candidate file (see Deployer.config_test).
+    destination shows its candidate file (see `Gate.config_test`).
 
     A directory holding a destination that does not exist yet is replaced by a copy
     (its other entries copied, its subdirectories bound through) in which every
@@ -60,27 +55,6 @@ def candidate_view(candidates: Mapping[Path, Path], scratch: Path) -> list[str] 
     lines.append('exec "$@"')
     script = "\n".join(lines)
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "gate"]
-
-
-def link_dest(dest: Path, target: Path) -> str | None:
-    """Make dest a symlink to target (atomically); keep what was there as dest.certagent-orig."""
-    if dest.is_symlink() and os.readlink(dest) == str(target):
-        return None
-    note = f"linked {dest}"
-    if dest.exists() and not dest.is_symlink():
-        backup = dest.with_name(dest.name + BACKUP_SUFFIX)
-        if backup.exists():
-            backup = dest.with_name(
-                f"{dest.name}{BACKUP_SUFFIX}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
-            )
-        os.link(dest, backup)  # a hard link: the original survives the replace below
-        note += f" (kept the original as {backup.name})"
-    tmp = dest.with_name(f".{dest.name}.certagent-tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, dest)
-    return note
 
 
 def unreadable_by(path: Path, user: str) -> str | None:

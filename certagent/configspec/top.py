@@ -1,0 +1,118 @@
+"""The configuration's description composed into TOP, from the parts in `common`,
+`certificate`, `watch` and `pair`, with the named sections `config` reads.
+Pure data; no I/O.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..configkinds import PATHS, AbsPath, Group, Key, ListOf, MapOf, Section
+from .ca import CA, POLICY, STAGING
+from .certificate import CERTIFICATE, CHALLENGE
+from .common import (
+    CERT_NAME,
+    unwrap,
+)
+from .pair import KEEPALIVED
+from .watch import HEARTBEAT, MONITOR, NOTIFY
+
+TOP = Section(
+    Key(
+        "state_dir",
+        AbsPath(),
+        Path("/var/lib/certagent"),
+        "releases, accounts, history, "
+        "lock (created 0700). It and every directory above it must belong to root (or the "
+        "user certagent runs as) and be writable by no one else (a sticky directory such "
+        "as `/tmp` may be above it): otherwise every command that writes refuses it",
+    ),
+    Key(
+        "state_group",
+        Group(),
+        doc="members of this group may read the certificates, keys "
+        "and run state: directories 0750, keys and state files 0640, owned by the group, "
+        "kept so across renews (a web server that reads keys as its own user, a monitoring "
+        "user running `check`, `status` or `metrics`). Account keys stay 0700/0600. Without "
+        "it everything is root's alone",
+    ),
+    Key("ca", CA, doc="the production ACME CA (below)", required=True),
+    Key("policy", POLICY, doc="renewal and retry policy (below)", default_doc="defaults below"),
+    Key(
+        "certificates",
+        MapOf(
+            CERT_NAME,
+            CERTIFICATE,
+            "mapping name → certificate",
+            nonempty=True,
+            what="certificate names to certificates",
+            bad="certificate name must be letters, digits, '.', '_' or '-' (max 64)",
+        ),
+        doc="the certificates to keep renewed; a name is letters, digits, `.`, `_`, `-` "
+        "(up to 64) and names the directory under `state_dir/certs/`",
+        required=True,
+    ),
+    Key(
+        "template_dirs",
+        PATHS,
+        (),
+        "searched for templates before `/etc/certagent/templates`"
+        " and the shipped ones; each must belong to root (or certagent's user) and be "
+        "writable by no one else",
+    ),
+    Key("staging", STAGING, doc="a staging CA: every deploy is rehearsed there first (below)"),
+    Key(
+        "monitor",
+        MONITOR,
+        doc="what `certagent check` watches and how it judges it (below)",
+        default_doc="defaults below",
+    ),
+    Key(
+        "metrics",
+        Section(
+            Key("textfile", AbsPath(), doc="the Prometheus text file", required=True),
+            text="`{textfile: absolute path}`",
+        ),
+        doc="write the Prometheus metrics there (atomically) after every run",
+    ),
+    Key("notify", NOTIFY, doc="notifications (below)", default_doc="no channels"),
+    Key(
+        "heartbeat",
+        HEARTBEAT,
+        doc="POST `{command, exit_status, finished, host}` after every completed `renew` run",
+    ),
+    Key(
+        "failover",
+        Section(
+            Key("keepalived", KEEPALIVED, doc="this node and its peer", required=True),
+            text="`{keepalived: mapping}`",
+        ),
+        doc='this host is one node of a keepalived pair (below; README "Two nodes behind '
+        'keepalived")',
+    ),
+)
+
+
+def _sub(parent: Section, name: str) -> Section:
+    kind = unwrap(parent[name].kind)
+    if isinstance(kind, MapOf | ListOf):
+        kind = kind.item
+    if not isinstance(kind, Section):
+        raise TypeError(f"{name} is not a section")
+    return kind
+
+
+def _map(parent: Section, name: str) -> MapOf:
+    kind = parent[name].kind
+    if not isinstance(kind, MapOf):
+        raise TypeError(f"{name} is not a mapping of names")
+    return kind
+
+
+EAB = _sub(CA, "eab")
+STANDALONE = _sub(CHALLENGE, "standalone")
+METRICS = _sub(TOP, "metrics")
+FAILOVER = _sub(TOP, "failover")
+CERTIFICATES = _map(TOP, "certificates")
+INSTANCES = _map(KEEPALIVED, "instances")
+INSTANCE = _sub(KEEPALIVED, "instances")
