@@ -22,6 +22,7 @@ from .acmeclient.orders import Orders
 from .acmeclient.problems import ProfileUnknown, TermsNotAgreed
 from .acmeclient.renewal import RenewalInfo
 from .acmeclient.session import Session
+from .acmeclient.transport import Wire
 from .challenges import SolverFor
 from .errors import OrderFailed
 from .model import CASpec, OrderOptions, Policy, RenewalWindow
@@ -42,9 +43,10 @@ class AcmeIssuer:
         ca_bundle: Path | None,
         sleep: Callable[[float], None],
         monotonic: Callable[[], float],
+        wire: Wire | None = None,
     ) -> None:
         self.ca = ca
-        self._s = Session(ca, policy, account_dir, ca_bundle, sleep, monotonic)
+        self._s = Session(ca, policy, account_dir, ca_bundle, sleep, monotonic, wire)
         self._accounts = Accounts(self._s)
         self._orders = Orders(self._s, self._accounts)
         self._renewal = RenewalInfo(self._s)

@@ -66,8 +66,10 @@ class Accounts:
                 acme.net.account = s.regr = stored
                 return acme
         acme.net.account = None
-        existed = (s.folder / layout.ACCOUNT_KEY).exists()
-        regr = self._find_existing(acme) if existed else None
+        s.account_key()
+        # A key made in this run has no account anywhere; one the CA just said it does
+        # not know (`register`) is not looked up again.
+        regr = None if s.new_key or register else self._find_existing(acme)
         if regr is None:
             regr = self._register(acme)
             log.info("registered ACME account %s", regr.uri)

@@ -24,7 +24,7 @@ from ..model import CASpec, Policy
 from ..store import atomic_write
 from .health import CAHealth
 from .problems import translated
-from .transport import Network
+from .transport import Network, Wire
 
 CLOCK_TOLERANCE = 120.0  # seconds of skew against the CA's Date header that we name
 
@@ -38,8 +38,10 @@ class Session:
         ca_bundle: Path | None,
         sleep: Callable[[float], None],
         monotonic: Callable[[], float],
+        wire: Wire | None = None,
     ) -> None:
         self.ca = ca
+        self.wire = wire  # None: the network
         self.policy = policy
         self.folder = folder  # the CA's: account key and record, hold, breaker
         self.bundle = str(ca_bundle) if ca_bundle else None
@@ -50,6 +52,7 @@ class Session:
         self.directory: messages.Directory | None = None
         self.regr: messages.RegistrationResource | None = None
         self._key: JWK | None = None
+        self.new_key = False  # made in this run: no account at any CA can have it yet
         self._local = threading.local()
 
     @property
@@ -74,7 +77,7 @@ class Session:
         acme = self.thread_client
         if acme is None:
             net = Network(self.account_key(), self.bundle, self.ca.timeout, self.sleep,
-                          self.policy.max_retry_after)  # fmt: skip
+                          self.policy.max_retry_after, self.wire)  # fmt: skip
             with self.lock:
                 self.health.still_up()
                 if self.directory is None:
@@ -136,6 +139,7 @@ class Session:
                 else:
                     key = ec.generate_private_key(ec.SECP256R1())
                     atomic_write(path, crypto.key_pem(key), 0o600)
+                    self.new_key = True
                 ec_key = isinstance(key, ec.EllipticCurvePrivateKey)
                 self._key = JWKEC(key=key) if ec_key else JWKRSA(key=key)
             return self._key
