@@ -69,17 +69,29 @@ class DeliveryFailed(Exception):
 # -- what is wrong now ---------------------------------------------------------------
 
 
-def expiring(config: Config, now: dt.datetime) -> dict[str, str]:
-    """certificate -> "expiring|message" for live certificates within notify.expiry_days."""
+LIVE_REPORTS = ("renew", "deploy", "receive", "rollback")  # results name the live release
+
+
+def expiring(config: Config, now: dt.datetime, report: Report | None = None) -> dict[str, str]:
+    """certificate -> "expiring|message" for live certificates within notify.expiry_days.
+    The live release's end is read from the run's report where it names it; the store
+    is read only for the certificates the run did not (`renew NAME`, a failure)."""
+    live: dict[str, dt.datetime | None] = {}
+    if report is not None and report.command in LIVE_REPORTS:
+        live = {r.name: r.not_after for r in report.results if r.not_after is not None}
     store = Store(config.state_dir)
     out = {}
     for spec in config.certificates:
-        current = store.snapshot(spec.name).current
-        if current is None:
+        if spec.name in live:
+            not_after = live[spec.name]
+        else:
+            current = store.snapshot(spec.name).current
+            not_after = current.not_after if current is not None else None
+        if not_after is None:
             continue
-        days = (current.not_after - now).total_seconds() / 86400
+        days = (not_after - now).total_seconds() / 86400
         if days <= config.notify.expiry_days:
-            when = f"{current.not_after:%Y-%m-%d %H:%M} UTC"
+            when = f"{not_after:%Y-%m-%d %H:%M} UTC"
             out[spec.name] = f"expiring|the live certificate expires {when} ({days:.1f} days)"
     return out
 
@@ -217,7 +229,7 @@ def notify(config: Config, report: Report, now: dt.datetime,
     path = config.state_dir / STATE_FILE
     delivered = _read(path)
     original = json.dumps(delivered, sort_keys=True)
-    expiry = expiring(config, now)  # read the store once for all channels
+    expiry = expiring(config, now, report)  # once for all channels
     errors = []
     for name, send in channels.items():
         before = delivered.get(name, {})

@@ -34,7 +34,8 @@ class CAHealth:
         self._down: str | None = None  # why the CA is not asked again in this run
         self._hold: dt.datetime | None = None  # until when (the CA's Retry-After)
         self._outages = 0  # consecutive 5xx answers in this run
-        self._counted: set[int] = set()  # the errors counted already (by id)
+        # the errors counted already, by id; held, so that no id is reused for another
+        self._counted: dict[int, OrderFailed] = {}
         # an earlier run left the breaker open: the first request is a probe
         self._probing = breaker_open(folder) is not None
 
@@ -64,7 +65,7 @@ class CAHealth:
         with self._lock:
             if id(exc) in self._counted or self._down is not None:
                 return  # counted already, or said by the request that found it first
-            self._counted.add(id(exc))
+            self._counted[id(exc)] = exc
             if exc.retry_at is not None and ca_wide(exc):
                 self._hold = exc.retry_at
                 until_text = f"{exc.retry_at:%Y-%m-%d %H:%M:%S} UTC"
