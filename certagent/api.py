@@ -100,6 +100,7 @@ def renew(
     failover_override: str | None = None,
     new_order: bool = False,
     allow_duplicate: bool = False,
+    fallbacks: Sequence[Issuer] | None = None,
 ) -> Report:
     """Renew what is due (or everything named, with force). One run at a time (exit 75).
 
@@ -131,12 +132,17 @@ def renew(
             failover=_failover(config, failover_override),
         )
         ctx.rehearse = _rehearsal(config, solvers, clock, staging_issuer)
+        if fallbacks is not None:  # given (tests), else the next CAs of `ca` as a list
+            ctx.fallbacks = tuple(fallbacks)
+        elif issuer is None:
+            ctx.fallbacks = tuple(LazyIssuer(ca, config, store, clock)
+                                  for ca in config.fallbacks)  # fmt: skip
         ctx.order_slots = threading.Semaphore(config.ca.max_orders)
         from .budget import DuplicateLedger, OrderBudget
 
         account = store.account_dir(config.ca.directory)
         ctx.budget = OrderBudget(account, config.ca.max_new_orders, config.ca.new_orders_window)
-        ctx.hold = kept_mod.ca_hold(store, config.ca.directory, clock.now())  # once a run
+        ctx.hold = kept_mod.ca_hold(store, config.directories, clock.now())  # once a run
         ctx.duplicates = DuplicateLedger(
             account, config.ca.max_duplicates, config.ca.duplicates_window, not allow_duplicate
         )
@@ -213,7 +219,7 @@ def deploy(
     with store.lock():
         current = store.current(name)
         state = store.read_state(name)
-        kept = kept_mod.undeployed(store, spec, state, config.ca.directory)
+        kept = kept_mod.undeployed(store, spec, state, config.directories)
         if kept is not None and not plan.usable(spec, kept, current, clock.now()):
             kept = None  # other names or key type since, expired, or older than what is live
         if current is None and kept is None:

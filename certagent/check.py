@@ -63,6 +63,7 @@ class Target:
     expected: str | None = None  # SHA-256 of our current release, if we have one
     damaged: str | None = None  # why the live release on disk cannot be used, if it cannot
     undeployed: str | None = None  # a certificate issued for it that is not live, and why
+    fallback: str | None = None  # the live release came from a fallback CA, and why
     warning_share: float = 1 / 3  # ... or this share of the certificate's lifetime left
     critical_share: float = 1 / 6
 
@@ -222,6 +223,8 @@ class Checker:
             if current:
                 notes.append("serves the current release")
         notes.append(f"issuer {facts.issuer}")
+        if target.fallback is not None and current:
+            notes.append(target.fallback)
         return Finding(
             target,
             worst(states),

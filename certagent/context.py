@@ -96,6 +96,16 @@ class Context:
     # The CA's Retry-After for every client, read once per run (kept.ca_hold); the
     # issuer itself refuses requests while one holds, this only shapes the plan.
     hold: tuple[dt.datetime, str] | None = None
+    # The next CAs, in order, when `issuer` cannot issue (config.fallbacks).
+    fallbacks: tuple[Issuer, ...] = ()
+
+    def issuer_of(self, ca: str) -> Issuer | None:
+        """The issuer of the CA that issued a certificate (its renewal information is
+        asked there), else the preferred one."""
+        for issuer in self.fallbacks:
+            if issuer.label == ca:
+                return issuer
+        return self.issuer
 
 
 GATES = frozenset({GateRefused.code, RehearsalFailed.code})  # refusals counted for metrics

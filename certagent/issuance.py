@@ -10,10 +10,11 @@ Side effects: network (through the issuer), filesystem (the store).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import TYPE_CHECKING
 
 from . import layout
-from .errors import CertagentError
+from .errors import CABusy, CAUnavailable, CAUnreachable, CertagentError, OrderFailed
 from .model import CertSpec, DeploySpec, OrderOptions, Release, Undeployed
 from .steps import Steps
 from .store import BUNDLE_FILE, KEY_FILE
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from . import crypto
     from .context import Context
 
+log = logging.getLogger(__name__)
 
 class StageError(CertagentError):
     """The CA's answer cannot become a release (wrong key, missing names)."""
@@ -59,23 +61,80 @@ def order_and_stage(
         ctx.progress(spec.name, "ordering")
         key = _order_key(spec, key_source, notes)
         csr = crypto.make_csr(key, spec.names)
-        replaces = (current.path / layout.CERT).read_bytes() if current is not None else None
-        options = OrderOptions(spec.profile, replaces)
         with ctx.order_slots:
-            fullchain = issuer.issue(csr, ctx.solvers.chooser(spec), options)
+            fullchain, label, skipped = _issue(ctx, spec, csr, current, notes)
         if ctx.duplicates is not None:
             ctx.duplicates.record(spec.names, ctx.clock.now())
         # Kept before anything else can fail: a stage that fails or a kill from here on
         # leaves it for the next run, which stages it instead of ordering again.
-        kept = ctx.store.keep_issued(spec.name, crypto.key_pem(key), fullchain, issuer.label,
+        kept = ctx.store.keep_issued(spec.name, crypto.key_pem(key), fullchain, label,
                                      _facts_of(fullchain, spec))  # fmt: skip
     with steps.step("stage") as notes:
-        release = stage(ctx, spec, key, fullchain, issuer.label)
+        release = stage(ctx, spec, key, fullchain, label, skipped)
         ctx.store.forget_issued(kept)
         notes.append(
             f"release {release.release_id}, valid until {release.not_after:%Y-%m-%d %H:%M}"
         )
     return release
+
+
+# What makes a CA unusable for this order while another may issue it: the problem
+# types of a refusal that is about this CA (its policy, its limits, its CAA), not the
+# names' validation, which would fail the same way anywhere.
+FALL_BACK_ON = (":rejectedIdentifier", ":unsupportedIdentifier", ":rateLimited",
+                ":invalidProfile", ":caa")  # fmt: skip
+
+
+def fallback_reason(exc: OrderFailed) -> str | None:
+    """Why the next CA may be tried after this error, or None (the error stands)."""
+    if isinstance(exc, CAUnavailable | CAUnreachable | CABusy):
+        return str(exc)
+    if exc.code == "profile" or (exc.problem_type or "").endswith(FALL_BACK_ON):
+        return str(exc)
+    if exc.status is not None and exc.status >= 500:
+        return str(exc)
+    return None
+
+
+def _issue(
+    ctx: Context, spec: CertSpec, csr: bytes, current: Release | None, notes: list[str]
+) -> tuple[bytes, str, str | None]:
+    """The full chain, the CA that issued it and why the ones before it were skipped:
+    the preferred CA, else the next usable one (`config.fallbacks`), the order step
+    saying why each before it was skipped.
+    `replaces` goes only to the CA that issued the certificate replaced; a certificate's
+    own profile is ordered at the preferred CA, a fallback orders its own. When none can
+    issue, the error that says most stands (a real refusal over an outage, the first CA
+    asked over one not asked), with the others' after it."""
+    assert ctx.issuer is not None  # noqa: S101 - checked by the caller
+    replaced = (current.path / layout.CERT).read_bytes() if current is not None else None
+    issuers = (ctx.issuer, *ctx.fallbacks)
+    cas = ctx.config.cas
+    failed: list[tuple[str, OrderFailed]] = []
+    for i, issuer in enumerate(issuers):
+        ca = cas[i] if i < len(cas) else ctx.config.ca
+        profile = (spec.profile or ca.profile) if i == 0 else ca.profile
+        same = current is not None and current.ca in ("", issuer.label)
+        options = OrderOptions(profile, replaced if same else None)
+        try:
+            fullchain = issuer.issue(csr, ctx.solvers.chooser(spec), options)
+        except OrderFailed as exc:
+            if not failed and (len(issuers) == 1 or fallback_reason(exc) is None):
+                raise  # nothing to fall back to, or another CA would refuse it too
+            failed.append((issuer.label, exc))
+            if fallback_reason(exc) is None:
+                break
+            log.warning("%s: not ordered from %s: %s", spec.name, issuer.label, exc)
+            continue
+        skipped = "; ".join(f"{label}: {exc}" for label, exc in failed) or None
+        if skipped:
+            notes.append(f"ordered from {issuer.label}, not the preferred CA: skipped {skipped}")
+        return fullchain, issuer.label, skipped
+    last = failed[-1][1]
+    asked = [exc for _, exc in failed if not isinstance(exc, CAUnavailable)]
+    stands = last if fallback_reason(last) is None else (asked or [failed[0][1]])[0]
+    stands.notes.extend(f"also {label}: {exc}" for label, exc in failed if exc is not stands)
+    raise stands
 
 
 def _facts_of(fullchain: bytes, spec: CertSpec) -> dict[str, object]:
@@ -122,7 +181,7 @@ def kept_issuance(ctx: Context, spec: CertSpec, steps: Steps) -> Release | None:
         except (ValueError, IndexError):
             continue
         fits = set(facts.names) >= set(spec.names) and crypto.key_type_of(key) == spec.key_type
-        fits = fits and kept.ca in ("", ctx.config.ca.directory)
+        fits = fits and kept.ca in ("", *(ca.directory for ca in ctx.config.cas))
         life = facts.not_after - facts.not_before
         fresh = facts.not_after - now > life / 3 and facts.not_before <= now + dt.timedelta(
             minutes=5
@@ -149,7 +208,12 @@ def restage(ctx: Context, spec: CertSpec, old: Release, steps: Steps) -> Release
 
 
 def stage(
-    ctx: Context, spec: CertSpec, key: crypto.PrivateKey, fullchain: bytes, ca: str
+    ctx: Context,
+    spec: CertSpec,
+    key: crypto.PrivateKey,
+    fullchain: bytes,
+    ca: str,
+    skipped: str | None = None,
 ) -> Release:
     """Check what the CA sent against what we asked for, then write one immutable release."""
     from . import crypto  # deferred: status and plan need no cryptography
@@ -178,6 +242,7 @@ def stage(
         "serial": format(facts.serial, "x"),
         "ca": ca,
         "profile": spec.profile,
+        **({"skipped": skipped[:600]} if skipped else {}),
     }
     key_pem = crypto.key_pem(key)
     files = {

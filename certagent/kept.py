@@ -18,21 +18,23 @@ from .model import CertSpec, CertState, KeyType, Release, Undeployed
 from .store import Store, release_time
 
 
-def undeployed(store: Store, spec: CertSpec, state: CertState, ca: str) -> Undeployed | None:
+def undeployed(
+    store: Store, spec: CertSpec, state: CertState, cas: tuple[str, ...]
+) -> Undeployed | None:
     """The newest certificate the CA issued for `spec` that is not live: the release
     whose deploy failed, else (after a failure) an issuance kept before it was staged.
-    Only one from the configured CA counts. Cheap: nothing is read for a certificate
+    Only one from a configured CA counts. Cheap: nothing is read for a certificate
     whose last attempt did not fail."""
     why = state.last_error or "its deploy failed"
     if state.failed_release is not None:
         rel = store.find(spec.name, state.failed_release)
-        if rel is not None and rel.ca in ("", ca):
+        if rel is not None and rel.ca in ("", *cas):
             return as_undeployed(rel, why)
     if state.consecutive_failures == 0:
         return None
     for kept in store.issued(spec.name):  # newest first
         found = _issued_facts(kept.facts, kept.fullchain, kept.key_pem)
-        if found is not None and kept.ca in ("", ca):
+        if found is not None and kept.ca in ("", *cas):
             names, key_type, not_before, not_after, profile = found
             issued = kept.issued or not_before
             return Undeployed(kept.path.name, False, issued, names, key_type, not_before,
@@ -69,11 +71,18 @@ def _issued_facts(
     return tuple(info.names), key_type, info.not_before, info.not_after, None
 
 
-def ca_hold(store: Store, ca: str, now: dt.datetime) -> tuple[dt.datetime, str] | None:
-    """The CA's Retry-After for every client, while it holds (castate.py)."""
+def ca_hold(
+    store: Store, cas: tuple[str, ...], now: dt.datetime
+) -> tuple[dt.datetime, str] | None:
+    """The CAs' Retry-After for every client while it holds at every one of them (one
+    that does not hold can still issue): until the first ends, and why (castate.py)."""
     from .castate import read_hold
 
-    return read_hold(store.account_path(ca), now)
+    holds = [read_hold(store.account_path(ca), now) for ca in cas]
+    found = [h for h in holds if h is not None]
+    if not found or len(found) < len(holds):
+        return None
+    return min(found, key=lambda h: h[0])
 
 
 def as_undeployed(release: Release, reason: str) -> Undeployed:

@@ -100,7 +100,7 @@ def render(config: Config) -> str:
         )
     }  # fmt: skip
     f["certagent_build_info"].add({"version": __version__}, 1)
-    hold = kept_mod.ca_hold(store, config.ca.directory, dt.datetime.now(dt.UTC))
+    hold = kept_mod.ca_hold(store, config.directories, dt.datetime.now(dt.UTC))
     if hold is not None:
         f["certagent_ca_hold_until_timestamp_seconds"].add({}, _ts(hold[0]))
     staging = Store(config.staging.state_dir) if config.staging else None
@@ -132,7 +132,7 @@ def render(config: Config) -> str:
         if state.verify_ok is not None:
             f["certagent_certificate_verify_ok"].add(label, int(state.verify_ok))
         try:
-            waiting = kept_mod.undeployed(store, spec, state, config.ca.directory) is not None
+            waiting = kept_mod.undeployed(store, spec, state, config.directories) is not None
         except (OSError, StoreError):  # a reader without access: no data, not a crash
             waiting = False
         f["certagent_certificate_undeployed"].add(label, int(waiting))

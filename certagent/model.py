@@ -111,6 +111,14 @@ class Release:
     # SHA-256 of each file as staged (key, certificates), to notice damage cheaply
     digests: Mapping[str, str] = field(default_factory=dict)
     profile: str | None = None  # the ACME profile it was ordered with
+    skipped: str | None = None  # ordered from a fallback CA: why the ones before were skipped
+
+    def fallback_note(self, preferred: str) -> str | None:
+        """Said by status and check when a fallback CA issued it, else None."""
+        if self.ca in ("", preferred):
+            return None
+        why = f": {self.skipped}" if self.skipped else ""
+        return f"issued by the fallback CA {self.ca}, not the preferred {preferred}{why}"
 
 
 @dataclass(frozen=True)

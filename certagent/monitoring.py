@@ -181,7 +181,7 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
             snap = None
         current = snap.current if snap else None
         try:
-            kept = snap and kept_mod.undeployed(store, spec, snap.state, config.ca.directory)
+            kept = snap and kept_mod.undeployed(store, spec, snap.state, config.directories)
         except (OSError, StoreError):  # unreadable for this user: the probe still says a lot
             kept = None
         for ep in endpoints:
@@ -197,6 +197,7 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
                     expected=current.fingerprint_sha256 if current else None,
                     damaged=snap.damaged if snap else None,
                     undeployed=kept.describe(spec.name) if kept else None,
+                    fallback=current.fallback_note(config.ca.directory) if current else None,
                     warning_share=monitor.warning_share,
                     critical_share=monitor.critical_share,
                 )

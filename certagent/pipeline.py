@@ -84,7 +84,7 @@ def survey(
     snap, relinked = repair(ctx, spec, steps)  # the store read once (again after a repair)
     state, current = snap.state, snap.current
     now = ctx.clock.now()
-    ca = ctx.config.ca.directory
+    ca = ctx.config.directories
     kept = None if new_order else kept_mod.undeployed(ctx.store, spec, state, ca)
     hold = ctx.hold if ctx.hold is not None and now < ctx.hold[0] else None
     ask = current is not None and ctx.issuer is not None and _window_due(ctx, state)
@@ -141,7 +141,7 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
         snap = ctx.store.snapshot(spec.name)
         state = snap.state
         # a run that died before its flip left that release to deploy (resume marked it)
-        ca = ctx.config.ca.directory
+        ca = ctx.config.directories
         kept = None if surveyed.new_order else kept_mod.undeployed(ctx.store, spec, state, ca)
     current = snap.current
     now = ctx.clock.now()
@@ -149,7 +149,8 @@ def proceed(ctx: Context, spec: CertSpec, force: bool, surveyed: Surveyed) -> Ce
     # (forced: due whatever the window says, so the CA is not asked about it)
     asked = deploy_kept is None and hold is None and not _waiting(state, now) and not force
     if current is not None and ctx.issuer is not None and asked:
-        state = _refresh_window(ctx, spec, current, ctx.issuer, state)
+        issuer = ctx.issuer_of(current.ca)
+        state = _refresh_window(ctx, spec, current, issuer, state) if issuer else state
     decision = plan.decide(spec, current, state, ctx.config.policy, now, force, snap.damaged,
                            kept, hold)  # fmt: skip
     if not decision.due and surveyed.relinked and current is not None and spec.deploy:

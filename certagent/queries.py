@@ -47,11 +47,11 @@ def plan_run(
     _readable(config)
     now = clock.now()
     results = []
-    hold = kept_mod.ca_hold(store, config.ca.directory, now)
+    hold = kept_mod.ca_hold(store, config.directories, now)
     for spec in specs:
         snap = store.snapshot(spec.name)
         current = snap.current
-        kept = kept_mod.undeployed(store, spec, snap.state, config.ca.directory)
+        kept = kept_mod.undeployed(store, spec, snap.state, config.directories)
         decision = plan.decide(spec, current, snap.state, config.policy, now, force,
                                snap.damaged, kept, hold)  # fmt: skip
         if snap.problems:  # what renew will repair first, said where the operator looks
@@ -79,6 +79,7 @@ class StatusRow:
     last_outcome: str | None
     due: bool
     reason: str
+    ca: str | None = None  # the CA that issued the live certificate
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -91,6 +92,7 @@ class StatusRow:
             "last_outcome": self.last_outcome,
             "due": self.due,
             "reason": self.reason,
+            "ca": self.ca,
         }
 
 
@@ -101,16 +103,19 @@ def status(
     store = Store(config.state_dir, config.state_group)
     _readable(config)
     rows = []
-    hold = kept_mod.ca_hold(store, config.ca.directory, now)
+    hold = kept_mod.ca_hold(store, config.directories, now)
     for spec in select(config, names):
         snap = store.snapshot(spec.name)
         current, state = snap.current, snap.state
-        kept = kept_mod.undeployed(store, spec, state, config.ca.directory)
+        kept = kept_mod.undeployed(store, spec, state, config.directories)
         decision = plan.decide(spec, current, state, config.policy, now, False, snap.damaged,
                                kept, hold)  # fmt: skip
         reason = decision.reason
         if snap.problems:
             reason = f"{reason} ({'; '.join(snap.problems)})"
+        fallback = current.fallback_note(config.ca.directory) if current else None
+        if fallback:
+            reason = f"{reason} ({fallback})"
         rows.append(
             StatusRow(
                 name=spec.name,
@@ -122,6 +127,7 @@ def status(
                 last_outcome=state.last_outcome,
                 due=decision.due,
                 reason=reason,
+                ca=current.ca or None if current else None,
             )
         )
     return rows

@@ -100,6 +100,7 @@ class CASpec:
     new_orders_window: float = 3 * 3600.0
     max_duplicates: int = 5  # the same set of names in any `duplicates_window` (LE: 5 / 7 d)
     duplicates_window: float = 7 * 86400.0
+    profile: str | None = None  # ordered at this CA for a certificate that names none
 
 
 @dataclass(frozen=True)
@@ -350,6 +351,17 @@ class Config:
     heartbeat: Heartbeat | None = None
     failover: Keepalived | None = None
     state_group: int | None = None  # gid that may read certificates, keys and run state
+    fallbacks: tuple[CASpec, ...] = ()  # the next CAs, in order, when `ca` cannot issue
+
+    @property
+    def cas(self) -> tuple[CASpec, ...]:
+        """Every production CA, the preferred one first."""
+        return (self.ca, *self.fallbacks)
+
+    @property
+    def directories(self) -> tuple[str, ...]:
+        """The directory URLs of every production CA, the preferred one first."""
+        return tuple(ca.directory for ca in self.cas)
 
     def certificate(self, name: str) -> CertSpec | None:
         return next((c for c in self.certificates if c.name == name), None)

@@ -52,6 +52,7 @@ from .containers import (
     ListOf,
     MapOf,
     Names,
+    OneOrList,
     Section,
     ip_name,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "ListOf",
     "MapOf",
     "Names",
+    "OneOrList",
     "RelPath",
     "SecretFile",
     "Section",

@@ -42,6 +42,37 @@ class ListOf(Kind[list[T]]):
         return out
 
 
+class OneOrList(Kind[list[Value]]):
+    """One mapping of a section, or a list of them in order of preference (`ca`): the
+    mappings, each still to be read by the section."""
+
+    def __init__(self, item: Section, most: int, text: str = "") -> None:
+        self.other, self.most = item, most
+        self.text = text or f"{item.text}, or a list of up to {most} of them"
+
+    def convert(self, ctx: Checker, v: Value) -> list[Value] | None:
+        if isinstance(v.value, dict):
+            return [v]
+        if not isinstance(v.value, list) or not v.value:
+            ctx.error(v, f"expected a mapping or a non-empty list of them, got {kind_of(v.value)}")
+            return None
+        if len(v.value) > self.most:
+            ctx.error(v, f"at most {self.most}, got {len(v.value)}")
+            return None
+        out = []
+        for item in v.value:
+            if isinstance(item.value, dict):
+                out.append(item)
+            else:
+                ctx.error(item, f"expected a mapping, got {kind_of(item.value)}")
+        return out
+
+    def schema(self) -> dict[str, Any]:
+        one = self.other.schema()
+        return {"anyOf": [one, {"type": "array", "minItems": 1, "maxItems": self.most,
+                                "items": one}]}  # fmt: skip
+
+
 ARGV = ListOf(Text(), "list of arguments", nonempty=True)
 PATHS = ListOf(AbsPath(), "list of absolute paths")
 

@@ -25,7 +25,8 @@ def read(ctx: Checker, root: Value) -> Config | None:
     top = spec.TOP
     m = top.read(ctx, root)
     state_dir = top.get(ctx, m, "state_dir")
-    ca = common.ca(ctx, m["ca"]) if "ca" in m else None
+    cas = [common.ca(ctx, v) for v in top.get(ctx, m, "ca", [])]
+    ca = cas[0] if cas and None not in cas else None
     draft = Draft(
         state_dir=state_dir,
         staging=common.staging(ctx, m["staging"], state_dir) if "staging" in m else None,
@@ -34,6 +35,7 @@ def read(ctx: Checker, root: Value) -> Config | None:
         monitor=watch.monitor(ctx, m["monitor"]) if "monitor" in m else Monitor(),
         policy=common.policy(ctx, m["policy"]) if "policy" in m else Policy(),
         notify=watch.notify(ctx, m["notify"]) if "notify" in m else Notify(),
+        cas=tuple(c for c in cas if c is not None),
     )
     textfile = None
     if "metrics" in m:
@@ -57,4 +59,5 @@ def read(ctx: Checker, root: Value) -> Config | None:
         heartbeat,
         draft.failover,
         top.get(ctx, m, "state_group"),
+        fallbacks=tuple(c for c in cas[1:] if c is not None),
     )

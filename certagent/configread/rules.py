@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..configkinds import Checker, Value, human, ip_name
 from ..model import (
+    CASpec,
     CertSpec,
     Dns01Hook,
     Dns01Rfc2136,
@@ -36,6 +37,7 @@ class Draft:
     monitor: Monitor = field(default_factory=Monitor)
     policy: Policy = field(default_factory=Policy)
     notify: Notify = field(default_factory=Notify)
+    cas: tuple[CASpec, ...] = ()
 
 
 def at(tree: Value, *keys: str) -> Value:
@@ -163,7 +165,17 @@ def passwords_travel_encrypted(ctx: Checker, tree: Value, draft: Draft) -> None:
         ctx.error(v, "give both 'username' and 'password_file', or neither")
 
 
+def one_account_per_ca(ctx: Checker, tree: Value, draft: Draft) -> None:
+    """Each CA of the list once: two entries with one directory would share an account."""
+    seen: set[str] = set()
+    for i, ca in enumerate(draft.cas):
+        if ca.directory in seen:
+            ctx.error(at(tree, "ca"), f"ca[{i}]: {ca.directory} is listed twice")
+        seen.add(ca.directory)
+
+
 RULES: tuple[Rule, ...] = (
+    one_account_per_ca,
     one_certificate_per_name,
     names_fit_their_challenge,
     rehearsals_have_a_staging_ca,

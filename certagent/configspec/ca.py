@@ -55,6 +55,13 @@ CA = Section(
     ),
     Key("timeout", NET_TIMEOUT, 30.0, "per HTTP request to the CA"),
     Key(
+        "profile",
+        Word(),
+        doc="the ACME profile ordered at this CA for a certificate that names none (a "
+        "certificate's own `profile` is ordered at the preferred CA only: a fallback CA "
+        "orders its own `profile`, or none)",
+    ),
+    Key(
         "agree_tos",
         Bool(),
         False,

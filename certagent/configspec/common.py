@@ -16,6 +16,7 @@ from ..configkinds import (
     Key,
     Kind,
     ListOf,
+    OneOrList,
     Section,
     Text,
     Value,
@@ -129,5 +130,6 @@ DEPLOY_ENDPOINTS = ListOf(
 
 
 def unwrap(node: Kind[Any]) -> Kind[Any]:
-    """The section or list inside an `Either` (a key that also takes `false` or `none`)."""
-    return node.other if isinstance(node, Either) else node
+    """The section or list inside an `Either` (a key that also takes `false` or `none`)
+    or a `OneOrList` (one mapping, or several in order of preference)."""
+    return node.other if isinstance(node, Either | OneOrList) else node

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..configkinds import PATHS, AbsPath, Group, Key, ListOf, MapOf, Section
+from ..configkinds import PATHS, AbsPath, Group, Key, ListOf, MapOf, OneOrList, Section
 from .ca import CA, POLICY, STAGING
 from .certificate import CERTIFICATE, CHALLENGE
 from .common import (
@@ -36,7 +36,17 @@ TOP = Section(
         "user running `check`, `status` or `metrics`). Account keys stay 0700/0600. Without "
         "it everything is root's alone",
     ),
-    Key("ca", CA, doc="the production ACME CA (below)", required=True),
+    Key(
+        "ca",
+        OneOrList(CA, 5),
+        doc="the production ACME CA (below), or a list of up to 5 in order of preference, "
+        "each with its own account: a certificate is ordered from the first usable one; "
+        "when it is down (unreachable, its circuit breaker open, a Retry-After for every "
+        "client), rate-limits the order, or refuses the names or the profile, the next one "
+        "is used and the order step says why. ARI's `replaces` goes only to the CA that "
+        "issued the certificate replaced; the next renewal tries the preferred CA again",
+        required=True,
+    ),
     Key("policy", POLICY, doc="renewal and retry policy (below)", default_doc="defaults below"),
     Key(
         "certificates",

@@ -81,6 +81,7 @@ def from_meta(name: str, path: Path, meta: Mapping[str, Any]) -> Release:
         ca=str(meta.get("ca", "")),
         digests=digests,
         profile=opt_str(meta.get("profile")),
+        skipped=opt_str(meta.get("skipped")),
     )
 
 
