@@ -26,6 +26,7 @@ from .model import (
     CertSpec,
     ChallengeSpec,
     Dns01Hook,
+    Dns01Persist,
     Dns01Rfc2136,
     Http01Standalone,
     Http01Webroot,
@@ -389,7 +390,9 @@ class Solvers:
                 from . import dns01
 
                 journal = dns01.Journal(self.state_dir)
-                if isinstance(spec, Dns01Rfc2136):
+                if isinstance(spec, Dns01Persist):
+                    self._by_spec[spec] = dns01.PersistSolver(spec)
+                elif isinstance(spec, Dns01Rfc2136):
                     self._by_spec[spec] = dns01.Rfc2136Solver(spec, journal)
                 else:
                     if self.run is None:

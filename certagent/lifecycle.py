@@ -114,6 +114,9 @@ def account(
         acme = issuer or api.acme_issuer(config.ca, config, store, clock)
         if action == "show":
             details = acme.account()
+            records = persist_records(config, details)
+            if records:
+                details["dns_persist_records"] = records
         elif action == "rollover":
             details = {"new_key_thumbprint": acme.rollover(), **acme.account()}
         elif action == "deactivate":
@@ -133,3 +136,33 @@ def account(
             with contextlib.suppress(OSError):
                 store.append_history(record)
     return report
+
+
+def persist_records(config: Config, account: dict[str, object]) -> list[str]:
+    """The `_validation-persist` TXT record each name validated by dns-persist-01 needs
+    (draft-ietf-acme-dns-persist), for this account: publish each once. A name and its
+    wildcard share one record, with `policy=wildcard`."""
+    from . import persist
+    from .model import Dns01Persist
+
+    url = str(account.get("url") or "")
+    caa = account.get("caa_identities")
+    identities = [str(x) for x in caa] if isinstance(caa, list) else []
+    wanted: dict[str, tuple[Dns01Persist, bool]] = {}  # record name -> (way, wildcard)
+    for spec in config.certificates:
+        for name in spec.names:
+            way = spec.challenge_for(name)
+            if isinstance(way, Dns01Persist):
+                key = persist.record_name(name)
+                wildcard = name.startswith("*.") or (key in wanted and wanted[key][1])
+                wanted[key] = (way, wildcard)
+    out = []
+    for key, (way, wildcard) in wanted.items():
+        issuer = way.issuer or (identities[0] if identities else None)
+        if issuer is None:
+            out.append(f"{key} TXT: the CA names no CAA identity in its directory; set "
+                       "challenge.issuer to its issuer domain name")  # fmt: skip
+        else:
+            value = persist.record_value(issuer, url, wildcard, way.persist_until)
+            out.append(f'{key} IN TXT "{value}"')
+    return out

@@ -68,6 +68,18 @@ class Dns01Hook:
 
 
 @dataclass(frozen=True)
+class Dns01Persist:
+    """dns-persist-01 (draft-ietf-acme-dns-persist): a standing `_validation-persist`
+    TXT record names the CA and our account; nothing is published per order, so no DNS
+    credentials. `issuer`: the CA's issuer domain name the record names (None: the
+    first the CA's challenge offers)."""
+
+    issuer: str | None = None
+    persist_until: int | None = None  # Unix time the record says it holds until
+    propagation: Propagation = Propagation()  # where the record is checked first
+
+
+@dataclass(frozen=True)
 class TlsAlpn01Standalone:
     """Answer tls-alpn-01 (RFC 8737) from a built-in TLS listener on address:port."""
 
@@ -75,7 +87,9 @@ class TlsAlpn01Standalone:
     port: int
 
 
-ChallengeSpec = Http01Webroot | Http01Standalone | Dns01Rfc2136 | Dns01Hook | TlsAlpn01Standalone
+ChallengeSpec = (
+    Http01Webroot | Http01Standalone | Dns01Rfc2136 | Dns01Hook | Dns01Persist | TlsAlpn01Standalone
+)
 
 
 @dataclass(frozen=True)

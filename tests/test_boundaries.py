@@ -16,7 +16,7 @@ OWNERS = {  # a folder name (ending in "/") owns it for each of its modules
     "josepy": {"acmeclient/"},
     "requests": {"acmeclient/"},
     "yaml": {"config.py"},
-    "dns": {"dns01.py"},
+    "dns": {"dns01/"},
     "jinja2": {"render.py"},
     "subprocess": {"system.py"},
 }

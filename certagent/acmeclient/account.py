@@ -168,12 +168,14 @@ class Accounts:
                 resp = acme.net.post(regr.uri, Raw({}),
                                      new_nonce_url=acme.directory["newNonce"])  # fmt: skip
             body = resp.json()
+            meta = getattr(acme.directory, "meta", None)
             return {
                 "url": regr.uri,
                 "status": body.get("status"),
                 "contact": list(body.get("contact") or []),
                 "orders": body.get("orders"),
                 "key_thumbprint": thumbprint(self.s.account_key()),
+                "caa_identities": list(getattr(meta, "caa_identities", None) or []),
             }
 
     def deactivate(self) -> str:

@@ -1,5 +1,6 @@
 """Authorizations (RFC 8555 section 7.5): for each one not already valid, its challenge
-presented by the solver of its name (http-01, dns-01, tls-alpn-01), all presented before
+presented by the solver of its name (http-01, dns-01, tls-alpn-01; dns-persist-01's
+standing record checked), all presented before
 the CA is asked to validate any (dns-01 publishes an order's records at once and waits
 for them), then each awaited honouring Retry-After; every challenge cleaned up, always.
 
@@ -16,6 +17,7 @@ from acme import challenges, client, messages
 
 from ..challenges import Solver, SolverFor
 from ..errors import OrderFailed
+from ..persist import KIND as PERSIST
 from .account import thumbprint
 from .problems import problem_text, retry_after_seconds
 from .session import Session
@@ -61,6 +63,15 @@ class Authorizations:
                         f"the CA offers no {solver.kind} challenge for {name} "
                         f"(offered: {offered or 'none'})",
                     )
+                if solver.kind == PERSIST:
+                    # dns-persist-01: the standing record is checked on the authoritative
+                    # servers first (a clear error before the CA tries), then the
+                    # challenge is answered with an empty object; nothing is presented.
+                    issuers = challb.chall.jobj.get("issuer-domain-names") or []
+                    url = acme.net.account.uri if acme.net.account is not None else ""
+                    solver.check(name, [str(x) for x in issuers], url)  # type: ignore[attr-defined]
+                    pending.append((authzr, challb, Raw({})))
+                    continue
                 if solver.kind == "tls-alpn-01":
                     # The acme library no longer knows tls-alpn-01 (RFC 8737): the key
                     # authorization is made here, the solver makes the certificate, and

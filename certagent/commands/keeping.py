@@ -108,7 +108,10 @@ def _account(args: argparse.Namespace, config: Config | None, as_json: bool) -> 
     if action == "deactivate" and not args.yes:
         raise UsageError("account deactivate cannot be undone: add --yes to mean it")
     result = lifecycle.account(need(config), action)
-    details = "\n".join(f"{k}: {v}" for k, v in result.details.items())
+    details = "\n".join(
+        f"{k}:" + "".join(f"\n  {x}" for x in v) if isinstance(v, list) and v else f"{k}: {v}"
+        for k, v in result.details.items()
+    )
     out(as_json, result.to_json(), f"account {action} at {result.directory}\n{details}")
     return ExitStatus.OK
 

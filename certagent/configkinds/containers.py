@@ -298,8 +298,10 @@ class Section(Kind[dict[str, Value]]):
         required = [k.name for k in self.keys.values() if k.required]
         if required:
             out["required"] = required
-        if self.one_of:
-            out["oneOf"] = [{"required": list(group)} for group in self.one_of]
+        if self.one_of:  # an empty group: none of the others (dns-persist-01 needs no way)
+            others = [{"required": [k]} for group in self.one_of for k in group]
+            out["oneOf"] = [{"required": list(group)} if group else {"not": {"anyOf": others}}
+                            for group in self.one_of]  # fmt: skip
         return out
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from .. import configspec as spec
 from .. import layout
-from ..configkinds import Checker, Value, kind_of
+from ..configkinds import Checker, Section, Value, kind_of
 from ..model import (
     CertSpec,
     ChallengeSpec,
     DeploySpec,
     Dns01Hook,
+    Dns01Persist,
     Dns01Rfc2136,
     Endpoint,
     Http01Standalone,
@@ -188,9 +189,15 @@ def challenge(ctx: Checker, v: Value) -> ChallengeSpec | None:
     ways = {
         "http-01": ("webroot", "standalone"),
         "dns-01": ("rfc2136", "hook"),
+        "dns-persist-01": (),
         "tls-alpn-01": ("standalone",),
     }[kind]
     given = [k for k in ("webroot", "standalone", "rfc2136", "hook") if k in m]
+    if kind == "dns-persist-01":
+        return _persist(ctx, s, m, given)
+    for key in ("issuer", "persist_until"):
+        if key in m:
+            ctx.error(m[key], "only for dns-persist-01")
     if len(given) != 1 or given[0] not in ways:
         ctx.error(v, f"{kind} needs {'exactly one of ' if len(ways) > 1 else ''}"
                   f"{' and '.join(repr(w) for w in ways)}"
@@ -212,12 +219,7 @@ def challenge(ctx: Checker, v: Value) -> ChallengeSpec | None:
         if kind == "tls-alpn-01":
             return TlsAlpn01Standalone(ss.get(ctx, sm, "address"), port)
         return Http01Standalone(ss.get(ctx, sm, "address"), port)
-    propagation = Propagation(
-        nameservers=tuple(s.get(ctx, m, "nameservers")),
-        resolver=s.get(ctx, m, "resolver"),
-        timeout=s.get(ctx, m, "propagation_timeout"),
-        ttl=s.get(ctx, m, "ttl"),
-    )
+    propagation = _propagation(ctx, s, m)
     if "hook" in m:
         command = s.get(ctx, m, "hook")
         return None if command is None else Dns01Hook(command, propagation)
@@ -228,3 +230,20 @@ def challenge(ctx: Checker, v: Value) -> ChallengeSpec | None:
         return None
     zone = r.get(ctx, rm, "zone")
     return Dns01Rfc2136(server, r.get(ctx, rm, "port"), key, zone, propagation)
+
+
+def _propagation(ctx: Checker, s: Section, m: dict[str, Value]) -> Propagation:
+    return Propagation(
+        nameservers=tuple(s.get(ctx, m, "nameservers")),
+        resolver=s.get(ctx, m, "resolver"),
+        timeout=s.get(ctx, m, "propagation_timeout"),
+        ttl=s.get(ctx, m, "ttl"),
+    )
+
+
+def _persist(ctx: Checker, s: Section, m: dict[str, Value], given: list[str]) -> Dns01Persist:
+    """dns-persist-01: nothing to publish per order, so no way of publishing."""
+    for key in (*given, *(k for k in ("propagation_timeout", "ttl") if k in m)):
+        ctx.error(m[key], "not for dns-persist-01: its record is published once, by you")
+    return Dns01Persist(s.get(ctx, m, "issuer"), s.get(ctx, m, "persist_until"),
+                        _propagation(ctx, s, m))  # fmt: skip

@@ -16,6 +16,7 @@ from ..model import (
     CASpec,
     CertSpec,
     Dns01Hook,
+    Dns01Persist,
     Dns01Rfc2136,
     Keepalived,
     Monitor,
@@ -76,7 +77,7 @@ def names_fit_their_challenge(ctx: Checker, tree: Value, draft: Draft) -> None:
         names = at(v, "names")
         for name in cert.names:
             chosen = cert.challenge_for(name)
-            dns01 = isinstance(chosen, Dns01Rfc2136 | Dns01Hook)
+            dns01 = isinstance(chosen, Dns01Rfc2136 | Dns01Hook | Dns01Persist)
             if ip_name(name) and dns01:
                 ctx.error(names, f"{name} is an IP address: dns-01 cannot validate it "
                           "(RFC 8738 section 7); use http-01 or tls-alpn-01")  # fmt: skip

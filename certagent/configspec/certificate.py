@@ -56,9 +56,12 @@ RFC2136 = Section(
 CHALLENGE = Section(
     Key(
         "type",
-        Choice("http-01", "dns-01", "tls-alpn-01", what="challenge type"),
+        Choice("http-01", "dns-01", "dns-persist-01", "tls-alpn-01", what="challenge type"),
         doc="the validation method: `http-01` (`webroot` or `standalone`), `dns-01` "
-        "(`rfc2136` or `hook`; the only one for a wildcard name) or `tls-alpn-01` "
+        "(`rfc2136` or `hook`), `dns-persist-01` (a standing `_validation-persist` TXT "
+        "record naming the CA and the account, published once by you: `certagent account "
+        "show` prints it; no DNS credentials here; draft-ietf-acme-dns-persist) or "
+        "`tls-alpn-01` "
         "(`standalone`: certagent's own TLS listener answering the `acme-tls/1` protocol, "
         "RFC 8737, usually on port 443 while no web server holds it)",
         required=True,
@@ -123,7 +126,21 @@ CHALLENGE = Section(
         "error names the server that lacks it",
     ),
     Key("ttl", Count(1, 86400), 60, "dns-01: the TTL of the TXT records"),
-    one_of=(("webroot",), ("standalone",), ("rfc2136",), ("hook",)),
+    Key(
+        "issuer",
+        Word("DNS name"),
+        doc="dns-persist-01: the CA's issuer domain name the record names (one of the "
+        "`issuer-domain-names` its challenge offers)",
+        default_doc="the first the CA offers",
+    ),
+    Key(
+        "persist_until",
+        Count(1, 2**33),
+        doc="dns-persist-01: the record's `persistUntil` (Unix time; the CA stops "
+        "accepting the record then): an order after it is refused before the CA is asked",
+        default_doc="none: the record holds until you remove it",
+    ),
+    one_of=(("webroot",), ("standalone",), ("rfc2136",), ("hook",), ()),
 )
 
 TEMPLATE = Section(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import re
 import threading
@@ -43,15 +42,25 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-from .errors import ChallengeFailed
-from .model import Command, Dns01Hook, Dns01Rfc2136, Propagation
-from .store import atomic_write
+from ..errors import ChallengeFailed
+from ..model import Command, Dns01Hook, Dns01Rfc2136, Propagation
+from .journal import JOURNAL, Journal
+from .persist import PersistSolver
+from .query import QUERY_TIMEOUT, Dns, Record
 
 log = logging.getLogger(__name__)
 
-JOURNAL = "dns-records.json"
-QUERY_TIMEOUT = 3.0
-POLL = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+__all__ = [
+    "JOURNAL",
+    "HookSolver",
+    "Journal",
+    "PersistSolver",
+    "Record",
+    "Rfc2136Solver",
+    "challenge_name",
+    "load_tsig",
+]  # fmt: skip
+
 _ALGORITHMS = {
     "hmac-md5": dns.tsig.HMAC_MD5, "hmac-sha1": dns.tsig.HMAC_SHA1,
     "hmac-sha224": dns.tsig.HMAC_SHA224, "hmac-sha256": dns.tsig.HMAC_SHA256,
@@ -59,15 +68,6 @@ _ALGORITHMS = {
 }  # fmt: skip
 _KEY = re.compile(r'key\s+"?(?P<name>[^"\s{]+)"?\s*\{(?P<body>[^}]*)\}\s*;', re.S)
 Runner = Callable[[Sequence[str], float, Mapping[str, str]], Any]  # system.run
-
-
-@dataclass(frozen=True)
-class Record:
-    domain: str  # the identifier (a wildcard's base name)
-    fqdn: str  # where the TXT goes, CNAMEs followed, with the trailing dot
-    zone: str
-    value: str
-    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,161 +111,6 @@ def challenge_name(domain: str) -> str:
     return f"_acme-challenge.{domain.removeprefix('*.').rstrip('.')}."
 
 
-class _Dns:
-    """Queries: to one server, or through the resolver (the configured one, else the
-    system's)."""
-
-    def __init__(self, propagation: Propagation, fallback: tuple[str, int] | None) -> None:
-        self.propagation = propagation
-        self.via = propagation.resolver or fallback
-        self.queries = 0
-
-    def ask(
-        self, name: str, rtype: str, server: tuple[str, int] | None = None
-    ) -> dns.message.Message:
-        target = server or self.via
-        query = dns.message.make_query(name, rtype)
-        self.queries += 1
-        if target is None:  # the system's resolver
-            try:
-                answer = dns.resolver.resolve(name, rtype, raise_on_no_answer=False)
-            except dns.resolver.NXDOMAIN:  # no such name: an empty answer, as a server gives
-                empty = dns.message.make_response(query)
-                empty.set_rcode(dns.rcode.NXDOMAIN)
-                return empty
-            except dns.exception.DNSException as exc:
-                raise ChallengeFailed(f"DNS lookup of {name} {rtype} failed: {exc}") from exc
-            return answer.response
-        if server is not None:
-            query.flags &= ~dns.flags.RD  # an authoritative answer, not a cached one
-        try:
-            response, _ = dns.query.udp_with_fallback(
-                query, target[0], port=target[1], timeout=QUERY_TIMEOUT
-            )
-        except (OSError, dns.exception.DNSException) as exc:
-            raise ChallengeFailed(f"DNS server {target[0]}:{target[1]} did not answer "
-                                  f"{name} {rtype}: {exc}") from exc  # fmt: skip
-        return response
-
-    def follow(self, fqdn: str) -> str:
-        """`fqdn`, or where its CNAME chain ends (at most 8 hops)."""
-        for _ in range(8):
-            response = self.ask(fqdn, "CNAME")
-            cname = [r for rr in response.answer if rr.rdtype == dns.rdatatype.CNAME for r in rr]
-            if not cname:
-                return fqdn
-            fqdn = str(cname[0].target)
-        raise ChallengeFailed(f"{fqdn}: more than 8 CNAMEs")
-
-    def zone_of(self, fqdn: str) -> str:
-        """The zone holding `fqdn`: the owner of the SOA that answers for it."""
-        if self.via is None:  # the system's resolver hides the authority section: ask it so
-            try:
-                return str(dns.resolver.zone_for_name(fqdn))
-            except dns.exception.DNSException as exc:
-                raise ChallengeFailed(f"no zone (SOA) found for {fqdn}: {exc}") from exc
-        name = dns.name.from_text(fqdn)
-        while True:
-            response = self.ask(name.to_text(), "SOA")
-            for section in (response.answer, response.authority):
-                for rrset in section:
-                    if rrset.rdtype == dns.rdatatype.SOA:
-                        return str(rrset.name)
-            if name == dns.name.root:
-                raise ChallengeFailed(f"no zone (SOA) found for {fqdn}")
-            name = name.parent()
-
-    def authoritative(self, zone: str) -> list[tuple[str, int]]:
-        """The servers to wait for: configured, or the zone's NS records (port 53)."""
-        if self.propagation.nameservers:
-            return list(self.propagation.nameservers)
-        response = self.ask(zone, "NS")
-        names = [str(r.target) for rr in response.answer if rr.rdtype == dns.rdatatype.NS
-                 for r in rr]  # fmt: skip
-        out = []
-        for ns in names:
-            reply = self.ask(ns, "A")
-            out += [(str(r.address), 53) for rr in reply.answer if rr.rdtype == dns.rdatatype.A
-                    for r in rr]  # fmt: skip
-        if not out:
-            raise ChallengeFailed(f"no authoritative server found for {zone} (NS: {names})")
-        return out
-
-    def wait(self, records: Sequence[Record], deadline: float) -> None:
-        """Until every authoritative server of every zone has every value."""
-        by_zone: dict[str, list[Record]] = {}
-        for r in records:
-            by_zone.setdefault(r.zone, []).append(r)
-        missing: list[tuple[tuple[str, int], Record]] = []
-        for zone, recs in by_zone.items():
-            missing += [(ns, r) for ns in self.authoritative(zone) for r in recs]
-        i = 0
-        while True:
-            missing = [(ns, r) for ns, r in missing if not self._has(ns, r)]
-            if not missing:
-                return
-            if time.monotonic() >= deadline:
-                (host, port), r = missing[0]
-                raise ChallengeFailed(
-                    f"{host}:{port} does not serve TXT {r.value!r} at {r.fqdn} after "
-                    f"{self.propagation.timeout:g} s (propagation timeout; "
-                    f"{len(missing)} record(s) missing in all)"
-                )
-            time.sleep(POLL[min(i, len(POLL) - 1)])
-            i += 1
-
-    def _has(self, server: tuple[str, int], record: Record) -> bool:
-        try:
-            response = self.ask(record.fqdn, "TXT", server)
-        except ChallengeFailed as exc:
-            log.debug("%s", exc)
-            return False
-        values = {b"".join(r.strings).decode("ascii", "replace") for rr in response.answer
-                  if rr.rdtype == dns.rdatatype.TXT for r in rr}  # fmt: skip
-        return record.value in values
-
-
-class Journal:
-    """The records added and not yet removed (`<state_dir>/dns-records.json`)."""
-
-    def __init__(self, folder: Path | None) -> None:
-        self.path = folder / JOURNAL if folder is not None else None
-        self.lock = threading.Lock()  # concurrent orders share it
-
-    def read(self) -> list[dict[str, Any]]:
-        if self.path is None:
-            return []
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return []
-        return [r for r in raw if isinstance(r, dict)] if isinstance(raw, list) else []
-
-    def add(self, source: str, records: list[Record]) -> None:
-        with self.lock:
-            entries = self.read() + [
-                {"source": source, "fqdn": r.fqdn, "zone": r.zone, "value": r.value,
-                 "domain": r.domain} for r in records]  # fmt: skip
-            self._write(entries)
-
-    def drop(self, source: str, records: list[Record] | None) -> None:
-        """Forget `records` of `source` (all of them with None)."""
-        gone = {(r.fqdn, r.value) for r in records or []}
-        with self.lock:
-            kept = []
-            for e in self.read():
-                ours = e.get("source") == source
-                if not ours or (
-                    records is not None and (e.get("fqdn"), e.get("value")) not in gone
-                ):
-                    kept.append(e)
-            self._write(kept)
-
-    def _write(self, entries: list[dict[str, Any]]) -> None:
-        if self.path is not None:
-            atomic_write(self.path, json.dumps(entries, indent=1).encode(), 0o600)
-
-
 class _Dns01:
     """What both ways of publishing share: collecting per order (each order runs in
     its own thread), waiting, the journal."""
@@ -274,7 +119,7 @@ class _Dns01:
 
     def __init__(self, propagation: Propagation, journal: Journal, source: str,
                  fallback: tuple[str, int] | None) -> None:  # fmt: skip
-        self.dns = _Dns(propagation, fallback)
+        self.dns = Dns(propagation, fallback)
         self.journal = journal
         self.source = source  # which solver wrote a journal entry
         self._order = threading.local()  # this order's records: new, and cleaned up
