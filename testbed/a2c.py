@@ -29,6 +29,10 @@ class Acme2Certifier:
     )
     port: int = field(default_factory=free_port)
     servers: list[Server] = field(default_factory=list)
+    dns_server: str = "127.0.0.1"  # where it resolves (port 53)
+    challtestsrv: bool = True  # serve port 53 with pebble-challtestsrv; False: a BIND does
+    dns_persist: bool = False  # offer dns-persist-01 (draft-ietf-acme-dns-persist)
+    caa_identities: tuple[str, ...] = ("a2c.test",)  # its issuer domain names
 
     @property
     def directory_url(self) -> str:
@@ -58,7 +62,14 @@ class Acme2Certifier:
         cfg = f"""\
 [DEFAULT]
 debug: False
-dns_server_list: ["127.0.0.1"]
+dns_server_list: ["{self.dns_server}"]
+
+[Directory]
+caaidentities: {json.dumps(list(self.caa_identities))}
+
+[Challenge]
+dns_persist_01_support: {self.dns_persist}
+dns_persist_allow_policy_wildcard: True
 
 [Nonce]
 nonce_check_disable: False
@@ -83,7 +94,8 @@ renewalthreshold_pctg: {self.threshold_pctg}
 profiles: {json.dumps(self.profiles)}
 """
         (w / "acme_srv.cfg").write_text(cfg)
-        self.servers.append(challtestsrv(w, free_port(), 53))
+        if self.challtestsrv:
+            self.servers.append(challtestsrv(w, free_port(), 53))
         server = Server(
             [str(python), str(ROOT / "testbed" / "a2c_server.py"), str(self.port),
              str(self.requests_log)],

@@ -33,6 +33,7 @@ def _zone(origin: str, extra: str = "") -> str:
 class Bind:
     workdir: Path
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"  # another loopback address (in a namespace) can take port 53
     key_name: str = "certagent-key"
     secret: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode())
     server: Server | None = None
@@ -46,7 +47,7 @@ class Bind:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> Bind:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -84,10 +85,10 @@ class Bind:
 options {{
     directory "{self.workdir}";
     pid-file "{self.workdir}/named.pid";
-    listen-on port {self.port} {{ 127.0.0.1; }};
+    listen-on port {self.port} {{ {self.host}; }};
     listen-on-v6 {{ none; }};
     recursion yes;  # for 127.0.0.1 only: it chases a CNAME into its other zone, as a resolver would
-    allow-recursion {{ 127.0.0.1; }};
+    allow-recursion {{ 127.0.0.0/8; }};
     dnssec-validation no;
     notify {"explicit" if self.secondary_port else "no"};
     session-keyfile "{self.workdir}/session.key";
@@ -111,10 +112,19 @@ include "{self.key_file}";
         """What this server answers (dig, no recursion)."""
         out = subprocess.run(
             ["dig", "+short", "+norecurse", "+time=1", "+tries=1", "-p", str(self.port),
-             "@127.0.0.1", name, rtype],
+             f"@{self.host}", name, rtype],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         return [x.strip('"') for x in out.stdout.split()] if out.returncode == 0 else []
+
+    def add_txt(self, name: str, value: str) -> None:
+        """Add a TXT record by a signed dynamic update (nsupdate, the operator's way)."""
+        script = (f"server {self.host} {self.port}\nupdate add {name} 60 TXT \"{value}\"\n"
+                  "send\n")  # fmt: skip
+        done = subprocess.run(["nsupdate", "-k", str(self.key_file)], input=script,
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"nsupdate: {done.stdout}{done.stderr}")
 
     def pause(self) -> None:
         """SIGSTOP: a secondary that lags (its NOTIFYs wait in the socket)."""
