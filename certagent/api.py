@@ -22,7 +22,7 @@ from . import issuance, pipeline, plan
 from . import kept as kept_mod
 from .challenges import Solvers
 from .context import Attempt, Context, Issuer, Progress, Ready
-from .errors import CertagentError, GateRefused, UsageError
+from .errors import CertagentError, GateRefused, StoreError, UsageError
 from .model import CertResult, CertSpec, Config, Decision, Outcome, Report
 from .precheck import precheck
 from .queries import StatusRow, history, plan_run, status
@@ -73,19 +73,32 @@ __all__ = [
 ]  # fmt: skip
 
 
-def validate(config: Config) -> None:
+def validate(config: Config) -> list[str]:
     """`config validate` beyond parsing: what would make an issued certificate unusable
     (templates that are missing, broken or use an undefined variable, destination
-    directories and webroots that do not exist), as ConfigError (exit 78)."""
+    directories and webroots that do not exist), as ConfigError (exit 78). Returns
+    warnings: certificates whose lifetime (the live one's, else its profile's) leaves
+    too few runs at `policy.run_every` between renewal and expiry."""
     from .errors import ConfigError, ConfigProblem
 
     store = Store(config.state_dir)
     problems = []
+    warnings = []
     for spec in config.certificates:
         for problem in precheck(spec, config.template_dirs, store):
             problems.append(ConfigProblem(f"certificates.{spec.name}", problem))
+        try:
+            current = store.current(spec.name)
+        except (OSError, StoreError):
+            current = None
+        lifetime = (current.not_after - current.not_before) if current else \
+            plan.PROFILE_LIFETIMES.get(spec.profile or "", plan.USUAL_LIFETIME)  # fmt: skip
+        warning = plan.cadence_problem(spec.name, lifetime, config.policy)
+        if warning:
+            warnings.append(warning)
     if problems:
         raise ConfigError(str(config.source), problems)
+    return warnings
 
 
 def renew(

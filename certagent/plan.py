@@ -91,6 +91,35 @@ def usable(spec: CertSpec, kept: Undeployed, current: Release | None, now: dt.da
     return same and newer and kept.not_after > now
 
 
+# What `config validate` assumes a certificate lives when none was issued yet: a profile
+# a CA names for short lives (Let's Encrypt's "shortlived": 160 hours), else 90 days.
+PROFILE_LIFETIMES = {"shortlived": dt.timedelta(hours=160)}
+USUAL_LIFETIME = dt.timedelta(days=90)
+MIN_RUNS = 2  # runs between the renewal time and the expiry: one may fail
+
+
+def cadence_problem(name: str, lifetime: dt.timedelta, policy: Policy) -> str | None:
+    """A warning when certagent does not run often enough for a certificate of this
+    lifetime: fewer than MIN_RUNS runs between its renewal time and its expiry."""
+    left = lifetime / 2 if lifetime < SHORT_LIFETIME else lifetime / 3
+    left -= lifetime * policy.jitter  # the earliest renewal time is no later than this
+    every = dt.timedelta(seconds=policy.run_every)
+    if left >= every * MIN_RUNS:
+        return None
+    runs = max(0, int(left / every))
+    return (
+        f"{name}: a certificate of {_span(lifetime)} is renewed with about {_span(left)} "
+        f"left, which at one run every {_span(every)} (policy.run_every) gives {runs} "
+        f"run(s) before it expires; run certagent at least every {_span(left / MIN_RUNS)} "
+        "(the timer's OnCalendar, the cron line) and set policy.run_every to match"
+    )
+
+
+def _span(d: dt.timedelta) -> str:
+    hours = d.total_seconds() / 3600
+    return f"{hours / 24:g} d" if hours >= 48 else f"{hours:.3g} h"
+
+
 def renewal_time(name: str, current: Release, state: CertState, policy: Policy) -> dt.datetime:
     """When this certificate should renew, before any failure backoff.
 

@@ -126,6 +126,7 @@ class Policy:
     max_backoff: float = 86400.0  # the doubling stops here, whatever the failure count
     jitter: float = 0.05  # share of the lifetime over which renewals are spread
     concurrency: int = 4  # certificates worked on at once (orders; deploys go one by one)
+    run_every: float = 12 * 3600.0  # how often certagent runs (the timer's cadence)
 
 
 @dataclass(frozen=True)

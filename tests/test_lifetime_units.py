@@ -53,3 +53,26 @@ def test_the_message_says_which_threshold_and_in_a_readable_unit() -> None:
     assert "expires in 90 minutes" in message and "33% of its 6.0 hours life" in message
     _, message = judge(90 * DAY, 10 * DAY)
     assert "warning at 14 days" in message
+
+
+def test_config_validate_warns_when_runs_are_too_rare_for_the_lifetime(tmp_path: Path) -> None:
+    """Issue #25: a 24-hour certificate renewed at half its life leaves 12 h, one run of
+    the shipped 12-hour timer: warned, with the cadence it needs; a 6-day one is fine."""
+    import datetime as dt
+
+    from certagent import api, config, plan
+    from certagent.model import Policy
+
+    day = plan.cadence_problem("www", dt.timedelta(hours=24), Policy())
+    assert day is not None and "policy.run_every" in day and "every 5.4 h" in day
+    assert plan.cadence_problem("www", dt.timedelta(hours=24), Policy(run_every=4 * 3600)) is None
+    assert plan.cadence_problem("www", dt.timedelta(hours=160), Policy()) is None
+    assert plan.cadence_problem("www", dt.timedelta(days=90), Policy()) is None
+    cfg = config.parse(
+        f"state_dir: {tmp_path}\nca: {{directory: https://ca.invalid/dir}}\n"
+        "policy: {run_every: 3d}\ncertificates:\n  www:\n    names: [www.example.test]\n"
+        f"    profile: shortlived\n    challenge: {{type: http-01, webroot: {tmp_path}}}\n",
+        tmp_path / "c.yaml",
+    )
+    (warning,) = api.validate(cfg)
+    assert warning.startswith("www: a certificate of 6.66667 d")

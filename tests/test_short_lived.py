@@ -63,6 +63,9 @@ def test_a_24_hour_certificate_is_renewed_at_half_life_and_judged_by_its_lifetim
     assert live is not None and served(sites.port, stepca.root) == live.fingerprint_sha256
     life = live.not_after - live.not_before
     assert dt.timedelta(hours=23) < life <= dt.timedelta(hours=25)
+    # the shipped 12-hour cadence leaves one run before expiry: `config validate` says so
+    (warning,) = api.validate(config)
+    assert warning.startswith("www: a certificate of 2") and "policy.run_every" in warning
 
     def state_after(hours_left: float) -> str:
         at = live.not_after - dt.timedelta(hours=hours_left) - dt.datetime.now(dt.UTC)

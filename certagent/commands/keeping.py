@@ -134,13 +134,13 @@ def _config(args: argparse.Namespace, config: Config | None, as_json: bool) -> E
         print(json.dumps(json_schema(), indent=2))
         return ExitStatus.OK
     config = api.load_config(getattr(args, "config", None))
-    api.validate(config)
+    warnings = api.validate(config)
     names = [c.name for c in config.certificates]
-    out(
-        as_json,
-        {"valid": True, "source": str(config.source), "certificates": names},
-        f"{config.source}: valid, {len(names)} certificate(s)",
-    )
+    text = [f"{config.source}: valid, {len(names)} certificate(s)"]
+    text += [f"warning: {w}" for w in warnings]
+    data = {"valid": True, "source": str(config.source), "certificates": names,
+            "warnings": warnings}  # fmt: skip
+    out(as_json, data, "\n".join(text))
     return ExitStatus.OK
 
 

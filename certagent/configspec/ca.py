@@ -8,6 +8,7 @@ from ..configkinds import (
     DURATION,
     FRACTION,
     HOUR,
+    MINUTE,
     NET_TIMEOUT,
     PATHS,
     TIMEOUT,
@@ -162,6 +163,14 @@ POLICY = Section(
         FRACTION,
         0.05,
         "share of the lifetime over which renewal times are spread, stably per certificate",
+    ),
+    Key(
+        "run_every",
+        Duration(MINUTE, 7 * DAY),
+        12 * HOUR,
+        "how often certagent runs (the shipped timer and cron file: every 12 h); `config "
+        "validate` warns when a certificate's lifetime leaves fewer than 2 runs between its "
+        "renewal time and its expiry",
     ),
 )
 
