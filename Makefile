@@ -8,7 +8,7 @@ DEMO_PACKAGES := pebble nginx-light ca-certificates openssl iproute2 \
 	golang-go golang-github-smallstep-certificates-dev
 APT_PACKAGES := $(DEMO_PACKAGES) acl util-linux postgresql python3-venv \
 	keepalived openssh-server openssh-client faketime certbot lego stress-ng haproxy \
-	bind9 bind9-utils bind9-dnsutils
+	bind9 bind9-utils bind9-dnsutils apache2 postfix dovecot-imapd prometheus
 
 .PHONY: docs deps demo-deps venv step-ca salt-venv a2c-venv wheelhouse test lint unit demo bench clean install deb
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, castate
 from . import kept as kept_mod
 from .errors import StoreError
 from .model import Config, Outcome
@@ -64,6 +64,8 @@ def render(config: Config) -> str:
         for name, kind, text in (
             ("certagent_certificate_not_after_timestamp_seconds", "gauge",
              "Not-after of the current release (Unix time)."),
+            ("certagent_certificate_not_before_timestamp_seconds", "gauge",
+             "Not-before of the current release (Unix time): with not-after, its lifetime."),
             ("certagent_certificate_last_success_timestamp_seconds", "gauge",
              "When a renewal or deploy last succeeded (Unix time)."),
             ("certagent_certificate_last_attempt_timestamp_seconds", "gauge",
@@ -97,12 +99,20 @@ def render(config: Config) -> str:
              "1 while a certificate issued for it waits to be deployed (its deploy failed)."),
             ("certagent_ca_hold_until_timestamp_seconds", "gauge",
              "Until when the CA asked every client to wait (Retry-After; Unix time)."),
+            ("certagent_ca_breaker_open", "gauge",
+             "1 while the CA's circuit breaker is open (repeated 5xx or no answer)."),
+            ("certagent_endpoint_serves_live", "gauge",
+             "1 if the endpoint served the live release at the last check, 0 if another."),
         )
     }  # fmt: skip
     f["certagent_build_info"].add({"version": __version__}, 1)
-    hold = kept_mod.ca_hold(store, config.directories, dt.datetime.now(dt.UTC))
-    if hold is not None:
-        f["certagent_ca_hold_until_timestamp_seconds"].add({}, _ts(hold[0]))
+    now = dt.datetime.now(dt.UTC)
+    for ca in config.directories:  # each CA's word, kept beside its account
+        hold = kept_mod.ca_hold(store, (ca,), now)
+        if hold is not None:
+            f["certagent_ca_hold_until_timestamp_seconds"].add({"ca": ca}, _ts(hold[0]))
+        broken = castate.breaker_open(store.account_path(ca)) is not None
+        f["certagent_ca_breaker_open"].add({"ca": ca}, int(broken))
     staging = Store(config.staging.state_dir) if config.staging else None
     for spec in config.certificates:
         label = {"certificate": spec.name}
@@ -111,6 +121,9 @@ def render(config: Config) -> str:
         if current is not None:
             f["certagent_certificate_not_after_timestamp_seconds"].add(
                 label, _ts(current.not_after)
+            )
+            f["certagent_certificate_not_before_timestamp_seconds"].add(
+                label, _ts(current.not_before)
             )
         if state.last_success is not None:
             f["certagent_certificate_last_success_timestamp_seconds"].add(
@@ -155,6 +168,8 @@ def render(config: Config) -> str:
                 "address": f"{e.get('host')}:{e.get('port')}",  # the label, split out
             }
             f["certagent_endpoint_check_state"].add(label, _STATES.get(str(e.get("state")), 3))
+            if isinstance(e.get("current_release"), bool):
+                f["certagent_endpoint_serves_live"].add(label, int(e["current_release"]))
             not_after = _parse_time(e.get("not_after"))
             if not_after is not None:
                 f["certagent_endpoint_not_after_timestamp_seconds"].add(label, _ts(not_after))
