@@ -6,6 +6,7 @@ warns; 90-day certificates are judged as before."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from cryptography import x509
