@@ -393,7 +393,7 @@ def plugin_output(findings: Sequence[Finding], watcher: Watcher | None) -> tuple
     for f in findings:
         if f.days_left is not None:
             t = f.target
-            label = f.target.label.replace("'", "")
+            label = f.target.label.replace("'", "''")  # the plugin guidelines' escape
             perf.append(f"'{label}'={f.days_left:.2f};{t.warning_days:g}:;{t.critical_days:g}:;;")
     if watcher is not None and watcher.age_seconds is not None:
         perf.append(f"'renew_age'={watcher.age_seconds:.0f}s;;{watcher.max_age:g};0;")

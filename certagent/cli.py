@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(verbose, getattr(args, "quiet", False))
         return int(_dispatch(args))
     except CertagentError as exc:
+        if checking and as_json:  # the error document, with the plugin's UNKNOWN
+            print(json.dumps(_error_json(exc, PluginStatus.UNKNOWN), indent=2))
+            return PluginStatus.UNKNOWN
         if checking:  # a monitoring system must read "cannot check" as UNKNOWN, not as OK
             summary = str(exc).splitlines()[0]
             if isinstance(exc, ConfigError):  # the reason itself on the status line
@@ -46,13 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(line)
             return PluginStatus.UNKNOWN
         if as_json:  # the same schema as a report: a caller parses one thing
-            error = {"schema": 1, "error": str(exc), "error_code": _code(exc),
-                     "exit_status": int(exc.exit_status)}  # fmt: skip
-            if isinstance(exc, ConfigError):
-                error["problems"] = [
-                    {"path": p.path, "line": p.line, "message": p.message} for p in exc.problems
-                ]
-            print(json.dumps(error, indent=2))
+            print(json.dumps(_error_json(exc, exc.exit_status), indent=2))
         print(f"certagent: {exc}", file=sys.stderr)
         return int(exc.exit_status)
     except KeyboardInterrupt:
@@ -68,6 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return int(ExitStatus.FAILED)
+
+
+def _error_json(exc: CertagentError, status: int) -> dict[str, object]:
+    """The error document under --json (schemas/error.schema.json)."""
+    error: dict[str, object] = {"schema": 1, "error": str(exc), "error_code": _code(exc),
+                                "exit_status": int(status)}  # fmt: skip
+    if isinstance(exc, ConfigError):
+        error["problems"] = [
+            {"path": p.path, "line": p.line, "message": p.message} for p in exc.problems
+        ]
+    return error
 
 
 def _code(exc: CertagentError) -> str:

@@ -181,7 +181,8 @@ class _Ctx(Checker):
                 raise _Refused("a key must be a plain word", knode.start_mark.line + 1, path)
             key = str(knode.value)
             sub = f"{path}.{key}" if path else key
-            if key in out:
-                self.error(sub, "duplicate key", knode.start_mark.line + 1)
+            if key in out:  # the last one is read: say where the first was
+                why = f"duplicate key (also at line {out[key].line}; only this one is read)"
+                self.error(sub, why, knode.start_mark.line + 1)
             out[key] = self.value(vnode, sub, depth)
         return out

@@ -58,6 +58,21 @@ def _ts(value: dt.datetime) -> float:
 
 
 def render(config: Config) -> str:
+    """The Prometheus text exposition of every family that has samples."""
+    lines = [line for family in families(config) for line in family.render()]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(config: Config) -> dict[str, Any]:
+    """The same, for `certagent --json metrics` (schemas/metrics.schema.json)."""
+    return {"schema": 1, "metrics": [
+        {"name": f.name, "type": f.kind, "help": f.help,
+         "samples": [{"labels": labels, "value": value} for labels, value in f.samples]}
+        for f in families(config) if f.samples
+    ]}  # fmt: skip
+
+
+def families(config: Config) -> list[_Family]:
     store = Store(config.state_dir)
     f = {
         name: _Family(name, kind, text)
@@ -173,8 +188,7 @@ def render(config: Config) -> str:
             not_after = _parse_time(e.get("not_after"))
             if not_after is not None:
                 f["certagent_endpoint_not_after_timestamp_seconds"].add(label, _ts(not_after))
-    lines = [line for family in f.values() for line in family.render()]
-    return "\n".join(lines) + "\n"
+    return list(f.values())
 
 
 def _parse_time(value: object) -> dt.datetime | None:

@@ -2,7 +2,7 @@
 
 In a private network namespace (step-ca validates http-01 on port 80): starts pebble
 (production CA), step-ca (staging CA) and two nginx instances on loopback, renders
-examples/demo.yaml, runs the real `certagent` command (renew: rehearsal on step-ca,
+testbed/demo.yaml.in, runs the real `certagent` command (renew: rehearsal on step-ca,
 then order from pebble and deploy to nginx; a second renew that does nothing;
 rehearse; status), shows what nginx serves, then stops what it started. State goes
 to build/demo/.
@@ -55,7 +55,7 @@ def main() -> int:
             f"demo: nginx on 127.0.0.1:{nginx.port} (production) and 127.0.0.1:{staging.port}"
             " (staging), each with a self-signed bootstrap certificate"
         )
-        text = (ROOT / "examples" / "demo.yaml").read_text()
+        text = (ROOT / "testbed" / "demo.yaml.in").read_text()
         for key, value in {
             "@STATE_DIR@": str(work / "state"),
             "@DIRECTORY@": pebble.directory_url,

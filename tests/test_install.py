@@ -71,3 +71,14 @@ def test_shipped_units_verify(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=False)  # fmt: skip
     ours = [line for line in proc.stderr.splitlines() if "certagent" in line]
     assert proc.returncode == 0 and not ours, proc.stderr[-3000:]
+
+
+def test_the_unit_lets_the_keepalived_peer_command_read_root_ssh() -> None:
+    """Issue #27: `ProtectHome=yes` hid /root, so `ssh root@peer` under the unit had no
+    key or known_hosts; read-only keeps it readable and still unwritable."""
+    unit = (Path(__file__).resolve().parent.parent / "contrib" / "systemd" / "certagent.service")
+    settings = dict(
+        line.split("=", 1) for line in unit.read_text().splitlines() if "=" in line
+        and not line.startswith("#")
+    )
+    assert settings["ProtectHome"] == "read-only"

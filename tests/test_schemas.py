@@ -49,3 +49,24 @@ def test_errors_validate(tmp_path: Path, run) -> None:  # type: ignore[no-untype
     bad.write_text("ca: {directory: 5}\n")
     valid("error", json.loads(run("-c", str(bad), "--json", "plan").out))
     valid("error", json.loads(run("--json", "renew", "--forc").out))
+
+
+def test_every_command_answers_json_that_validates(cfg: Path, tmp_path: Path, run) -> None:  # type: ignore[no-untyped-def]
+    """Issue #27: metrics, health, config validate, history and backup honour --json,
+    each with a `schema` field and a shipped schema; `check` with a configuration error
+    answers the error document with UNKNOWN (3), not plugin text."""
+    loaded = config.load(cfg)
+    api.renew(loaded, issuer=LocalIssuer())  # a release, a state, a history record
+    for name, args in (("metrics", ("metrics",)), ("health", ("health",)),
+                       ("validate", ("config", "validate")), ("history", ("history",)),
+                       ("backup", ("backup", str(tmp_path / "b.tar.gz")))):  # fmt: skip
+        result = run("-c", str(cfg), "--json", *args)
+        assert result.code in (0, 1), (args, result.err)
+        valid(name, json.loads(result.out))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ca: {directory: 5}\n")
+    checked = run("-c", str(bad), "--json", "check")
+    assert checked.code == 3
+    error = json.loads(checked.out)
+    valid("error", error)
+    assert error["exit_status"] == 3 and error["problems"]

@@ -33,7 +33,7 @@ def _backup(args: argparse.Namespace, config: Config | None, as_json: bool) -> E
     manifest = backup.backup(need(config), Path(args.file), SystemClock().now())
     out(
         as_json,
-        {"backup": str(Path(args.file).resolve()), **manifest.summary()},
+        {"schema": 1, "backup": str(Path(args.file).resolve()), **manifest.summary()},
         f"wrote {args.file}: {manifest.files} file(s) from {manifest.state_dir} "
         f"and {manifest.config_path}",
     )
@@ -65,7 +65,8 @@ def _restore(args: argparse.Namespace, config: Config | None, as_json: bool) -> 
         Path(args.file), config_path, args.force, args.with_config, SystemClock().now()
     )
     if as_json:
-        print(json.dumps({"restored": manifest.summary(), "notes": notes}, indent=2))
+        print(json.dumps({"schema": 1, "restored": manifest.summary(), "notes": notes},
+                         indent=2))
     else:
         print("\n".join(notes))
     return ExitStatus.OK
@@ -138,7 +139,7 @@ def _config(args: argparse.Namespace, config: Config | None, as_json: bool) -> E
     names = [c.name for c in config.certificates]
     text = [f"{config.source}: valid, {len(names)} certificate(s)"]
     text += [f"warning: {w}" for w in warnings]
-    data = {"valid": True, "source": str(config.source), "certificates": names,
+    data = {"schema": 1, "valid": True, "source": str(config.source), "certificates": names,
             "warnings": warnings}  # fmt: skip
     out(as_json, data, "\n".join(text))
     return ExitStatus.OK

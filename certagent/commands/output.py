@@ -46,8 +46,9 @@ def print_report(report: Report, verbose: int, quiet: bool = False) -> None:
             else:
                 print(f"{r.name}: REHEARSAL FAILED: {r.error}", file=sys.stderr)
         elif r.outcome is Outcome.RENEWED:
+            done = "deployed" if report.command in ("deploy", "receive") else "renewed"
             print(
-                f"{r.name}: renewed ({r.decision.reason}); release {r.release}, "
+                f"{r.name}: {done} ({r.decision.reason}); release {r.release}, "
                 f"valid until {r.not_after:%Y-%m-%d %H:%M UTC}"
             )
         elif r.outcome is Outcome.REVOKED:

@@ -152,7 +152,8 @@ def _health(args: argparse.Namespace, config: Config | None, as_json: bool) -> E
         print(f"certagent health: not judging: {type(exc).__name__}: {exc}", file=sys.stderr)
         return ExitStatus.OK
     health = judge(config, args.timeout, args.instance)
-    out(as_json, {"ok": health.ok, "endpoints": list(health.lines)}, "\n".join(health.lines))
+    out(as_json, {"schema": 1, "ok": health.ok, "endpoints": list(health.lines)},
+        "\n".join(health.lines))
     return ExitStatus.OK if health.ok else ExitStatus.FAILED
 
 
@@ -175,7 +176,10 @@ def _history(args: argparse.Namespace, config: Config | None, as_json: bool) -> 
 def _metrics(args: argparse.Namespace, config: Config | None, as_json: bool) -> ExitStatus:
     from .. import metrics
 
-    sys.stdout.write(metrics.render(need(config)))
+    if as_json:
+        out(True, metrics.to_json(need(config)), "")
+    else:
+        sys.stdout.write(metrics.render(need(config)))
     return ExitStatus.OK
 
 
