@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from . import configread
+from . import configread, configspec
 from .configkinds import Checker, Value, read_bounded
 from .errors import ConfigError, ConfigProblem
 from .model import Config
@@ -38,7 +39,7 @@ def default_path(explicit: str | None, environ: dict[str, str]) -> Path:
 # configuration is a few KB deep in a handful of levels.
 MAX_BYTES = 1 << 20  # the configuration file
 MAX_DEPTH = 32  # nesting of mappings and lists
-MAX_VALUES = 20_000  # values after aliases are expanded (a "billion laughs" stops here)
+MAX_VALUES = 20_000  # values built through aliases (a "billion laughs" stops here)
 _TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "timestamp")}
 _COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _STR = "tag:yaml.org,2002:str"
@@ -74,33 +75,139 @@ def load(path: Path) -> Config:
 def parse(text: str, source: Path) -> Config:
     ctx = _Ctx(source)
     try:
+        root = _tree(ctx, text)
+    except _Problem as exc:
+        raise ConfigError(str(source), [exc.problem]) from None
+    _assemble(ctx, root, source)
+    config = configread.read(ctx, root)
+    if ctx.problems or config is None:
+        # a `defaults` key read in every certificate says its problem once
+        problems = list(dict.fromkeys(ctx.problems))
+        raise ConfigError(str(source), sorted(problems, key=lambda p: (p.file or "", p.line or 0)))
+    return config
+
+
+class _Problem(Exception):
+    def __init__(self, problem: ConfigProblem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def _tree(ctx: _Ctx, text: str, part: str | None = None) -> Value:
+    """One document as a tree of values with positions; _Problem when it cannot be read
+    safely (`part`: the file it is, when not the main one)."""
+    ctx.file = part
+    # each document is bounded on its own; its nodes live while it is built, so their
+    # ids name them (never an earlier document's, which may be freed and reused)
+    ctx.values, ctx._built = 0, set()
+    try:
         if "\0" in text:
             at = text[: text.index("\0")].count("\n") + 1
             raise _Refused("the file contains a NUL byte", at)
         if not _BOUNDED:
             _check_shape(text)
         node = yaml.compose(text, Loader=_FAST)
+        if node is None:
+            raise _Refused("the file is empty")
+        return ctx.value(node, "")  # `node` holds the document while it is built
     except _Refused as exc:
-        raise ConfigError(str(source), [ConfigProblem("", exc.message, exc.line)]) from None
+        raise _Problem(ConfigProblem(exc.path, exc.message, exc.line, part)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         if "maximum nesting depth" in problem:  # libyaml's own limit (1000 levels)
             problem = f"nested deeper than {MAX_DEPTH} levels"
-        raise ConfigError(
-            str(source), [ConfigProblem("", f"invalid YAML: {problem}", line)]
-        ) from exc
-    if node is None:
-        raise ConfigError(str(source), [ConfigProblem("", "the file is empty")])
+        raise _Problem(ConfigProblem("", f"invalid YAML: {problem}", line, part)) from exc
+    finally:
+        ctx.file = None
+
+
+def _assemble(ctx: _Ctx, root: Value, source: Path) -> None:
+    """The configuration in parts made one: the certificates of every `*.yaml` under
+    `certificates_dir` beside those of the main file, then `defaults` under each."""
+    top = root.value
+    if not isinstance(top, dict):
+        return
+    folder = top.get("certificates_dir")
+    if folder is not None and isinstance(folder.value, str):
+        _parts(ctx, top, folder, source.parent / folder.value)
+    defaults, certs = top.get("defaults"), top.get("certificates")
+    if defaults is None or certs is None or not isinstance(certs.value, dict):
+        return
+    if not isinstance(defaults.value, dict):
+        return  # said by the section's reader
+    for name, cert in certs.value.items():
+        certs.value[name] = _merged(defaults, cert)
+
+
+def _parts(ctx: _Ctx, top: dict[str, Value], at: Value, folder: Path) -> None:
     try:
-        root = ctx.value(node, "")
-    except _Refused as exc:
-        raise ConfigError(str(source), [ConfigProblem(exc.path, exc.message, exc.line)]) from None
-    config = configread.read(ctx, root)
-    if ctx.problems or config is None:
-        raise ConfigError(str(source), sorted(ctx.problems, key=lambda p: p.line or 0))
-    return config
+        files = sorted(p for p in folder.glob("*.yaml") if p.is_file())
+    except OSError as exc:
+        ctx.error(at, f"cannot read {folder}: {exc.strerror}")
+        return
+    if not folder.is_dir():
+        ctx.error(at, f"no such directory: {folder}")
+        return
+    if len(files) > configspec.MAX_PARTS:
+        ctx.error(at, f"{len(files)} files under {folder}: at most {configspec.MAX_PARTS}")
+        return
+    certs = top.get("certificates")
+    if certs is None or not isinstance(certs.value, dict):
+        if certs is not None:
+            return  # the main file's `certificates` is wrong: said by its reader
+        certs = top["certificates"] = Value({}, "certificates", at.line)
+    defined: dict[str, tuple[str | None, int]] = {n: (None, v.line) for n, v in certs.value.items()}
+    for path in files:
+        try:
+            text = read_bounded(path, MAX_BYTES).decode("utf-8")
+            tree = _tree(ctx, text, str(path))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            why = getattr(exc, "strerror", None) or ("not UTF-8 text" if isinstance(
+                exc, UnicodeDecodeError) else str(exc))  # fmt: skip
+            ctx.problems.append(ConfigProblem("", f"cannot read: {why}", None, str(path)))
+            continue
+        except _Problem as exc:
+            ctx.problems.append(exc.problem)
+            continue
+        if not isinstance(tree.value, dict):
+            ctx.error(tree, "expected a mapping of certificate names to certificates")
+            continue
+        for name, found in tree.value.items():
+            cert = _repath(found, f"certificates.{name}")
+            if name in defined:
+                where, line = defined[name]
+                ctx.error(cert, f"certificate {name} is also defined in "
+                          f"{where or 'the main file'} (line {line})")  # fmt: skip
+                continue
+            defined[name] = (str(path), cert.line)
+            certs.value[name] = cert
+
+
+def _repath(v: Value, path: str) -> Value:
+    """A part's value under the path it has in the whole configuration."""
+    if isinstance(v.value, dict):
+        inner: Any = {k: _repath(x, f"{path}.{k}") for k, x in v.value.items()}
+    elif isinstance(v.value, list):
+        inner = [_repath(x, f"{path}[{i}]") for i, x in enumerate(v.value)]
+    else:
+        inner = v.value
+    return Value(inner, path, v.line, v.file)
+
+
+def _merged(defaults: Value, cert: Value) -> Value:
+    """`cert` with every key of `defaults` it does not set; mappings merged key by key.
+    A default keeps its own path and line, so an error in it names `defaults`."""
+    if not isinstance(cert.value, dict) or not isinstance(defaults.value, dict):
+        return cert
+    out = dict(cert.value)
+    for key, value in defaults.value.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(out[key].value, dict) and isinstance(value.value, dict):
+            out[key] = _merged(value, out[key])
+    return Value(out, cert.path, cert.line, cert.file)
 
 
 # -- the YAML tree with positions -------------------------------------------------
@@ -133,8 +240,11 @@ def _check_shape(text: str) -> None:
 class _Ctx(Checker):
     """Builds the YAML tree with positions, and collects problems."""
 
-    values: int = 0  # values built so far, aliases expanded
+    values: int = 0  # values built again through an alias (a "billion laughs" stops here)
+    file: str | None = None  # the part being read; None: the main file
     _active: set[int] = field(default_factory=set)  # nodes on the path being built
+    _built: set[int] = field(default_factory=set)  # nodes built once: a visit again is an alias
+    _aliased: int = 0  # > 0 while an alias is being expanded
     _loader: yaml.SafeLoader = field(default_factory=lambda: yaml.SafeLoader(""))
 
     def value(self, node: yaml.Node, path: str, depth: int = 0) -> Value:
@@ -142,15 +252,23 @@ class _Ctx(Checker):
         alias, an expansion past MAX_VALUES, nesting past MAX_DEPTH and any tag beyond
         plain YAML are refused."""
         line = node.start_mark.line + 1
-        self.values += 1
-        if self.values > MAX_VALUES:
-            raise _Refused(
-                f"more than {MAX_VALUES} values once aliases are expanded (an alias bomb?)",
-                line,
-                path,
-            )
         if id(node) in self._active:
             raise _Refused("an alias refers to a value that contains it", line, path)
+        again = id(node) in self._built  # a node seen before: this visit is an alias's
+        self._aliased += again
+        try:
+            return self._value(node, path, depth, line)
+        finally:
+            self._aliased -= again
+            self._built.add(id(node))
+
+    def _value(self, node: yaml.Node, path: str, depth: int, line: int) -> Value:
+        if self._aliased:  # what the file spells out is bounded by its size; aliases are not
+            self.values += 1
+            if self.values > MAX_VALUES:
+                raise _Refused(
+                    f"more than {MAX_VALUES} values through aliases (an alias bomb?)", line, path
+                )
         if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
             if depth >= MAX_DEPTH:
                 raise _Refused(f"nested deeper than {MAX_DEPTH} levels", line, path)
@@ -158,15 +276,15 @@ class _Ctx(Checker):
                 raise _Refused(f"unsupported YAML tag {node.tag}", line, path)
             self._active.add(id(node))
             try:
-                return Value(self._collection(node, path, depth + 1), path, line)
+                return Value(self._collection(node, path, depth + 1), path, line, self.file)
             finally:
                 self._active.discard(id(node))
         if node.tag == _STR:  # most values: the text itself, as the constructor gives it
-            return Value(node.value, path, line)
+            return Value(node.value, path, line, self.file)
         if node.tag not in _TAGS:
             raise _Refused(f"unsupported YAML tag {node.tag}", line, path)
         try:
-            return Value(self._loader.construct_object(node, deep=True), path, line)
+            return Value(self._loader.construct_object(node, deep=True), path, line, self.file)
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
             text = str(node.value)[:40]
             why = str(exc).split(":")[0]  # e.g. "Exceeds the limit (4300 digits) ..."

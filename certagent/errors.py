@@ -59,11 +59,14 @@ class ConfigProblem:
     path: str
     message: str
     line: int | None = None
+    file: str | None = None  # a part of the configuration; None: the main file
 
     def __str__(self) -> str:
         where = self.path or "(top level)"
         if self.line is not None:
             where = f"{where} (line {self.line})"
+        if self.file is not None:
+            where = f"{self.file}: {where}"
         return f"{where}: {self.message}"
 
 

@@ -31,6 +31,7 @@ class Value:
     value: Any
     path: str
     line: int
+    file: str | None = None  # a part of the configuration (certificates_dir), not the main file
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Checker:
 
     def error(self, at: Value | str, message: str, line: int | None = None) -> None:
         if isinstance(at, Value):
-            self.problems.append(ConfigProblem(at.path, message, at.line))
+            self.problems.append(ConfigProblem(at.path, message, at.line, at.file))
         else:
             self.problems.append(ConfigProblem(at, message, line))
 

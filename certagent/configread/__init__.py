@@ -24,6 +24,10 @@ def read(ctx: Checker, root: Value) -> Config | None:
     """The configuration, or None when a problem was found (then in `ctx.problems`)."""
     top = spec.TOP
     m = top.read(ctx, root)
+    if "defaults" in m:  # its unknown keys (each certificate reads its values)
+        spec.DEFAULTS.read(ctx, m["defaults"])
+    if "certificates" not in m:
+        ctx.error(root, "missing required key 'certificates'")  # (or certificates_dir)
     state_dir = top.get(ctx, m, "state_dir")
     cas = [common.ca(ctx, v) for v in top.get(ctx, m, "ca", [])]
     ca = cas[0] if cas and None not in cas else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..configkinds import PATHS, AbsPath, Group, Key, ListOf, MapOf, OneOrList, Section
+from ..configkinds import PATHS, AbsPath, Group, Key, ListOf, MapOf, OneOrList, Section, Word
 from .ca import CA, POLICY, STAGING
 from .certificate import CERTIFICATE, CHALLENGE
 from .common import (
@@ -16,6 +16,16 @@ from .common import (
 )
 from .pair import KEEPALIVED
 from .watch import HEARTBEAT, MONITOR, NOTIFY
+
+MAX_PARTS = 10_000  # files under certificates_dir
+
+# `defaults`: the certificate's keys, none required
+DEFAULTS = Section(
+    *(Key(k.name, k.kind, k.default, k.doc, False, k.default_doc)
+      for k in CERTIFICATE.keys.values()),
+    text="mapping (certificate keys)",
+)  # fmt: skip
+
 
 TOP = Section(
     Key(
@@ -60,7 +70,23 @@ TOP = Section(
         ),
         doc="the certificates to keep renewed; a name is letters, digits, `.`, `_`, `-` "
         "(up to 64) and names the directory under `state_dir/certs/`",
-        required=True,
+        default_doc="required, unless `certificates_dir` holds them",
+    ),
+    Key(
+        "certificates_dir",
+        Word("directory"),
+        doc="more certificates, in every `*.yaml` file of this directory (relative to the "
+        "main file's), each a mapping name → certificate as under `certificates`, each file "
+        f"bounded as the main one is, at most {MAX_PARTS} files; a name defined twice is an "
+        "error naming both files",
+    ),
+    Key(
+        "defaults",
+        DEFAULTS,
+        doc="keys every certificate gets unless it sets them itself (one challenge, one "
+        "deploy shape, a key type...); mappings are merged key by key (a certificate's "
+        "`deploy.templates` beside the defaults' `deploy.test` and `hook`), anything else "
+        "is replaced; an error in them names the `defaults` key and its line",
     ),
     Key(
         "template_dirs",
