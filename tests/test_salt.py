@@ -118,10 +118,19 @@ def test_salt_call_state_apply_predicts_renews_then_is_idempotent(
         + "    deploy: {hook: ['true'], endpoints: none, endpoints_reason: test}\n"
     )
     minion.write_watching_sls(config)
+    predicted = minion.apply("test=True")  # Salt's convention: None, the redeploy said
+    assert predicted["result"] is None, predicted
+    assert predicted["changes"]["www"] == {"redeploy": change["new"],
+                                           "reason": "a watched state changed"}  # fmt: skip
     watched = minion.apply()
     assert watched["result"] is True, watched["comment"]
     assert watched["changes"]["www"]["reason"] == "a watched state changed"
     assert "deployed release" in watched["comment"]
+    # The per-certificate state, named by its ID: nothing due, nothing changed.
+    minion.sls.write_text(json.dumps({"www": {"certagent.certificate": [{"config": str(config)}]}}))
+    single = minion.apply()
+    assert single["result"] is True and single["changes"] == {}, single
+    assert "www: nothing to do" in single["comment"]
     store = tmp_path / "state" / "certs" / "www"
     redeployed = json.loads((store / "current" / "meta.json").read_text())
     first = json.loads((store / "releases" / change["new"] / "meta.json").read_text())

@@ -1,9 +1,15 @@
-"""State module `certagent`: `certagent.renewed`.
+"""State module `certagent`: `certagent.renewed` (all certificates, or one by name) and
+`certagent.certificate` (one certificate, named by the state's ID).
 
     tls-certificates:
       certagent.renewed:
         - name: all              # or one certificate's name
         - config: /etc/certagent/certagent.yaml
+
+    www:
+      certagent.certificate:
+        - config: /etc/certagent/certagent.yaml
+        - watch: [file: /srv/salt/nginx/site.conf.j2]
 
 test=True runs certagent's plan and predicts the changes without touching anything
 (when the configuration does not exist yet, because an earlier state in the same run
@@ -11,7 +17,9 @@ writes it, the prediction is `None` with that said). `changes` lists only certif
 that really changed (a new release went live). A failure is `result: False` with the
 report's own reason. `watch` (a template, pillar or web server change) re-deploys the
 current release (fresh render, config test, hook, verify): a new certificate is
-ordered only when what shapes it changed (names, key type) or it is due anyway.
+ordered only when what shapes it changed (names, key type) or it is due anyway; with
+test=True a pending watch is `None` with each re-deploy in `changes`, as the real run
+does it.
 """
 
 from __future__ import annotations
@@ -85,23 +93,43 @@ def renewed(name: str, config: str | None = None, force: bool = False) -> dict[s
     return ret
 
 
+def certificate(name: str, config: str | None = None, force: bool = False) -> dict[str, Any]:
+    """One certificate, named by the state's ID: what `renewed` does for it."""
+    if _names(name) == []:
+        return {"name": name, "result": False, "changes": {},
+                "comment": "certagent.certificate names one certificate; use "
+                           "certagent.renewed for all"}  # fmt: skip
+    return renewed(name, config=config, force=force)
+
+
 def mod_watch(name: str, sfun: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """A watched requisite changed (a template, the pillar, the web server's config):
     deploy the current release again, so the change is rendered, tested, reloaded and
-    verified; order only what is due (changed names or key type make it due)."""
-    if sfun != "renewed":
+    verified; order only what is due (changed names or key type make it due). With
+    test=True: `None`, each re-deploy predicted in `changes`."""
+    if sfun not in ("renewed", "certificate"):
         return {"name": name, "result": False, "changes": {},
                 "comment": f"certagent.{sfun} does not support watch"}  # fmt: skip
     config = kwargs.get("config")
     ret = renewed(name, config=config)
-    if ret["result"] is False or __opts__["test"]:  # type: ignore[name-defined]  # noqa: F821
+    if ret["result"] is False:
         return ret
+    testing = bool(__opts__["test"])  # type: ignore[name-defined]  # noqa: F821 - Salt's
     lines = [ret["comment"]] if ret["comment"] else []
     try:
         cfg = api.load_config(config)
         for spec in api.select(cfg, _names(name)):
             if spec.name in ret["changes"] or spec.deploy is None:
-                continue  # just renewed (and so deployed), or nothing to deploy
+                continue  # renewed (and so deployed), or nothing to deploy
+            if testing:
+                live = next((row.release for row in api.status(cfg, [spec.name])), None)
+                if live is None:
+                    continue  # nothing live: its renewal is predicted above
+                ret["changes"][spec.name] = {"redeploy": live,
+                                             "reason": "a watched state changed"}  # fmt: skip
+                ret["result"] = None
+                lines.append(f"{spec.name}: would deploy release {live} again")
+                continue
             report = api.deploy(cfg, spec.name)
             r = report.results[0]
             if r.outcome is Outcome.RENEWED:
