@@ -10,6 +10,7 @@ import pytest
 from testbed.pebble import Pebble
 
 from .conftest import write_config
+from .test_schemas import valid
 
 pytestmark = pytest.mark.integration
 
@@ -174,9 +175,11 @@ def test_account_show_rollover_deactivate(tmp_path: Path, pebble: Pebble, run) -
     assert run("-c", str(path), "renew").code == 0
     shown = json.loads(run("-c", str(path), "--json", "account", "show").out)
     assert shown["status"] == "valid" and shown["url"].startswith("https://")
+    valid("account", shown)
     rolled = run("-c", str(path), "--json", "account", "rollover")
     assert rolled.code == 0, rolled.err
     after = json.loads(rolled.out)
+    valid("account", after)
     assert after["url"] == shown["url"]  # the same account, a new key
     assert after["key_thumbprint"] != shown["key_thumbprint"]
     assert run("-c", str(path), "renew", "--force").code == 0  # ordering with the new key
@@ -184,6 +187,7 @@ def test_account_show_rollover_deactivate(tmp_path: Path, pebble: Pebble, run) -
     done = run("-c", str(path), "--json", "account", "deactivate", "--yes")
     assert done.code == 0, done.err
     assert json.loads(done.out)["deactivated"] == shown["url"]
+    valid("account", json.loads(done.out))
 
 
 def test_a_run_with_nothing_due_imports_no_acme_and_sends_nothing(

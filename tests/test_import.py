@@ -17,6 +17,7 @@ import pytest
 from testbed.pebble import Pebble
 
 from .conftest import write_config
+from .test_schemas import valid
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +79,7 @@ def test_import_brings_account_and_certificates_without_an_issuance(
     result = run("-c", str(path), "--json", "import", source, str(src))
     assert result.code == 0, result.err
     done = json.loads(result.out)
+    valid("import", done)
     assert done["account"] == account_url
     (name,) = done["certificates"]
     assert f"  {name}:\n    names: [www.example.test" in done["config_snippet"]
