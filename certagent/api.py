@@ -156,6 +156,10 @@ def renew(
         account = store.account_dir(config.ca.directory)
         ctx.budget = OrderBudget(account, config.ca.max_new_orders, config.ca.new_orders_window)
         ctx.hold = kept_mod.ca_hold(store, config.directories, clock.now())  # once a run
+        from .castate import ari_absent
+
+        ctx.no_ari = frozenset(ca for ca in config.directories
+                               if ari_absent(store.account_path(ca), clock.now()))  # fmt: skip
         ctx.duplicates = DuplicateLedger(
             account, config.ca.max_duplicates, config.ca.duplicates_window, not allow_duplicate
         )

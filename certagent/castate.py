@@ -4,6 +4,9 @@
                    or the account, or a 503 anywhere): nothing is sent to it before then
     breaker.json   the circuit breaker is open: the last run met repeated 5xx answers or
                    no answer at all, so the next run sends one request as a probe first
+    no-ari.json    its directory offers no renewal information (RFC 9773): no certificate
+                   asks it for a window until the day is over (learnt once per CA, not
+                   once per certificate)
 
 Read by the ACME adapter before it sends anything, and by `plan` and `status` (which
 import no ACME library) to say why nothing goes out. Side effects: those two files.
@@ -67,3 +70,26 @@ def open_breaker(folder: Path, when: dt.datetime, why: str) -> None:
 def close_breaker(folder: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         (folder / BREAKER_FILE).unlink()
+
+
+NO_ARI_FOR = dt.timedelta(days=1)  # how long "no renewal information here" is believed
+
+
+def ari_absent(folder: Path, now: dt.datetime) -> bool:
+    """Whether the CA's directory was seen without renewal information, lately."""
+    try:
+        raw = json.loads((folder / layout.NO_ARI).read_text(encoding="utf-8"))
+        until = dt.datetime.fromisoformat(raw["until"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return until.tzinfo is not None and now < until
+
+
+def note_ari(folder: Path, offered: bool, now: dt.datetime) -> None:
+    """Remember what the directory said about renewal information (best effort)."""
+    path = folder / layout.NO_ARI
+    if offered:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    elif not ari_absent(folder, now):
+        atomic_write(path, json.dumps({"until": (now + NO_ARI_FOR).isoformat()}).encode(), 0o600)

@@ -96,6 +96,9 @@ class Context:
     # The CA's Retry-After for every client, read once per run (kept.ca_hold); the
     # issuer itself refuses requests while one holds, this only shapes the plan.
     hold: tuple[dt.datetime, str] | None = None
+    # CAs whose directory offers no renewal information (castate.ari_absent), read once
+    # per run: no certificate of theirs asks for a window.
+    no_ari: frozenset[str] = frozenset()
     # The next CAs, in order, when `issuer` cannot issue (config.fallbacks).
     fallbacks: tuple[Issuer, ...] = ()
 

@@ -35,6 +35,7 @@ ACCOUNT_KEY = "key.pem"
 ACCOUNT = "account.json"
 HOLD = "hold.json"  # the CA's Retry-After for every client
 BREAKER = "breaker.json"  # the circuit breaker is open
+NO_ARI = "no-ari.json"  # the CA offers no renewal information (checked again daily)
 ORDERS = "orders.json"  # new orders sent (the order budget)
 DUPLICATES = "duplicates.json"  # certificates per set of names (the duplicate limit)
 

@@ -88,6 +88,8 @@ def survey(
     kept = None if new_order else kept_mod.undeployed(ctx.store, spec, state, ca)
     hold = ctx.hold if ctx.hold is not None and now < ctx.hold[0] else None
     ask = current is not None and ctx.issuer is not None and _window_due(ctx, state)
+    ask = ask and (current.ca if current and current.ca else ctx.config.ca.directory) not in \
+        ctx.no_ari  # fmt: skip
     ask = ask and hold is None and not _waiting(state, now) and not force
     decision = None
     if state.pending is None and not ask:

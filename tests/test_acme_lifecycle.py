@@ -193,8 +193,10 @@ def test_account_show_rollover_deactivate(tmp_path: Path, pebble: Pebble, run) -
 def test_a_run_with_nothing_due_imports_no_acme_and_sends_nothing(
     tmp_path: Path, pebble: Pebble, run
 ) -> None:
-    """Issue #16: once the CA's renewal information is known (here: pebble offers none,
-    asked again in a day), a no-op run neither imports the ACME stack nor calls the CA."""
+    """Issues #16 and #28: what the CA offers is learnt when its directory is read (here:
+    pebble offers no renewal information, believed for a day, once per CA), so already
+    the first no-op run after the issuance neither imports the ACME stack nor calls the
+    CA, nor writes a state file per certificate."""
     import os
     import subprocess
     import sys
@@ -202,8 +204,9 @@ def test_a_run_with_nothing_due_imports_no_acme_and_sends_nothing(
     from .conftest import ROOT
 
     path = write_config(tmp_path, pebble)
-    assert run("-c", str(path), "renew").code == 0
-    assert run("-c", str(path), "renew").code == 0  # learns that pebble has no ARI
+    assert run("-c", str(path), "renew").code == 0  # the issuance: the directory is read
+    state = tmp_path / "state" / "certs" / "www" / "state.json"
+    written = state.stat().st_mtime_ns
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "certagent", "-c", str(path), "renew"],
@@ -213,3 +216,4 @@ def test_a_run_with_nothing_due_imports_no_acme_and_sends_nothing(
     loaded = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
               if line.startswith("import time:")}  # fmt: skip
     assert not loaded & {"acme", "josepy", "requests"}, loaded & {"acme", "josepy", "requests"}
+    assert state.stat().st_mtime_ns == written  # nothing learnt per certificate

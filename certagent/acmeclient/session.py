@@ -8,6 +8,7 @@ Side effects: network (the directory), filesystem (the account key, created 0600
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from .. import crypto, layout
+from ..castate import note_ari
 from ..errors import OrderFailed
 from ..model import CASpec, Policy
 from ..store import atomic_write
@@ -84,6 +86,7 @@ class Session:
                     try:
                         with self.translated("directory", net):
                             self.directory = client.ClientV2.get_directory(self.ca.directory, net)
+                        self._note_ari()
                     except OrderFailed as exc:
                         self.health.trip(exc, self.ca_wide)
                         raise
@@ -92,6 +95,18 @@ class Session:
                 acme.net.account = self.regr
             self._local.client = acme
         return acme
+
+    def _note_ari(self) -> None:
+        """Whether this CA offers renewal information, learnt once per CA: a no-op run
+        then asks no certificate's window of a CA that has none (castate.py)."""
+        assert self.directory is not None  # noqa: S101 - just fetched
+        try:
+            self.directory["renewalInfo"]
+            offered = True
+        except KeyError:
+            offered = False
+        with suppress(OSError):  # a cache: the next run learns it again
+            note_ari(self.folder, offered, dt.datetime.now(dt.UTC))
 
     def translated(self, what: str, net: Network | None = None) -> AbstractContextManager[None]:
         """Foreign exceptions as OrderFailed with the CA's words (problems.translated)."""

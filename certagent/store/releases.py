@@ -116,19 +116,30 @@ def parse_damage(folder: Path) -> str | None:
 
 def leftovers(folder: Path) -> list[Path]:
     """Remove what a killed run left in a certificate's directory: half-written and
-    half-pruned releases, an interrupted atomic write or disk probe."""
-    releases = folder / layout.RELEASES
+    half-pruned releases, an interrupted atomic write or disk probe. Two directory
+    reads (the certificate's and its releases'), however many releases."""
     removed = []
-    for pattern in (".tmp-*", ".prune-*"):
-        for tmp in sorted(releases.glob(pattern)) if releases.is_dir() else []:
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-    for pattern in (".*.tmp[0-9]*", ".write-probe*"):
-        for tmp in sorted(folder.glob(pattern)) if folder.is_dir() else []:
-            if tmp.is_file() or tmp.is_symlink():
-                tmp.unlink()
-                removed.append(tmp)
-    return removed
+    for entry in _entries(folder / layout.RELEASES):
+        if entry.name.startswith((".tmp-", ".prune-")):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    for entry in _entries(folder):
+        name = entry.name
+        killed = name.startswith(".write-probe") or (
+            name.startswith(".") and ".tmp" in name and name.rsplit(".tmp", 1)[1].isdigit()
+        )
+        if killed and not entry.is_dir(follow_symlinks=False):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return sorted(removed)
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _str_list(value: Any) -> list[str]:
