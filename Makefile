@@ -78,6 +78,7 @@ bench: deps venv wheelhouse
 	$(BIN)/python bench/side_by_side.py
 	$(BIN)/python bench/renew_many.py
 	$(BIN)/python bench/check_many.py
+	$(BIN)/python bench/first_noop.py
 
 # certagent for real use: /opt/certagent, /usr/local/bin/certagent, units, cron, /etc/certagent.
 install:
