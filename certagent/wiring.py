@@ -261,8 +261,16 @@ def history_record(report: Report, config: Config) -> dict[str, object]:
         "uid": os.getuid(),
         "pid": os.getpid(),
         "exit_status": int(exit_status(report)),
-        "certificates": [_audit(r, config, report.command) for r in report.results],
+        "certificates": [_audit(r, config, report.command) for r in report.results
+                         if not _quiet(r)],
+        # nothing to do and nothing done: names only (10,000 of them, twice a day, would
+        # otherwise write megabytes a run); their reasons are what `plan` says
+        "skipped": [r.name for r in report.results if _quiet(r)],
     }  # fmt: skip
+
+
+def _quiet(r: CertResult) -> bool:
+    return r.outcome is Outcome.SKIPPED and not r.steps and r.error is None
 
 
 def _audit(r: CertResult, config: Config, report_command: str) -> dict[str, object]:
