@@ -26,10 +26,10 @@ def history(config: Config, name: str | None = None, limit: int = 20) -> list[di
         select(config, [name])
     out: list[dict[str, object]] = []
     for record in Store(config.state_dir).history_backwards():
-        certs, skipped = record.get("certificates"), record.get("skipped")
-        touched = (isinstance(certs, list) and any(
+        certs = record.get("certificates")
+        touched = isinstance(certs, list) and any(
             isinstance(c, dict) and c.get("name") == name for c in certs
-        )) or (isinstance(skipped, list) and name in skipped)
+        )
         if name is None or touched:
             out.append(record)
             if len(out) >= limit:

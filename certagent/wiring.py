@@ -261,11 +261,11 @@ def history_record(report: Report, config: Config) -> dict[str, object]:
         "uid": os.getuid(),
         "pid": os.getpid(),
         "exit_status": int(exit_status(report)),
-        "certificates": [_audit(r, config, report.command) for r in report.results
-                         if not _quiet(r)],
-        # nothing to do and nothing done: names only (10,000 of them, twice a day, would
-        # otherwise write megabytes a run); their reasons are what `plan` says
-        "skipped": [r.name for r in report.results if _quiet(r)],
+        # nothing to do and nothing done: the decision only (10,000 full entries, twice
+        # a day, would write megabytes a run)
+        "certificates": [{"name": r.name, "outcome": r.outcome.value,
+                          "reason": r.decision.reason} if _quiet(r)
+                         else _audit(r, config, report.command) for r in report.results],
     }  # fmt: skip
 
 
