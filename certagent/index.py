@@ -48,6 +48,9 @@ class Index:
         self._entries: dict[str, str] | None = None
         self._fresh: dict[str, dict[str, Any]] = {}  # what this run read anew
         self._lock = threading.Lock()
+        # the entry decoded last (state, meta and digests are asked for in a row): one
+        # tuple, replaced whole, so threads never see a name with another's entry
+        self._last: tuple[str, dict[str, Any]] = ("", {})
 
     def _all(self) -> dict[str, str]:
         if self._entries is None:
@@ -55,6 +58,9 @@ class Index:
         return self._entries
 
     def _entry(self, name: str) -> dict[str, Any]:
+        last = self._last
+        if last[0] == name and name:
+            return last[1]
         text = self._all().get(name)
         if not isinstance(text, str):
             return {}
@@ -62,7 +68,10 @@ class Index:
             entry = json.loads(text)
         except ValueError:
             return {}
-        return entry if isinstance(entry, dict) else {}
+        if not isinstance(entry, dict):
+            return {}
+        self._last = (name, entry)
+        return entry
 
     def _note(self, name: str, **parts: Any) -> None:
         with self._lock:
@@ -143,6 +152,7 @@ class Index:
         write(self.path, data.encode())
         self._entries = certs
         self._fresh = {}
+        self._last = ("", {})
 
 
 def _load(path: Path) -> dict[str, str]:
