@@ -43,7 +43,9 @@ class Server:
         return self.proc.pid
 
     def wait_until(self, ready: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-        """Poll a readiness condition; fail early with the log if the process died."""
+        """Poll a readiness condition; fail early with the log if the process died. A
+        server that never became ready is stopped (by its PID) before the error: the
+        fixture that started it never gets it back to stop."""
         deadline = time.monotonic() + timeout
         delay = 0.005
         while time.monotonic() < deadline:
@@ -55,7 +57,9 @@ class Server:
                 return
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
-        raise RuntimeError(f"{self.argv[0]} not ready ({what}) after {timeout}s:\n{self.log()}")
+        log = self.log()
+        self.stop()
+        raise RuntimeError(f"{self.argv[0]} not ready ({what}) after {timeout}s:\n{log}")
 
     def log(self) -> str:
         try:

@@ -29,12 +29,16 @@ BIND_HOST = "127.0.0.1"  # port 53 in the test's namespace, where the CA resolve
 def servers(tmp_path: Path) -> Iterator[tuple[Acme2Certifier, Bind]]:
     if not netns.can_enter():
         pytest.skip("acme2certifier resolves on port 53: needs root for a private namespace")
-    bind = Bind(tmp_path / "bind", host=BIND_HOST, port=53).start()
+    bind = Bind(tmp_path / "bind", host=BIND_HOST, port=53)
     ca = Acme2Certifier(tmp_path / "a2c", dns_server=BIND_HOST, challtestsrv=False,
-                        dns_persist=True, caa_identities=("ca.a2c.test",)).start()  # fmt: skip
-    yield ca, bind
-    ca.stop()
-    bind.stop()
+                        dns_persist=True, caa_identities=("ca.a2c.test",))  # fmt: skip
+    try:  # stopped whatever happens, a start that failed half-way included
+        bind.start()
+        ca.start()
+        yield ca, bind
+    finally:
+        ca.stop()
+        bind.stop()
 
 
 def write(tmp_path: Path, ca: Acme2Certifier, names: list[str]) -> Path:
