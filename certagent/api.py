@@ -132,6 +132,7 @@ def renew(
     store = Store(config.state_dir, config.state_group)
     started = clock.now()
     with store.lock():
+        store.keep_index()
         solvers = Solvers(config.state_dir)
         solvers.sweep(
             [c for s in config.certificates for c in (s.challenge, *s.challenges.values())]

@@ -40,6 +40,7 @@ from typing import Any
 
 from . import config as config_mod
 from .errors import CertagentError, ConfigError, ExitStatus, StoreError
+from .index import INDEX_FILE, OLD_FILES
 from .model import Config
 from .store import Store, fsync_dir, make_private_dir
 
@@ -147,7 +148,7 @@ def _backup(config: Config, dest: Path, now: dt.datetime) -> Manifest:
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     with store.lock():
         root = config.state_dir
-        skip = {"lock"}
+        skip = {"lock", INDEX_FILE, f"{INDEX_FILE}-journal", *OLD_FILES}  # a cache: rebuilt
         entries = [
             e
             for p in _walk(root)

@@ -1,33 +1,47 @@
-"""One small file that spares a no-op run, `plan` and `status` the reading and hashing
-of every certificate's files (issue #16): `<state_dir>/index.json`.
+"""One small database that spares a no-op run, `plan` and `status` the reading and
+hashing of every certificate's files (issues #16, #28): `<state_dir>/index.sqlite3`.
 
 It is a cache, never the truth. For each certificate it keeps what was last read of
 `state.json` and of the live release's `meta.json`, each with the file's signature
 (size, mtime, ctime, inode), and the signatures of the key and certificates when their
 SHA-256 last matched. A value is used only while its file's signature is unchanged: any
 write, rename or chmod changes the ctime, which no one can set back. Digests are
-checked again at least once a day whatever the signatures say. A missing, unreadable or
-foreign index is ignored and rebuilt by the next `renew` (which alone writes it, under
-the lock); readers (`status`, `plan`, a monitoring user) only read it.
+checked again at least once a day whatever the signatures say. A missing, unreadable,
+busy or foreign index is ignored (the files are read) and rebuilt by the next `renew`
+(which alone writes it, under the lock); readers (`status`, `plan`, a monitoring user)
+open it read-only.
+
+One row per certificate, asked for by name when the certificate is read: memory does
+not grow with the number of certificates (10,000 of them are about 14 MB of entries),
+and a run that changes one certificate writes one row, in one transaction (SQLite's
+journal: a killed write leaves the previous index). A reader keeps nothing of what it
+reads; the writer writes what it learnt every few hundred certificates, so a first run
+over 10,000 does not hold 10,000 entries either.
 
 Side effects: reads the index and stats files; `save` writes the index.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import sqlite3
+import stat
 import threading
 from pathlib import Path
 from typing import Any
 
-INDEX_FILE = "index.json"
-VERSION = 2  # each certificate's entry a JSON string, decoded when asked for
+INDEX_FILE = "index.sqlite3"
+OLD_FILES = ("index.json",)  # earlier versions' index: removed when this one is written
+VERSION = 3  # PRAGMA user_version: a row per certificate, its entry as JSON text
 REVERIFY = dt.timedelta(hours=24)  # digests are hashed again at least this often
-MAX_INDEX = 64 << 20
+BUSY = 2.0  # seconds a reader or the writer waits for the other's lock
 
 Sig = list[int]
+
+_SCHEMA = "CREATE TABLE certs (name TEXT PRIMARY KEY, entry TEXT NOT NULL)"
 
 
 def signature(path: str) -> Sig | None:
@@ -39,43 +53,67 @@ def signature(path: str) -> Sig | None:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+def _regular(path: Path) -> bool:
+    """The index is a plain file of its own: never a link someone planted."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 class Index:
-    """The entries stay JSON text until a certificate's is asked for, and are decoded
-    then and let go: 10,000 certificates cost their text, not 300,000 small objects."""
+    """Entries are read one at a time, when a certificate's is asked for, and let go.
+    A reader only reads. The writer (`renew`, under the lock, after `write`) keeps
+    what it learnt in `_fresh` and writes it out every FLUSH certificates and at
+    `save`: memory stays flat however many certificates are read anew."""
+
+    FLUSH = 256
 
     def __init__(self, root: Path) -> None:
         self.path = root / INDEX_FILE
-        self._entries: dict[str, str] | None = None
+        self._db: sqlite3.Connection | None = None
+        self._opened = ""  # "", "ro" or "rw"
+        self._writing: tuple[int, int | None] | None = None  # mode and group
         self._fresh: dict[str, dict[str, Any]] = {}  # what this run read anew
-        self._lock = threading.Lock()
+        self._failed: OSError | None = None  # a write during the run that failed
+        self._lock = threading.RLock()  # one connection, asked from worker threads too
         # the entry decoded last (state, meta and digests are asked for in a row): one
         # tuple, replaced whole, so threads never see a name with another's entry
         self._last: tuple[str, dict[str, Any]] = ("", {})
 
-    def _all(self) -> dict[str, str]:
-        if self._entries is None:
-            self._entries = _load(self.path)
-        return self._entries
+    def _conn(self) -> sqlite3.Connection | None:
+        if not self._opened:
+            self._opened = "ro"
+            self._db = _open(self.path)
+        return self._db
+
+    def _text(self, name: str) -> str | None:
+        with self._lock:
+            db = self._conn()
+            if db is None:
+                return None
+            try:
+                row = db.execute("SELECT entry FROM certs WHERE name = ?", (name,)).fetchone()
+            except sqlite3.Error:  # busy, damaged, foreign: the files are read instead
+                return None
+        return row[0] if row and isinstance(row[0], str) else None
 
     def _entry(self, name: str) -> dict[str, Any]:
         last = self._last
         if last[0] == name and name:
             return last[1]
-        text = self._all().get(name)
-        if not isinstance(text, str):
-            return {}
-        try:
-            entry = json.loads(text)
-        except ValueError:
-            return {}
-        if not isinstance(entry, dict):
-            return {}
-        self._last = (name, entry)
+        entry = _decode(self._text(name))
+        if entry:
+            self._last = (name, entry)
         return entry
 
     def _note(self, name: str, **parts: Any) -> None:
+        if self._writing is None:
+            return  # a reader: nothing it learns is kept
         with self._lock:
             self._fresh.setdefault(name, {}).update(parts)
+            if len(self._fresh) >= self.FLUSH:
+                self._flush_quietly()
 
     # -- state.json -------------------------------------------------------------------
 
@@ -127,45 +165,160 @@ class Index:
         return None not in sigs and entry.get("sigs") == sigs
 
     def matched(self, name: str, release_id: str, paths: list[str], now: dt.datetime) -> None:
-        """The release's digests matched just now."""
+        """The release's digests matched just now (or its files were just written with
+        them)."""
         sigs = [signature(p) for p in paths]
         if None not in sigs:
             self._note(name, verified={"release": release_id, "sigs": sigs, "at": now.isoformat()})
 
     # -- writing ------------------------------------------------------------------------
 
-    def save(self, names: list[str], write: Any) -> None:
-        """Write what this run read of `names` (the certificates configured now), with
-        `write(path, bytes)` (the store's atomic write)."""
+    def write(self, mode: int = 0o600, group: int | None = None) -> None:
+        """From now on this process keeps what it reads (renew, under the lock); the
+        file is created with `mode` and `group` (SQLite gives its journal the same)."""
         with self._lock:
-            fresh = dict(self._fresh)
-        old = self._all()
-        certs: dict[str, str] = {}
-        for n in names:
-            if n in fresh:
-                certs[n] = json.dumps({**self._entry(n), **fresh[n]}, separators=(",", ":"))
-            elif n in old:
-                certs[n] = old[n]  # unchanged: its text as it was
-        if certs == old:
-            return  # nothing new: a no-op run writes nothing
-        data = json.dumps({"version": VERSION, "certificates": certs}, separators=(",", ":"))
-        write(self.path, data.encode())
-        self._entries = certs
+            self._writing = (mode, group)
+
+    def save(self, names: list[str]) -> None:
+        """Write what is left of what this run read and drop the rows of certificates
+        not in `names` (those configured now); a run that learnt nothing new writes
+        nothing. A damaged or foreign index is replaced. OSError when the index cannot
+        be written (a cache: the caller warns and goes on)."""
+        with self._lock:
+            try:
+                if self._failed is not None:
+                    raise self._failed
+                self._flush(set(names))
+            finally:
+                self.close()
+
+    def _flush_quietly(self) -> None:
+        try:
+            self._flush(None)
+        except OSError as exc:  # said at `save`; this run keeps nothing more
+            self._writing, self._fresh, self._failed = None, {}, exc
+
+    def _flush(self, keep: set[str] | None) -> None:
+        """`keep`: the names to keep (others' rows are dropped); None: drop none."""
+        if self._writing is None:
+            return
+        try:
+            try:
+                self._write(keep)
+            except sqlite3.OperationalError:
+                raise  # busy, full, read-only: said below, the file left as it is
+            except sqlite3.DatabaseError:  # damaged or not a database: start it again
+                self.close()
+                _remove(self.path)
+                self._write(keep)
+        except sqlite3.Error as exc:
+            raise OSError(f"index {self.path}: {exc}") from exc
         self._fresh = {}
         self._last = ("", {})
 
+    def _write(self, keep: set[str] | None) -> None:
+        fresh = self._fresh
+        if not fresh and keep is None:
+            return
+        if not fresh and not (self.path.exists() or self.path.is_symlink()):
+            return  # nothing learnt, nothing to drop
+        db = self._writer()
+        gone = []
+        if keep is not None:
+            gone = [(n,) for (n,) in db.execute("SELECT name FROM certs") if n not in keep]
+        rows = []
+        for n, parts in fresh.items():
+            if keep is not None and n not in keep:
+                continue
+            row = db.execute("SELECT entry FROM certs WHERE name = ?", (n,)).fetchone()
+            text = json.dumps({**_decode(row[0] if row else None), **parts},
+                              separators=(",", ":"))  # fmt: skip
+            if row is None or row[0] != text:
+                rows.append((n, text))
+        if gone or rows:  # else nothing new: a no-op run writes nothing
+            with db:  # one transaction
+                db.executemany("DELETE FROM certs WHERE name = ?", gone)
+                db.executemany("INSERT OR REPLACE INTO certs (name, entry) VALUES (?, ?)", rows)
+        if keep is not None:
+            for old in OLD_FILES:
+                _remove(self.path.with_name(old))
 
-def _load(path: Path) -> dict[str, str]:
+    def _writer(self) -> sqlite3.Connection:
+        """The connection, read-write (the file made with our mode and layout)."""
+        if self._db is not None and self._opened == "rw":
+            return self._db
+        self.close()  # a read-only one, or none yet
+        db = self._create()
+        if not _ours(db):  # another version or layout: made again, empty
+            db.close()
+            _remove(self.path)
+            db = self._create()
+            with db:
+                db.execute(_SCHEMA)
+                db.execute(f"PRAGMA user_version = {VERSION}")
+        self._db, self._opened = db, "rw"
+        return db
+
+    def _create(self) -> sqlite3.Connection:
+        """The file made (or kept) with our mode and group, never through a link."""
+        mode, group = self._writing or (0o600, None)
+        if self.path.is_symlink() or (self.path.exists() and not _regular(self.path)):
+            _remove(self.path)  # not ours to follow
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        try:
+            if group is not None:
+                os.fchown(fd, -1, group)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        return sqlite3.connect(self.path, timeout=BUSY, isolation_level=None,
+                               check_same_thread=False)  # fmt: skip
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+            self._db, self._opened = None, ""
+
+
+def _open(path: Path) -> sqlite3.Connection | None:
+    """A read-only connection to an index of this version, or None (none, a link,
+    another version, unreadable: the files are read instead)."""
+    if not _regular(path):
+        return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_INDEX + 1)
-        raw = json.loads(data) if len(data) <= MAX_INDEX else None
-    except (OSError, ValueError):
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, timeout=BUSY, isolation_level=None,
+                             check_same_thread=False)  # fmt: skip
+    except (sqlite3.Error, OSError, ValueError):
+        return None
+    try:
+        if _ours(db):
+            return db
+    except sqlite3.Error:
+        pass
+    db.close()
+    return None
+
+
+def _ours(db: sqlite3.Connection) -> bool:
+    """This version's layout (sqlite3.Error when the file is not a database)."""
+    if db.execute("PRAGMA user_version").fetchone()[0] != VERSION:
+        return False
+    row = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'certs'")
+    return bool(row.fetchone() == (_SCHEMA,))
+
+
+def _decode(text: object) -> dict[str, Any]:
+    """An entry's JSON text as a mapping; anything else is no entry."""
+    try:
+        entry = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
         return {}
-    if not isinstance(raw, dict) or raw.get("version") != VERSION:
-        return {}
-    certs = raw.get("certificates")
-    if not isinstance(certs, dict):
-        return {}
-    return {k: v for k, v in certs.items() if isinstance(v, str)}
+    return entry if isinstance(entry, dict) else {}
+
+
+def _remove(path: Path) -> None:
+    for p in (path, path.with_name(path.name + "-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()

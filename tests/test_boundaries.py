@@ -19,6 +19,7 @@ OWNERS = {  # a folder name (ending in "/") owns it for each of its modules
     "dns": {"dns01/"},
     "jinja2": {"render.py"},
     "subprocess": {"system.py"},
+    "sqlite3": {"index.py"},
 }
 
 

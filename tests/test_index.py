@@ -5,8 +5,8 @@ state file is read, and what status says is the same with or without the index."
 
 from __future__ import annotations
 
-import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -15,6 +15,24 @@ from certagent.index import INDEX_FILE
 from certagent.model import Config
 
 from .fakes import LocalIssuer
+
+
+def indexed(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {n for (n,) in db.execute("SELECT name FROM certs")}
+    finally:
+        db.close()
+
+
+def foreign(path: Path, version: int, *statements: str) -> bytes:
+    path.unlink(missing_ok=True)
+    db = sqlite3.connect(path)
+    for sql in (*statements, f"PRAGMA user_version = {version}"):
+        db.execute(sql)
+    db.commit()
+    db.close()
+    return path.read_bytes()
 
 
 def fleet(tmp_path: Path, count: int = 3) -> Config:
@@ -40,7 +58,7 @@ def test_renew_writes_it_a_no_op_leaves_it_and_status_is_the_same_without(tmp_pa
     api.renew(cfg, issuer=issuer)  # a no-op run: fills the index from what it read
     index = tmp_path / "state" / INDEX_FILE
     assert stat.S_IMODE(index.stat().st_mode) == 0o600
-    assert set(json.loads(index.read_text())["certificates"]) == {"c0", "c1", "c2"}
+    assert indexed(index) == {"c0", "c1", "c2"}
     before = index.stat().st_mtime_ns
     api.renew(cfg, issuer=issuer)
     assert index.stat().st_mtime_ns == before  # nothing new: not written again
@@ -71,12 +89,76 @@ def test_a_corrupt_or_foreign_index_is_ignored_and_rebuilt(tmp_path: Path) -> No
     api.renew(cfg, issuer=issuer)
     expected = rows(cfg)
     index = tmp_path / "state" / INDEX_FILE
-    for garbage in (b"\0\xff{", b"[]", json.dumps({"version": 99}).encode(),
-                    json.dumps({"version": 1, "certificates": {"c0": "x"}}).encode()):  # fmt: skip
+    api.renew(cfg, issuer=issuer)  # the index is written
+    good = index.read_bytes()
+    damaged = good[:4096] + bytes(len(good) - 4096) if len(good) > 4096 else b"\0" * 100
+    table = "CREATE TABLE certs (name TEXT PRIMARY KEY, entry TEXT NOT NULL)"
+    cases = [
+        b"\0\xff{",  # not a database
+        b"SQLite format 3\0" + b"\xff" * 200,  # its header, then garbage
+        damaged,  # pages zeroed
+        foreign(index, 99, table),  # another version
+        foreign(index, 3, "CREATE TABLE other (x)"),  # its version, another layout
+        foreign(index, 3, table, "INSERT INTO certs VALUES ('c0', 'x'), ('c1', '[1]')"),
+    ]
+    for garbage in cases:
         index.write_bytes(garbage)
         assert rows(cfg) == expected
+        api.renew(cfg, issuer=issuer)  # rebuilt (a no-op run, the files read)
+        assert indexed(index) == {"c0", "c1"}
+        assert rows(cfg) == expected
+
+
+def test_a_planted_link_is_never_followed(tmp_path: Path) -> None:
+    cfg = fleet(tmp_path, 1)
+    issuer = LocalIssuer()
     api.renew(cfg, issuer=issuer)
-    assert set(json.loads(index.read_text())["certificates"]) == {"c0", "c1"}
+    index = tmp_path / "state" / INDEX_FILE
+    index.unlink()
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"precious")
+    index.symlink_to(target)
+    expected = rows(cfg)
+    api.renew(cfg, issuer=issuer)
+    assert target.read_bytes() == b"precious"
+    assert not index.is_symlink() and indexed(index) == {"c0"}
+    assert stat.S_IMODE(index.stat().st_mode) == 0o600
+    assert rows(cfg) == expected
+
+
+def test_a_run_that_changes_one_certificate_rewrites_one_row_and_drops_the_unconfigured(
+    tmp_path: Path,
+) -> None:
+    cfg = fleet(tmp_path, 3)
+    issuer = LocalIssuer()
+    api.renew(cfg, issuer=issuer)
+    api.renew(cfg, issuer=issuer)
+    index = tmp_path / "state" / INDEX_FILE
+    db = sqlite3.connect(index)
+    before = dict(db.execute("SELECT name, entry FROM certs"))
+    db.close()
+    api.renew(cfg, ["c1"], force=True, issuer=issuer)
+    db = sqlite3.connect(index)
+    after = dict(db.execute("SELECT name, entry FROM certs"))
+    db.close()
+    assert after["c0"] == before["c0"] and after["c2"] == before["c2"]
+    assert after["c1"] != before["c1"]
+    fewer = fleet(tmp_path, 2)  # c2 no longer configured
+    api.renew(fewer, issuer=issuer)
+    assert indexed(index) == {"c0", "c1"}
+
+
+def test_an_index_of_an_earlier_version_is_removed_when_this_one_is_written(
+    tmp_path: Path,
+) -> None:
+    cfg = fleet(tmp_path, 1)
+    issuer = LocalIssuer()
+    api.renew(cfg, issuer=issuer)
+    old = tmp_path / "state" / "index.json"
+    old.write_text('{"version": 2, "certificates": {}}')
+    (tmp_path / "state" / INDEX_FILE).unlink()
+    api.renew(cfg, issuer=issuer)
+    assert not old.exists() and indexed(tmp_path / "state" / INDEX_FILE) == {"c0"}
 
 
 def test_a_changed_state_file_is_read_not_the_index(tmp_path: Path) -> None:
@@ -88,3 +170,23 @@ def test_a_changed_state_file_is_read_not_the_index(tmp_path: Path) -> None:
     state.write_text("{not json")
     (row,) = api.status(cfg)
     assert "moved aside and rebuilt" in row.reason
+
+
+def test_the_writer_writes_as_it_goes_and_a_reader_keeps_nothing(tmp_path: Path) -> None:
+    from certagent.index import Index
+
+    (tmp_path / "s").mkdir()
+    writer = Index(tmp_path / "s")
+    writer.FLUSH = 4
+    writer.write(0o640)
+    for i in range(10):
+        writer.read_state(f"c{i}", [1, 2, 3, i], {"last_outcome": "renewed"})
+    assert len(indexed(tmp_path / "s" / INDEX_FILE)) == 8  # two batches of four so far
+    writer.save([f"c{i}" for i in range(9)])  # c9 is no longer configured
+    assert indexed(tmp_path / "s" / INDEX_FILE) == {f"c{i}" for i in range(9)}
+    assert stat.S_IMODE((tmp_path / "s" / INDEX_FILE).stat().st_mode) == 0o640
+    reader = Index(tmp_path / "s")
+    assert reader.state("c3", str(tmp_path / "nowhere")) == (None, None)
+    reader.read_state("c3", [9, 9, 9, 9], {"last_outcome": "failed"})
+    reader.save(["c3"])  # a reader writes nothing, drops nothing
+    assert len(indexed(tmp_path / "s" / INDEX_FILE)) == 9

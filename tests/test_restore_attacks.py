@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from certagent import api, cli, config
+from certagent.index import INDEX_FILE
 
 from .fakes import LocalIssuer
 
@@ -79,6 +80,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>"
         for p in sorted(folder.rglob("*"))
         if not p.is_symlink() and p.name != "lock"  # the lock is never backed up
+        and not p.name.startswith(INDEX_FILE)  # nor the index: a cache, rebuilt
     }
 
 

@@ -143,8 +143,13 @@ class Store:
         """Write a complete, immutable release; it is not current until `activate`."""
         releases = self.cert_dir(name) / layout.RELEASES
         self._dir(releases)
-        return releases_mod.write(releases, release_id, files, meta, self.group,
-                                  (self.dir_mode, self.secret_mode))  # fmt: skip
+        final = releases_mod.write(releases, release_id, files, meta, self.group,
+                                   (self.dir_mode, self.secret_mode))  # fmt: skip
+        # its files were just written with the digests in its meta: as good as matched
+        checked = sorted(f for f in layout.CHECKED_FILES if f in files)
+        self.index.matched(name, release_id, [f"{final}/{f}" for f in checked],
+                           dt.datetime.now(dt.UTC))  # fmt: skip
+        return final
 
     def activate(self, name: str, release_id: str) -> None:
         """Point `current` at a release with one atomic rename of a symlink."""
@@ -273,10 +278,14 @@ class Store:
             self.index.matched(release.cert_name, release.release_id, paths, now)
         return why
 
+    def keep_index(self) -> None:
+        """This run keeps what it reads in the index (renew, under the lock)."""
+        self.index.write(self.secret_mode, self.group)
+
     def save_index(self, names: list[str]) -> None:
         """Keep what this run read for the next (renew, under the lock)."""
         try:
-            self.index.save(names, lambda p, b: atomic_write(p, b, self.secret_mode, self.group))
+            self.index.save(names)
         except OSError as exc:  # a cache: the next run reads the files themselves
             log.warning("cannot write %s: %s", self.index.path, exc.strerror or exc)
 
