@@ -55,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("certagent: interrupted", file=sys.stderr)
         return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # another pipe (a hook's, a socket's): a bug below, said as one
+        return ExitStatus.PIPE  # `certagent metrics | head`: nothing left to say
     except Exception as exc:  # a bug: say so plainly, traceback only on request
         log.debug("internal error", exc_info=True)
         if checking:  # the plugin contract holds even for a bug: UNKNOWN, said on stdout
@@ -65,6 +69,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return int(ExitStatus.FAILED)
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout's reader went away (poll says so of a pipe without a reader);
+    if so, stdout is pointed at /dev/null so that the interpreter's last flush says
+    nothing either."""
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        gone = any(ev & select.POLLERR for _, ev in poller.poll(0))
+        if gone:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by a caller
+        return False
+    return gone
 
 
 def _error_json(exc: CertagentError, status: int) -> dict[str, object]:

@@ -22,6 +22,7 @@ class ExitStatus(IntEnum):
     LOCKED = 75  # EX_TEMPFAIL: another run holds the lock
     CONFIG = 78  # EX_CONFIG
     INTERRUPTED = 130  # 128 + SIGINT: stopped by the operator
+    PIPE = 141  # 128 + SIGPIPE: what read certagent's output stopped reading (`| head`)
 
 
 MEANING = {
@@ -33,6 +34,7 @@ MEANING = {
     ExitStatus.LOCKED: "another run holds the lock",
     ExitStatus.CONFIG: "configuration error",
     ExitStatus.INTERRUPTED: "interrupted",
+    ExitStatus.PIPE: "the reader of the output went away (the run's work is done)",
 }
 
 

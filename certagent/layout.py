@@ -28,6 +28,7 @@ REHEARSAL = "rehearsal.json"
 META = "meta.json"
 LOCK = "lock"
 HISTORY = "history.jsonl"
+LAST_RUNS = "last-runs.json"  # each command's last run (time, exit status), beside it
 ACCOUNTS = "accounts"
 
 # what a CA's folder (accounts/<ca-id>/) holds

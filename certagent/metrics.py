@@ -9,8 +9,9 @@ Side effects: reads the store; `write` writes one file atomically.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +19,44 @@ from . import __version__, castate
 from . import kept as kept_mod
 from .errors import StoreError
 from .model import Config, Outcome
-from .store import Store, atomic_write
+from .store import Store, replacing
 from .store import rehearsal as rehearsal_record
+from .store.atomic import write_all
 
 CHECK_FILE = "check.json"  # the last full `certagent check`, written by api.check
-HISTORY_LOOKBACK = 500  # records read backwards for "last run per command"
 COMMANDS = ("renew", "deploy", "rollback", "rehearse")
 
 
 class _Family:
-    def __init__(self, name: str, kind: str, help_text: str) -> None:
+    """One metric's samples: as text lines as they come (the exposition, whose memory
+    is its text: 10,000 certificates make about 150,000 lines), or as labels and
+    values for `--json` (`keep`)."""
+
+    def __init__(self, name: str, kind: str, help_text: str, keep: bool = False) -> None:
         self.name, self.kind, self.help = name, kind, help_text
         self.samples: list[tuple[dict[str, str], float]] = []
+        self.keep = keep
+        self.chunks: list[str] = []  # lines joined a thousand at a time: the text's size
+        self.lines: list[str] = []
+        self.count = 0
 
     def add(self, labels: dict[str, str], value: float) -> None:
-        self.samples.append((labels, value))
+        self.count += 1
+        if self.keep:
+            self.samples.append((labels, value))
+            return
+        inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+        self.lines.append(f"{self.name}{{{inner}}} {_number(value)}\n" if inner else
+                          f"{self.name} {_number(value)}\n")  # fmt: skip
+        if len(self.lines) >= 1000:
+            self.chunks.append("".join(self.lines))
+            self.lines = []
 
-    def render(self) -> list[str]:
-        if not self.samples:
-            return []
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        for labels, value in self.samples:
-            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            lines.append(f"{self.name}{{{inner}}} {_number(value)}" if inner else
-                         f"{self.name} {_number(value)}")  # fmt: skip
-        return lines
+    def render(self) -> Iterator[str]:
+        if self.count:
+            yield f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n"
+            yield from self.chunks
+            yield "".join(self.lines)
 
 
 def _escape(value: str) -> str:
@@ -59,8 +73,16 @@ def _ts(value: dt.datetime) -> float:
 
 def render(config: Config) -> str:
     """The Prometheus text exposition of every family that has samples."""
-    lines = [line for family in families(config) for line in family.render()]
-    return "\n".join(lines) + "\n"
+    out = io.StringIO()
+    emit(config, out.write)
+    return out.getvalue()
+
+
+def emit(config: Config, write: Callable[[str], object]) -> None:
+    """The exposition, a family at a time (what it holds is the text, once)."""
+    for family in families(config):
+        for text in family.render():
+            write(text)
 
 
 def to_json(config: Config) -> dict[str, Any]:
@@ -68,14 +90,15 @@ def to_json(config: Config) -> dict[str, Any]:
     return {"schema": 1, "metrics": [
         {"name": f.name, "type": f.kind, "help": f.help,
          "samples": [{"labels": labels, "value": value} for labels, value in f.samples]}
-        for f in families(config) if f.samples
+        for f in families(config, keep=True) if f.samples
     ]}  # fmt: skip
 
 
-def families(config: Config) -> list[_Family]:
+def families(config: Config, keep: bool = False) -> list[_Family]:
+    """`keep`: samples as labels and values (JSON), else as text."""
     store = Store(config.state_dir)
     f = {
-        name: _Family(name, kind, text)
+        name: _Family(name, kind, text, keep)
         for name, kind, text in (
             ("certagent_certificate_not_after_timestamp_seconds", "gauge",
              "Not-after of the current release (Unix time)."),
@@ -167,7 +190,8 @@ def families(config: Config) -> list[_Family]:
         memo = rehearsal_record.read(staging, spec.name) if staging and spec.staging else None
         if memo is not None:
             f["certagent_rehearsal_last_pass_timestamp_seconds"].add(label, _ts(memo[1]))
-    for command, record in _last_runs(store.history_backwards()).items():
+    runs = store.last_runs()
+    for command, record in ((c, runs[c]) for c in COMMANDS if c in runs):
         finished = dt.datetime.fromisoformat(str(record["time"]))
         f["certagent_last_run_timestamp_seconds"].add({"command": command}, _ts(finished))
         f["certagent_last_run_exit_status"].add(
@@ -198,17 +222,6 @@ def _parse_time(value: object) -> dt.datetime | None:
         return None
 
 
-def _last_runs(records: Iterable[dict[str, object]]) -> dict[str, dict[str, object]]:
-    found: dict[str, dict[str, object]] = {}
-    for i, record in enumerate(records):
-        command = str(record.get("command"))
-        if command in COMMANDS and command not in found:
-            found[command] = record
-        if len(found) == len(COMMANDS) or i >= HISTORY_LOOKBACK:
-            break
-    return found
-
-
 _STATES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
 
 
@@ -222,4 +235,6 @@ def _last_check(path: Path) -> tuple[dt.datetime, list[dict[str, Any]]] | None:
 
 
 def write(config: Config, path: Path) -> None:
-    atomic_write(path, render(config).encode(), 0o644)
+    """The textfile for node_exporter, whole or not at all, written as it is made."""
+    with replacing(path, 0o644) as fd:
+        emit(config, lambda text: write_all(fd, text.encode()))

@@ -89,7 +89,7 @@ def check(
     watcher = None
     if config.monitor.max_renew_age is not None and not names:
         try:
-            record = Store(config.state_dir).last_record("renew")
+            record = Store(config.state_dir).last_runs().get("renew")
         except (StoreError, OSError) as exc:
             watcher = Watcher(State.UNKNOWN, f"cannot read the history: {exc}", None, None,
                               config.monitor.max_renew_age)  # fmt: skip

@@ -10,6 +10,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from certagent import api, config, metrics
+from certagent.model import Outcome
 
 from .fakes import LocalIssuer, minimal_yaml
 
@@ -42,3 +43,99 @@ def test_build_info_and_a_certificate_waiting_to_be_deployed(tmp_path: Path) -> 
     text = metrics.render(cfg)
     assert f'certagent_build_info{{version="{__version__}"}} 1' in text
     assert 'certagent_certificate_undeployed{certificate="www"} 0' in text
+
+
+def fleet(tmp_path: Path, count: int) -> Path:
+    lines = [f"state_dir: {tmp_path / 'state'}", "ca: {directory: https://ca.invalid/dir}",
+             f"defaults: {{challenge: {{type: http-01, webroot: {tmp_path}}}}}",
+             "certificates:"]  # fmt: skip
+    lines += [f"  c{i}: {{names: [c{i}.example.test]}}" for i in range(count)]
+    path = tmp_path / "c.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_text_made_a_piece_at_a_time_says_what_the_json_says(tmp_path: Path) -> None:
+    """More samples in a family than are joined at once (1000): nothing lost or moved."""
+    cfg = config.load(fleet(tmp_path, 200))  # 200 x 6 outcomes: 1200 samples in one family
+    api.renew(cfg, issuer=LocalIssuer())
+    text = metrics.render(cfg)
+    parsed = {
+        (f.name, tuple(sorted(s.labels.items())), s.value)
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    as_json = {
+        (m["name"].removesuffix("_total"), tuple(sorted(s["labels"].items())), float(s["value"]))
+        for m in metrics.to_json(cfg)["metrics"]  # type: ignore[attr-defined]
+        for s in m["samples"]
+    }
+    assert {(n.removesuffix("_total"), labels, v) for n, labels, v in parsed} == as_json
+    outcome = [s for f in text_string_to_metric_families(text)
+               if f.name == "certagent_certificate_last_outcome" for s in f.samples]  # fmt: skip
+    assert len(outcome) == 200 * len(Outcome)
+    assert text.count("# TYPE certagent_certificate_last_outcome ") == 1
+    textfile = tmp_path / "metrics.prom"
+    metrics.write(cfg, textfile)
+    assert textfile.read_text() == text
+
+
+def test_last_runs_come_from_their_own_small_file_built_once_from_the_history(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from certagent.store import Store
+
+    cfg = config.load(fleet(tmp_path, 2))
+    api.renew(cfg, issuer=LocalIssuer())
+    state = tmp_path / "state"
+    runs = json.loads((state / "last-runs.json").read_text())["runs"]
+    assert set(runs) == {"renew"} and runs["renew"]["exit_status"] == 0
+    # a state directory of an earlier version: no file; read from the history, and the
+    # next run writes it with what the history said of the other commands
+    history = state / "history.jsonl"
+    history.write_text(history.read_text() + json.dumps(
+        {"command": "rollback", "time": "2026-01-02T03:04:05+00:00", "exit_status": 2,
+         "certificates": []}) + "\n")  # fmt: skip
+    (state / "last-runs.json").unlink()
+    assert Store(state).last_runs()["rollback"]["exit_status"] == 2
+    assert 'certagent_last_run_exit_status{command="rollback"} 2' in metrics.render(cfg)
+    api.renew(cfg, issuer=LocalIssuer())
+    runs = json.loads((state / "last-runs.json").read_text())["runs"]
+    assert set(runs) == {"renew", "rollback"}
+    # damaged: what cannot be trusted is not said
+    for damage in ("{", '{"version": 1, "runs": {"renew": {"time": "yesterday"}}}',
+                   '{"version": 1, "runs": {"renew": {"time": null}}}'):  # fmt: skip
+        (state / "last-runs.json").write_text(damage)
+        text = metrics.render(cfg)
+        assert "yesterday" not in text and "None" not in text
+        if damage == "{":  # unreadable: the history itself is read
+            assert 'certagent_last_run_exit_status{command="renew"} 0' in text
+
+
+def test_a_reader_that_stops_reading_is_not_an_internal_error(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cfg = fleet(tmp_path, 300)
+    api.renew(config.load(cfg), issuer=LocalIssuer())
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    for command in ("metrics", "status"):
+        argv = [sys.executable, "-m", "certagent", "-c", str(cfg), command]
+        pipe = subprocess.PIPE
+        writer = subprocess.Popen(argv, stdout=pipe, stderr=pipe, env=env)
+        assert writer.stdout is not None and writer.stderr is not None
+        reader = subprocess.run(["head", "-c", "10"], stdin=writer.stdout, capture_output=True,
+                                check=True)  # fmt: skip
+        writer.stdout.close()  # head is gone: the pipe has no reader left
+        err = writer.stderr.read().decode()
+        writer.wait(timeout=60)
+        assert "internal error" not in err and "Traceback" not in err, err
+        assert len(reader.stdout) == 10
+        if command == "metrics":  # 300 certificates: more than a pipe holds
+            assert writer.returncode == 141, err
+        else:
+            assert writer.returncode in (0, 141), err

@@ -179,7 +179,7 @@ def _metrics(args: argparse.Namespace, config: Config | None, as_json: bool) -> 
     if as_json:
         out(True, metrics.to_json(need(config)), "")
     else:
-        sys.stdout.write(metrics.render(need(config)))
+        metrics.emit(need(config), sys.stdout.write)
     return ExitStatus.OK
 
 

@@ -51,6 +51,7 @@ from .atomic import (
     make_private_dir,
     probe_writable,
     read_json,
+    replacing,
     share_tree,
 )
 from .history import History
@@ -65,7 +66,7 @@ CHECKED_FILES = layout.CHECKED_FILES
 
 __all__ = [
     "BUNDLE_FILE", "CHECKED_FILES", "KEY_FILE", "SECRET_FILES", "Issued", "Snapshot", "Store",
-    "atomic_write", "fsync_dir", "make_private_dir", "release_time",
+    "atomic_write", "fsync_dir", "make_private_dir", "release_time", "replacing",
 ]  # fmt: skip
 
 
@@ -410,6 +411,14 @@ class Store:
     def last_record(self, command: str) -> dict[str, Any] | None:
         """The newest history record of `command`, or None."""
         return next((r for r in self.history_backwards() if r.get("command") == command), None)
+
+    def last_runs(self) -> dict[str, dict[str, Any]]:
+        """Each command's last run: {"time", "exit_status"} (history.py)."""
+        history = History(self.root)
+        runs = history.last_runs()
+        if runs is None:  # a state directory of an earlier version: the history itself
+            runs = history.scanned_runs()
+        return runs
 
     def account_dir(self, directory_url: str) -> Path:
         path = self.account_path(directory_url)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,14 @@ MAX_JSON = 1 << 20  # meta.json and state.json are a few hundred bytes
 def atomic_write(path: Path, data: bytes, mode: int = 0o644, group: int | None = None) -> None:
     """Write a whole file or nothing: temp file, fsync, rename, fsync the directory.
     On any failure (ENOSPC included) the temporary file is removed again."""
+    with replacing(path, mode, group) as fd:
+        write_all(fd, data)
+
+
+@contextlib.contextmanager
+def replacing(path: Path, mode: int = 0o644, group: int | None = None) -> Iterator[int]:
+    """`atomic_write` for what is written in pieces: the temporary file's descriptor,
+    renamed over `path` when the block ends, removed when it raises."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()  # a leftover of a killed run with our pid; never followed
@@ -32,7 +40,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, group: int | None =
             if group is not None:
                 os.fchown(fd, -1, group)
             os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
-            write_all(fd, data)
+            yield fd
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -1,11 +1,15 @@
 """The audit log: history.jsonl, append-only, one JSON object per run, read backwards
 so that the cost grows with the records read, not with the length of the history.
+Beside it, last-runs.json says when each command last ran and how it ended, so that
+metrics and `check` need not parse a record of 10,000 certificates to learn it (built
+from the history once, at the first append that finds it missing).
 
 Side effects: filesystem (appends with fsync; never follows a link).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -14,6 +18,9 @@ from typing import Any
 
 from .. import layout
 from ..errors import StoreError
+from .atomic import atomic_write, read_json
+
+LOOKBACK = 500  # records read backwards to build last-runs.json the first time
 
 
 class History:
@@ -34,6 +41,37 @@ class History:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._remember(record)
+
+    def _remember(self, record: Mapping[str, Any]) -> None:
+        runs = self.last_runs()
+        if runs is None:  # none yet (or unreadable): built from the history, once
+            runs = self.scanned_runs()
+        runs[str(record.get("command"))] = run_of(record)
+        data = json.dumps({"version": 1, "runs": runs}, sort_keys=True).encode()
+        atomic_write(self.path.with_name(layout.LAST_RUNS), data, self.mode, self.group)
+
+    def scanned_runs(self) -> dict[str, dict[str, Any]]:
+        """Each command's last run, from the newest LOOKBACK records themselves."""
+        runs: dict[str, dict[str, Any]] = {}
+        for i, record in enumerate(self.backwards()):
+            if sound_run(run_of(record)):
+                runs.setdefault(str(record.get("command")), run_of(record))
+            if i >= LOOKBACK:
+                break
+        return runs
+
+    def last_runs(self) -> dict[str, dict[str, Any]] | None:
+        """Each command's last run ({"time", "exit_status"}), or None when the file is
+        missing or unreadable (then read the history itself)."""
+        try:
+            raw = read_json(self.path.with_name(layout.LAST_RUNS))
+        except (OSError, ValueError):
+            return None
+        runs = raw.get("runs")
+        if raw.get("version") != 1 or not isinstance(runs, dict):
+            return None
+        return {str(k): v for k, v in runs.items() if sound_run(v)}
 
     def backwards(self, chunk: int = 65536) -> Iterator[dict[str, Any]]:
         """Records, newest first, read backwards from the end of the file."""
@@ -56,6 +94,21 @@ class History:
                     if record is not None:
                         yield record
                 end = start
+
+
+def run_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {"time": record.get("time"), "exit_status": record.get("exit_status", 0)}
+
+
+def sound_run(run: object) -> bool:
+    """A run with a time that parses and an integer exit status (a damaged file says
+    nothing rather than something wrong)."""
+    if not isinstance(run, dict) or not isinstance(run.get("exit_status"), int):
+        return False
+    try:
+        return dt.datetime.fromisoformat(str(run.get("time"))).tzinfo is not None
+    except ValueError:
+        return False
 
 
 def _record(line: bytes) -> dict[str, Any] | None:
