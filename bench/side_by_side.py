@@ -371,6 +371,7 @@ def deploy_config(b: Bench, nginx: Nginx, count: int, group: bool) -> Path:
             "directory": b.pebble.directory_url,
             "agree_tos": True,
             "trust_roots": [str(b.pebble.tls_root)],
+            "max_new_orders": 1000000,  # a local pebble: no public CA's per-account limit
         },
         "certificates": certs,
     }

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,7 @@ from .errors import CertagentError, GateRefused, UsageError
 from .keepalived import Expect, Instance, KeepalivedError, VrrpState, Where
 from .model import CertSpec, DeploySpec, Endpoint, Keepalived, OnBackup, Release
 from .system import Clock, RunResult
-from .verify import AT_ONCE, on_address
+from .verify import on_address
 
 if TYPE_CHECKING:
     from .deploy import Member, Prober
@@ -388,37 +387,33 @@ class FailoverPeer:
         return [f"{gap:.0f} ms after the peer was last seen ready"]
 
     def _verify_on_peer(self, members: Sequence[Member]) -> dict[str, CertagentError | None]:
-        """Each member's endpoints on the peer's address, all at once."""
+        """Each member's endpoints on the peer's address, all at once (one wait per
+        prober, as the deployer's own verify)."""
         label = self.failover.peer_where.label
-
-        def one(m: Member) -> CertagentError | None:
+        out: dict[str, CertagentError | None] = {m.spec.name: None for m in members}
+        waits: dict[int, tuple[Prober, list[tuple[Member, tuple[Endpoint, ...]]]]] = {}
+        for m in members:
             deploy = m.spec.deploy
-            endpoints = (
-                on_address(deploy.endpoints, self.failover.spec.peer.address) if deploy else ()
-            )
-            if deploy is None or not endpoints:
-                return None
+            if deploy is None:
+                continue
+            endpoints = on_address(deploy.endpoints, self.failover.spec.peer.address)
+            if endpoints:
+                prober = self.prober(deploy)
+                waits.setdefault(id(prober), (prober, []))[1].append((m, endpoints))
+        for prober, jobs in waits.values():
             start = self.clock.monotonic()
-            failures = self.prober(deploy).wait_for(
-                endpoints, m.release.fingerprint_sha256, deploy.verify_timeout
+            results = prober.wait_all(
+                [(ends, m.release.fingerprint_sha256, m.deploy.verify_timeout) for m, ends in jobs]
             )
             took = self.clock.monotonic() - start
-            if failures:
-                m.steps.add("peer-verify", False, took, f"{label}: " + "; ".join(failures))
-                return PeerFailed(f"{label}: " + "; ".join(failures))
-            m.steps.add(
-                "peer-verify", True, took, f"{label} serves {m.release.fingerprint_sha256[:16]}…"
-            )
-            return None
-
-        if len(members) <= 1:
-            results = [one(m) for m in members]
-        else:
-            with ThreadPoolExecutor(
-                min(AT_ONCE, len(members)), thread_name_prefix="peer-verify"
-            ) as pool:
-                results = list(pool.map(one, members))
-        return {m.spec.name: r for m, r in zip(members, results, strict=True)}
+            for (m, _), failures in zip(jobs, results, strict=True):
+                fp = m.release.fingerprint_sha256
+                if failures:
+                    m.steps.add("peer-verify", False, took, f"{label}: " + "; ".join(failures))
+                    out[m.spec.name] = PeerFailed(f"{label}: " + "; ".join(failures))
+                else:
+                    m.steps.add("peer-verify", True, took, f"{label} serves {fp[:16]}…")
+        return out
 
     def endpoints(self, spec: CertSpec, step: str) -> tuple[Endpoint, ...]:
         """This node's own address always; the VIP too when the MASTER deploys. Rolling

@@ -8,7 +8,8 @@ Side effects: reads template files. jinja2 is imported on first use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,13 +52,52 @@ def _environment(user_dirs: Sequence[Path]) -> jinja2.Environment:
         why = trust.problem(folder)
         if why is not None:  # a template another user can change is a root-run config
             raise RenderError(f"refusing templates from {folder}: {why}")
-    return SandboxedEnvironment(  # configs, not HTML: autoescape would corrupt them
-        loader=jinja2.FileSystemLoader([str(p) for p in search]),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    key = tuple(str(p) for p in search)
+    env = _ENVIRONMENTS.get(key)
+    if env is None:  # one per search path and process: a template is compiled once
+        env = _ENVIRONMENTS[key] = SandboxedEnvironment(  # configs, not HTML: no autoescape
+            loader=_loader(list(key)),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=True,  # a template is read again on every use (_loader_class)
+        )
+    return env
+
+
+# Environments by search path. jinja2 keeps each one's compiled templates, so 100
+# certificates sharing a template compile it once; the loader says a compiled template
+# is up to date only while its file says the same, so an edit is always seen.
+_ENVIRONMENTS: dict[tuple[str, ...], jinja2.Environment] = {}
+
+
+@functools.cache
+def _loader_class() -> type[jinja2.FileSystemLoader]:
+    import jinja2
+
+    class Loader(jinja2.FileSystemLoader):
+        """A FileSystemLoader whose compiled templates are reused only while the file's
+        text is the same (not its mtime, which ticks coarsely)."""
+
+        def get_source(
+            self, environment: jinja2.Environment, template: str
+        ) -> tuple[str, str, Callable[[], bool]]:
+            source, filename, _ = super().get_source(environment, template)
+
+            def uptodate() -> bool:
+                try:
+                    return Path(filename).read_text(encoding=self.encoding) == source
+                except (OSError, ValueError):
+                    return False
+
+            return source, filename, uptodate
+
+    return Loader
+
+
+def _loader(paths: list[str]) -> jinja2.FileSystemLoader:
+    return _loader_class()(paths)
 
 
 def sources(template: str, user_dirs: Sequence[Path] = ()) -> dict[str, str]:

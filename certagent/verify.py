@@ -86,43 +86,73 @@ class TlsProber:
         self, endpoints: Sequence[Endpoint], fingerprint: str, timeout: float
     ) -> list[str]:
         """Failures, one per endpoint that never served `fingerprint`; empty when all did."""
-        deadline = self.clock.monotonic() + timeout
-        if len(endpoints) > 1:  # each endpoint waited for at once: one deadline, not N
-            with ThreadPoolExecutor(max_workers=min(AT_ONCE, len(endpoints))) as pool:
-                results = list(pool.map(lambda e: self._await_one(e, fingerprint, deadline),
-                                        endpoints))  # fmt: skip
+        return self.wait_all([(endpoints, fingerprint, timeout)])[0]
+
+    def wait_all(self, jobs: Sequence[tuple[Sequence[Endpoint], str, float]]) -> list[list[str]]:
+        """`wait_for` of many certificates at once ((endpoints, fingerprint, timeout)
+        each): the endpoints are probed in rounds by one pool of AT_ONCE handshakes, each
+        no sooner than its own delay after its last probe, so 100 endpoints waiting out
+        their confirmations cost about three rounds, not 100 waits."""
+        start = self.clock.monotonic()
+        waits = [[_Wait(e, fp, start + timeout) for e in endpoints]
+                 for endpoints, fp, timeout in jobs]  # fmt: skip
+        pending = [w for ws in waits for w in ws]
+        pool = ThreadPoolExecutor(min(AT_ONCE, len(pending)) or 1) if len(pending) > 1 else None
+        try:
+            while pending:
+                now = self.clock.monotonic()
+                ready = [w for w in pending if w.next_at <= now]
+                if not ready:
+                    self.clock.sleep(max(0.0, min(w.next_at for w in pending) - now))
+                    continue
+                timeouts = [max(0.2, min(3.0, w.deadline - now)) for w in ready]
+                pairs = list(zip(ready, timeouts, strict=True))
+                served = (list(pool.map(lambda p: probe(p[0].endpoint, self.ctx, p[1]), pairs))
+                          if pool is not None and len(ready) > 1 else
+                          [probe(w.endpoint, self.ctx, t) for w, t in pairs])  # fmt: skip
+                for w, one in zip(ready, served, strict=True):
+                    w.saw(one, self.clock.monotonic())
+                pending = [w for w in pending if not w.done]
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        return [[f for w in ws if (f := w.failure()) is not None] for ws in waits]
+
+
+@dataclass
+class _Wait:
+    """One endpoint awaited: it must serve `fingerprint` CONFIRMATIONS handshakes in a
+    row. One match is not proof: after a graceful reload, old workers keep accepting
+    connections for a moment, so a lucky first handshake can hide a stale one."""
+
+    endpoint: Endpoint
+    fingerprint: str
+    deadline: float
+    matches: int = 0
+    attempt: int = 0
+    next_at: float = 0.0  # monotonic time of its next probe
+    last: Served | None = None
+    done: bool = False
+
+    def saw(self, served: Served, now: float) -> None:
+        self.last = served
+        self.matches = self.matches + 1 if served.fingerprint == self.fingerprint else 0
+        if self.matches >= CONFIRMATIONS:
+            self.done = True
+        elif now >= self.deadline:
+            self.done = True
+            if self.matches:
+                self.last = Served(self.endpoint, None, f"served {self.fingerprint[:16]}… "
+                                   f"only {self.matches} time(s) in a row")  # fmt: skip
         else:
-            results = [self._await_one(e, fingerprint, deadline) for e in endpoints]
-        failures = []
-        for endpoint, last in zip(endpoints, results, strict=True):
-            if last.fingerprint != fingerprint:
-                served = (last.fingerprint or "?")[:16]
-                why = last.error or f"serves {served}… instead of {fingerprint[:16]}…"
-                failures.append(f"{endpoint}: {why}")
-        return failures
+            delay = CONFIRM_DELAY if self.matches else DELAYS[min(self.attempt, len(DELAYS) - 1)]
+            self.next_at = now + delay
+            self.attempt += 1
 
-    def _await_one(self, endpoint: Endpoint, fingerprint: str, deadline: float) -> Served:
-        """Probe until CONFIRMATIONS handshakes in a row serve `fingerprint`.
-
-        One match is not proof: after a graceful reload, old workers keep accepting
-        connections for a moment, so a lucky first handshake can hide a stale one.
-        """
-        attempt = matches = 0
-        while True:
-            left = deadline - self.clock.monotonic()
-            served = probe(endpoint, self.ctx, max(0.2, min(3.0, left)))
-            matches = matches + 1 if served.fingerprint == fingerprint else 0
-            if matches >= CONFIRMATIONS:
-                return served
-            if self.clock.monotonic() >= deadline:
-                return (
-                    served
-                    if matches == 0
-                    else Served(
-                        endpoint,
-                        None,
-                        f"served {fingerprint[:16]}… only {matches} time(s) in a row",
-                    )
-                )
-            self.clock.sleep(CONFIRM_DELAY if matches else DELAYS[min(attempt, len(DELAYS) - 1)])
-            attempt += 1
+    def failure(self) -> str | None:
+        last = self.last
+        if last is None or last.fingerprint == self.fingerprint:
+            return None
+        served = (last.fingerprint or "?")[:16]
+        why = last.error or f"serves {served}… instead of {self.fingerprint[:16]}…"
+        return f"{self.endpoint}: {why}"

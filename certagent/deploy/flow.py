@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from ..model import CertSpec, DeploySpec, Outcome
+from ..model import CertSpec, DeploySpec, Endpoint, Outcome
 from ..steps import Steps
 from ..store import Store
 from ..system import Clock
-from ..verify import AT_ONCE
 from . import links
 from .gate import Gate
 from .ports import DeployFailed, Member, NoPeer, Peer, Prober, Runner
@@ -143,36 +141,33 @@ class Deployer:
 
     def _verify(self, members: Sequence[Member], name: str) -> list[Member]:
         """Every member's endpoints at once (`verify`: its new release; `verify-old`: its
-        previous one); the members whose endpoints failed."""
-
-        def one(m: Member) -> Member | None:
+        previous one), in one wait per prober (members with the same trust roots share
+        one); the members whose endpoints failed."""
+        waits: dict[int, tuple[Prober, list[tuple[Member, tuple[Endpoint, ...], str]]]] = {}
+        for m in members:
             release = m.release if name == "verify" else m.previous
             assert release is not None  # noqa: S101 - verify-old only with a previous release
-            endpoints = self.peer.endpoints(m.spec, name)
-            if not endpoints:
-                return None
-            try:
-                with m.steps.step(name) as notes:
-                    failures = self.prober(m.deploy).wait_for(
-                        endpoints, release.fingerprint_sha256, m.deploy.verify_timeout
-                    )
-                    if failures:
-                        raise DeployFailed("; ".join(failures))
-                    notes.append(
-                        f"{', '.join(f'{e.host}:{e.port}' for e in endpoints)} "
-                        f"serve {release.fingerprint_sha256[:16]}…"
-                    )
-            except DeployFailed:
-                return m
-            return None
-
-        if len(members) <= 1:
-            results = [one(m) for m in members]
-        else:
-            at_once = min(AT_ONCE, len(members))
-            with ThreadPoolExecutor(at_once, thread_name_prefix="verify") as pool:
-                results = list(pool.map(one, members))
-        return [m for m in results if m is not None]
+            endpoints = tuple(self.peer.endpoints(m.spec, name))
+            if endpoints:
+                prober = self.prober(m.deploy)
+                waits.setdefault(id(prober), (prober, []))[1].append(
+                    (m, endpoints, release.fingerprint_sha256)
+                )
+        failed = []
+        for prober, jobs in waits.values():
+            start = self.clock.monotonic()
+            results = prober.wait_all(
+                [(endpoints, fp, m.deploy.verify_timeout) for m, endpoints, fp in jobs]
+            )
+            took = self.clock.monotonic() - start
+            for (m, endpoints, fp), failures in zip(jobs, results, strict=True):
+                if failures:
+                    m.steps.add(name, False, took, "; ".join(failures))
+                    failed.append(m)
+                else:
+                    where = ", ".join(f"{e.host}:{e.port}" for e in endpoints)
+                    m.steps.add(name, True, took, f"{where} serve {fp[:16]}…")
+        return failed
 
     @staticmethod
     def _once(members: Sequence[Member], run: Callable[[Steps], None]) -> None:

@@ -27,6 +27,10 @@ class Prober(Protocol):
         self, endpoints: Sequence[Endpoint], fingerprint: str, timeout: float
     ) -> list[str]: ...
 
+    def wait_all(
+        self, jobs: Sequence[tuple[Sequence[Endpoint], str, float]]
+    ) -> list[list[str]]: ...
+
 
 class DeployFailed(CertagentError):
     """A deploy step after the swap failed; carries every reason."""
