@@ -210,3 +210,17 @@ def test_candidate_view_shows_every_candidate_in_a_mixed_directory(tmp_path: Pat
     assert result.ok, result.output
     assert result.output == "new a\nnew b\nother\nincluded\n"
     assert (live / "a.conf").read_text() == "old a\n" and not (live / "b.conf").exists()
+
+
+def test_a_template_is_compiled_once_and_an_edit_is_seen_at_once(tmp_path: Path) -> None:
+    """Issue #28: 100 certificates sharing a template compile it once per process; the
+    compiled one is reused only while the file says the same, so an edit of the same
+    size within the same mtime tick is still seen."""
+    template = tmp_path / "t.j2"
+    template.write_text("a {{ x }}\n")
+    assert render.render("t.j2", {"x": 1}, [tmp_path]) == "a 1\n"
+    st = template.stat()
+    template.write_text("b {{ x }}\n")  # same size
+    os.utime(template, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
+    assert render.render("t.j2", {"x": 2}, [tmp_path]) == "b 2\n"
+    assert render.render("t.j2", {"x": 3}, [tmp_path]) == "b 3\n"
