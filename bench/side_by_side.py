@@ -301,15 +301,15 @@ def run_all(b: Bench, work: Path) -> None:
     b.add("--help", "certbot", best([timed(["certbot", "--help"]) for _ in range(3)]))
     b.add("--help", "lego", best([timed(["lego", "--help"]) for _ in range(3)]))
 
-    print("20 certificates deployed to one nginx", flush=True)
-    for group in (True, False):
-        nginx = Nginx(work / f"nginx-{group}").start_including()
+    print("certificates renewed and deployed to one nginx", flush=True)
+    for count, group in ((20, True), (20, False), (100, True)):
+        nginx = Nginx(work / f"nginx-{count}-{group}").start_including()
         try:
-            cfg = deploy_config(b, nginx, 20, group)
+            cfg = deploy_config(b, nginx, count, group)
             b.certagent(cfg, "renew")
             who = "certagent" if group else "group: false"
             b.add(
-                "20 deployed to one nginx",
+                f"{count} deployed to one nginx",
                 who,
                 best([b.certagent(cfg, "renew", "--force") for _ in range(ROUNDS)]),
             )

@@ -40,6 +40,9 @@ class Checker:
 
     source: Path
     problems: list[ConfigProblem] = field(default_factory=list)
+    # what a value shared by many certificates (a `defaults` one) was converted to,
+    # by id, with the value itself (an id is only reused once its value is gone)
+    shared: dict[int, tuple[Value, Any]] = field(default_factory=dict)
 
     def error(self, at: Value | str, message: str, line: int | None = None) -> None:
         if isinstance(at, Value):

@@ -122,8 +122,11 @@ def ip_name(name: str) -> str | None:
     None when the name is not one."""
     import ipaddress
 
+    text = name.strip()
+    if ":" not in text and not text.replace(".", "").isdigit():
+        return None  # neither IPv6 (has a colon) nor IPv4 (digits and dots): a DNS name
     try:
-        return str(ipaddress.ip_address(name.strip()))
+        return str(ipaddress.ip_address(text))
     except ValueError:
         return None
 

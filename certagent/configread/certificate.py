@@ -6,6 +6,8 @@ Side effects: none.
 
 from __future__ import annotations
 
+from typing import cast
+
 from .. import configspec as spec
 from .. import layout
 from ..configkinds import Checker, Section, Value, kind_of
@@ -181,6 +183,18 @@ def links(ctx: Checker, v: Value) -> tuple[LinkSpec, ...]:
 
 
 def challenge(ctx: Checker, v: Value) -> ChallengeSpec | None:
+    """A challenge; one in `defaults` is converted once for all who share it."""
+    if not v.path.startswith("defaults"):
+        return _challenge(ctx, v)
+    hit = ctx.shared.get(id(v))
+    if hit is not None and hit[0] is v:
+        return cast("ChallengeSpec | None", hit[1])
+    out = _challenge(ctx, v)
+    ctx.shared[id(v)] = (v, out)
+    return out
+
+
+def _challenge(ctx: Checker, v: Value) -> ChallengeSpec | None:
     s = spec.CHALLENGE
     m = s.read(ctx, v)
     kind = s.get(ctx, m, "type")
