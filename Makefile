@@ -79,6 +79,7 @@ bench: deps venv wheelhouse
 	$(BIN)/python bench/renew_many.py
 	$(BIN)/python bench/check_many.py
 	$(BIN)/python bench/first_noop.py
+	$(BIN)/python bench/scale.py
 
 # certagent for real use: /opt/certagent, /usr/local/bin/certagent, units, cron, /etc/certagent.
 install:

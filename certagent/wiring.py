@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .acme_issuer import AcmeIssuer
     from .failover import Failover
     from .rehearse import Rehearsal
+    from .verify import TlsProber
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +114,15 @@ def _context(
     keepalived node's deployer: the MASTER's (gate, peer first) or, receiving, the
     BACKUP's."""
 
-    from .deploy import Deployer  # deferred: ssl, sockets and the deployer only where used
-    from .verify import TlsProber
+    from .deploy import Deployer  # deferred: the deployer only where used
 
     probers: dict[tuple[object, ...], TlsProber] = {}
 
     def prober(deploy: DeploySpec) -> TlsProber:
         """One per set of trust roots: each loads the system's store (a group of 20
         would otherwise hold 20 copies, and read them 20 times)."""
+        from .verify import TlsProber  # deferred: ssl only when something is verified
+
         key = tuple(deploy.trust_roots)
         found = probers.get(key)
         if found is None:
@@ -226,8 +228,6 @@ def trust_bundle(ca: CASpec, state_dir: Path) -> Path:
 def finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
     """After every run that can change something: the audit record, then metrics,
     notifications and (for renew) the heartbeat. None of these can fail the run."""
-    from . import metrics, notify  # deferred: smtplib and urllib only when a run finishes
-
     try:
         store.append_history(history_record(report, config))
     except OSError as exc:  # a full disk must not hide the run's own outcome
@@ -235,16 +235,23 @@ def finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
     # The run's work is done and recorded; what follows must not change its exit status.
     try:
         if config.metrics_textfile is not None:
+            from . import metrics  # deferred, as notify: only a run that writes them
+
             metrics.write(config, config.metrics_textfile)
     except Exception as exc:  # reported, never fatal
         log.warning("cannot write metrics to %s: %s", config.metrics_textfile, exc)
+    heartbeat = config.heartbeat if report.command == "renew" else None
+    if config.notify.webhook is None and config.notify.email is None and heartbeat is None:
+        return  # nothing to tell anyone: smtplib, urllib and ssl stay unimported
+    from . import notify
+
     try:
         notify.notify(config, report, clock.now(), clock.sleep)
     except Exception as exc:
         log.warning("notifications failed: %s", exc)
-    if report.command == "renew" and config.heartbeat is not None:
+    if heartbeat is not None:
         try:
-            notify.ping(config.heartbeat, report, int(exit_status(report)))
+            notify.ping(heartbeat, report, int(exit_status(report)))
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
 
