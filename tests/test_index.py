@@ -190,3 +190,23 @@ def test_the_writer_writes_as_it_goes_and_a_reader_keeps_nothing(tmp_path: Path)
     reader.read_state("c3", [9, 9, 9, 9], {"last_outcome": "failed"})
     reader.save(["c3"])  # a reader writes nothing, drops nothing
     assert len(indexed(tmp_path / "s" / INDEX_FILE)) == 9
+
+
+def test_a_release_is_recorded_as_matched_when_written(tmp_path: Path) -> None:
+    """The first no-op after an issuance hashes nothing: the files were just written
+    with the digests its meta.json records."""
+    import json
+
+    from certagent.store import Store
+
+    cfg = fleet(tmp_path, 2)
+    api.renew(cfg, issuer=LocalIssuer())
+    db = sqlite3.connect(tmp_path / "state" / INDEX_FILE)
+    entries = {n: json.loads(e) for n, e in db.execute("SELECT name, entry FROM certs")}
+    db.close()
+    store = Store(tmp_path / "state")
+    for name in ("c0", "c1"):
+        current = store.current(name)
+        assert current is not None
+        assert entries[name]["verified"]["release"] == current.release_id
+        assert len(entries[name]["verified"]["sigs"]) == len(current.digests)
