@@ -8,9 +8,12 @@ links (`tls/fullchain.pem`, `tls/privkey.pem`), as the shipped mail recipe does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,5 +147,33 @@ class Mail:
             self.dovecot.stop()
             self.dovecot = None
         if self.postfix is not None:
+            self._stop_master()
             self.postfix.stop()
             self.postfix = None
+
+    def _stop_master(self, timeout: float = 10.0) -> None:
+        """Postfix's master makes a session of its own (setsid under `start-fg`), out
+        of the process group the Server helper stops: it is stopped by the PID in its
+        pid file, once that PID is seen to be our master (its cwd is our spool)."""
+        spool = self.workdir / "spool"
+        try:
+            pid = int((spool / "pid" / "master.pid").read_text().split()[0])
+            if Path(f"/proc/{pid}/cwd").resolve() != spool.resolve():
+                return  # not ours (gone, and its PID reused)
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            return
+        deadline = time.monotonic() + timeout
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _running(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an init that does not reap leaves those)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
