@@ -30,6 +30,7 @@ import os
 import sqlite3
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ INDEX_FILE = "index.sqlite3"
 OLD_FILES = ("index.json",)  # earlier versions' index: removed when this one is written
 VERSION = 3  # PRAGMA user_version: a row per certificate, its entry as JSON text
 REVERIFY = dt.timedelta(hours=24)  # digests are hashed again at least this often
+RACY = dt.timedelta(seconds=2)  # a folder changed more recently is looked into again
 BUSY = 2.0  # seconds a reader or the writer waits for the other's lock
 
 Sig = list[int]
@@ -171,6 +173,22 @@ class Index:
         if None not in sigs:
             self._note(name, verified={"release": release_id, "sigs": sigs, "at": now.isoformat()})
 
+    # -- the certificate's folders, scanned for leftovers of killed writes -------------
+
+    def dirs_clean(self, name: str, sigs: list[Sig | None]) -> bool:
+        """Whether the certificate's folder and its releases are as they were when last
+        found without leftovers: no entry was made or removed in either since (that
+        changes a folder's mtime and ctime), so there is nothing to look for."""
+        return None not in sigs and self._entry(name).get("dirs") == sigs
+
+    def dirs_scanned(self, name: str, sigs: list[Sig | None], now: dt.datetime) -> None:
+        """Both folders were just found without leftovers (`sigs` taken before looking).
+        Kept only when both changed more than RACY ago: a change in the same clock tick
+        as the look would not change the mtime (racily clean, as git says)."""
+        limit = (now - RACY).timestamp() * 1e9
+        if None not in sigs and all(s is not None and max(s[1], s[2]) < limit for s in sigs):
+            self._note(name, dirs=sigs)
+
     # -- writing ------------------------------------------------------------------------
 
     def write(self, mode: int = 0o600, group: int | None = None) -> None:
@@ -236,7 +254,7 @@ class Index:
             if row is None or row[0] != text:
                 rows.append((n, text))
         if gone or rows:  # else nothing new: a no-op run writes nothing
-            with db:  # one transaction
+            with _transaction(db):
                 db.executemany("DELETE FROM certs WHERE name = ?", gone)
                 db.executemany("INSERT OR REPLACE INTO certs (name, entry) VALUES (?, ?)", rows)
         if keep is not None:
@@ -253,7 +271,7 @@ class Index:
             db.close()
             _remove(self.path)
             db = self._create()
-            with db:
+            with _transaction(db):
                 db.execute(_SCHEMA)
                 db.execute(f"PRAGMA user_version = {VERSION}")
         self._db, self._opened = db, "rw"
@@ -279,6 +297,20 @@ class Index:
             if self._db is not None:
                 self._db.close()
             self._db, self._opened = None, ""
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One transaction (the connection is in autocommit mode, where `with db:` would
+    leave every statement its own, each with its own journal and fsyncs)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _open(path: Path) -> sqlite3.Connection | None:

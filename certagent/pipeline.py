@@ -262,7 +262,7 @@ def repair(ctx: Context, spec: CertSpec, steps: Steps) -> tuple[Snapshot, bool]:
     Returns the certificate as the store now holds it, and whether `current` was
     pointed at another release (which must then be deployed)."""
     done = [f"removed {p.name}, left by a run that died" for p in
-            ctx.store.cleanup_partial(spec.name)]  # fmt: skip
+            ctx.store.cleanup_partial(spec.name, ctx.clock.now())]  # fmt: skip
     snap = ctx.store.snapshot(spec.name)
     repaired = ctx.store.repair(spec.name, snap, ctx.clock.now())
     done += repaired

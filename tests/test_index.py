@@ -210,3 +210,36 @@ def test_a_release_is_recorded_as_matched_when_written(tmp_path: Path) -> None:
         assert current is not None
         assert entries[name]["verified"]["release"] == current.release_id
         assert len(entries[name]["verified"]["sigs"]) == len(current.digests)
+
+
+def test_a_leftover_is_found_even_when_its_folder_was_last_found_clean(tmp_path: Path) -> None:
+    """A no-op run looks into a certificate's folders only when either changed since it
+    last found them clean (two stats instead of two folder reads); a leftover of a
+    killed write changes its folder, whatever its mtime is set back to."""
+    import datetime as dt
+    import json
+
+    from .conftest import OffsetClock
+
+    cfg = fleet(tmp_path, 1)
+    issuer = LocalIssuer()
+    later = OffsetClock(dt.timedelta(hours=1))  # the folders' last change is long past
+    api.renew(cfg, issuer=issuer)
+    api.renew(cfg, issuer=issuer, clock=later)
+    db = sqlite3.connect(tmp_path / "state" / INDEX_FILE)
+    (entry,) = [json.loads(e) for (e,) in db.execute("SELECT entry FROM certs")]
+    db.close()
+    assert len(entry["dirs"]) == 2  # found clean, and believed from now on
+    releases = tmp_path / "state" / "certs" / "c0" / "releases"
+    for planted in (releases / ".tmp-20260101T000000Z-dead", releases.parent / ".state.json.tmp99"):
+        folder = planted.parent
+        st = folder.stat()
+        if planted.name.startswith(".tmp-"):
+            planted.mkdir()
+        else:
+            planted.write_text("{")
+        os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime set back: not ctime
+        report = api.renew(cfg, issuer=issuer, clock=later)
+        assert not planted.exists(), planted
+        steps = [s.detail for s in report.results[0].steps if s.step == "repair"]
+        assert steps and planted.name in steps[0]

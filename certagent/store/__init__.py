@@ -162,10 +162,18 @@ class Store:
         os.replace(tmp, link)
         fsync_dir(link.parent)
 
-    def cleanup_partial(self, name: str) -> list[Path]:
+    def cleanup_partial(self, name: str, now: dt.datetime) -> list[Path]:
         """Remove half-written and half-pruned releases left by a run that died (we hold
-        the lock)."""
-        return releases_mod.leftovers(self.cert_dir(name))
+        the lock). Two stats instead of two folder reads when neither folder changed
+        since it was last found clean (index.py)."""
+        folder = self._dir_of(name)
+        sigs = [signature(folder), signature(f"{folder}/{layout.RELEASES}")]
+        if self.index.dirs_clean(name, sigs):
+            return []
+        removed = releases_mod.leftovers(self.cert_dir(name))
+        if not removed:
+            self.index.dirs_scanned(name, sigs, now)
+        return removed
 
     def current(self, name: str) -> Release | None:
         """The release `current` points at; None when the link is missing or dangles.
