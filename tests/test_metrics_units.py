@@ -139,3 +139,22 @@ def test_a_reader_that_stops_reading_is_not_an_internal_error(tmp_path: Path) ->
             assert writer.returncode == 141, err
         else:
             assert writer.returncode in (0, 141), err
+
+
+def test_a_summary_that_cannot_be_updated_is_removed_not_left_stale(tmp_path: Path) -> None:
+    import os
+
+    from certagent.store import Store
+
+    cfg = config.load(fleet(tmp_path, 1))
+    api.renew(cfg, issuer=LocalIssuer())
+    state = tmp_path / "state"
+    assert (state / "last-runs.json").exists()
+    blocker = state / f".last-runs.json.tmp{os.getpid()}"
+    blocker.mkdir()  # the next atomic write of the summary fails
+    (blocker / "x").write_text("")
+    report = api.renew(cfg, issuer=LocalIssuer(), force=True)
+    assert not (state / "last-runs.json").exists()  # not left saying the older run
+    assert Store(state).last_runs()["renew"]["time"] == report.finished.isoformat(
+        timespec="seconds"
+    )

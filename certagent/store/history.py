@@ -9,6 +9,7 @@ Side effects: filesystem (appends with fsync; never follows a link).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -41,7 +42,11 @@ class History:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._remember(record)
+        try:
+            self._remember(record)
+        except OSError:  # the record is written; a stale summary must not outlive it
+            with contextlib.suppress(OSError):
+                self.path.with_name(layout.LAST_RUNS).unlink()
 
     def _remember(self, record: Mapping[str, Any]) -> None:
         runs = self.last_runs()
