@@ -10,7 +10,8 @@ import hashlib
 import socket
 import ssl
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,33 +91,43 @@ class TlsProber:
 
     def wait_all(self, jobs: Sequence[tuple[Sequence[Endpoint], str, float]]) -> list[list[str]]:
         """`wait_for` of many certificates at once ((endpoints, fingerprint, timeout)
-        each): the endpoints are probed in rounds by one pool of AT_ONCE handshakes, each
-        no sooner than its own delay after its last probe, so 100 endpoints waiting out
-        their confirmations cost about three rounds, not 100 waits."""
+        each): one pool of AT_ONCE handshakes serves every endpoint, each probed again
+        no sooner than its own delay after its last answer and never waiting for
+        another's (a silent endpoint holds one slot, not everyone's confirmations), so
+        100 endpoints waiting out their confirmations cost about three delays."""
         start = self.clock.monotonic()
         waits = [[_Wait(e, fp, start + timeout) for e in endpoints]
                  for endpoints, fp, timeout in jobs]  # fmt: skip
         pending = [w for ws in waits for w in ws]
-        pool = ThreadPoolExecutor(min(AT_ONCE, len(pending)) or 1) if len(pending) > 1 else None
-        try:
-            while pending:
-                now = self.clock.monotonic()
-                ready = [w for w in pending if w.next_at <= now]
-                if not ready:
-                    self.clock.sleep(max(0.0, min(w.next_at for w in pending) - now))
-                    continue
-                timeouts = [max(0.2, min(3.0, w.deadline - now)) for w in ready]
-                pairs = list(zip(ready, timeouts, strict=True))
-                served = (list(pool.map(lambda p: probe(p[0].endpoint, self.ctx, p[1]), pairs))
-                          if pool is not None and len(ready) > 1 else
-                          [probe(w.endpoint, self.ctx, t) for w, t in pairs])  # fmt: skip
-                for w, one in zip(ready, served, strict=True):
-                    w.saw(one, self.clock.monotonic())
-                pending = [w for w in pending if not w.done]
-        finally:
-            if pool is not None:
-                pool.shutdown()
+        if len(pending) == 1:  # one endpoint: no pool
+            w = pending[0]
+            while not w.done:
+                self.clock.sleep(max(0.0, w.next_at - self.clock.monotonic()))
+                w.saw(probe(w.endpoint, self.ctx, w.timeout(self.clock.monotonic())),
+                      self.clock.monotonic())  # fmt: skip
+        elif pending:
+            self._many(pending)
         return [[f for w in ws if (f := w.failure()) is not None] for ws in waits]
+
+    def _many(self, pending: list[_Wait]) -> None:
+        flying: dict[Future[Served], _Wait] = {}
+        with ThreadPoolExecutor(min(AT_ONCE, len(pending))) as pool:
+            while pending or flying:
+                now = self.clock.monotonic()
+                for w in [w for w in pending if w.next_at <= now][: AT_ONCE - len(flying)]:
+                    flying[pool.submit(probe, w.endpoint, self.ctx, w.timeout(now))] = w
+                    pending.remove(w)
+                due = min((w.next_at for w in pending), default=None)
+                if not flying:
+                    self.clock.sleep(max(0.0, (due or now) - now))
+                    continue
+                wait = None if due is None else max(0.0, due - now)
+                done, _ = futures_wait(flying, timeout=wait, return_when=FIRST_COMPLETED)
+                for future in done:
+                    w = flying.pop(future)
+                    w.saw(future.result(), self.clock.monotonic())
+                    if not w.done:
+                        pending.append(w)
 
 
 @dataclass
@@ -148,6 +159,10 @@ class _Wait:
             delay = CONFIRM_DELAY if self.matches else DELAYS[min(self.attempt, len(DELAYS) - 1)]
             self.next_at = now + delay
             self.attempt += 1
+
+    def timeout(self, now: float) -> float:
+        """One handshake's: what is left of the deadline, within 0.2 and 3 s."""
+        return max(0.2, min(3.0, self.deadline - now))
 
     def failure(self) -> str | None:
         last = self.last

@@ -120,3 +120,25 @@ def test_a_single_lucky_match_fails_and_a_refused_endpoint_fails_alone(
     finally:
         flapping.close()
         good.close()
+
+
+def test_a_silent_endpoint_does_not_hold_back_the_others(
+    pkix: tuple[Path, list[tuple[ssl.SSLContext, str]]],
+) -> None:
+    """One endpoint answers TCP and never TLS (each handshake waits out its 3 s): the
+    others confirm at their own pace, well inside a 4 s deadline they would miss if
+    each of their three confirmations waited for the silent one's handshake."""
+    root, ((new_ctx, new_fp), (old_ctx, _)) = pkix
+    good = [TlsServer([new_ctx, old_ctx], lambda n: 0) for _ in range(3)]
+    silent = socket.create_server(("127.0.0.1", 0))  # listens, never accepts
+    try:
+        prober = TlsProber(SystemClock(), [root])
+        ends = [Endpoint("127.0.0.1", s.port, "site.test") for s in good]
+        ends.append(Endpoint("127.0.0.1", silent.getsockname()[1], "site.test"))
+        results = prober.wait_all([((e,), new_fp, 4.0) for e in ends])
+        assert results[:3] == [[], [], []]
+        assert len(results[3]) == 1 and str(ends[3]) in results[3][0]
+    finally:
+        silent.close()
+        for s in good:
+            s.close()
