@@ -121,7 +121,9 @@ class TlsProber:
                 if not flying:
                     self.clock.sleep(max(0.0, (due or now) - now))
                     continue
-                wait = None if due is None else max(0.0, due - now)
+                # every slot busy: only an answer can start anything; else also a due time
+                full = len(flying) >= AT_ONCE
+                wait = None if due is None or full else max(0.0, due - now)
                 done, _ = futures_wait(flying, timeout=wait, return_when=FIRST_COMPLETED)
                 for future in done:
                     w = flying.pop(future)
