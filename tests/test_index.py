@@ -17,12 +17,17 @@ from certagent.model import Config
 from .fakes import LocalIssuer
 
 
-def indexed(path: Path) -> set[str]:
+def texts(path: Path) -> dict[str, str]:
+    """Each certificate's row of the index, as its JSON text."""
     db = sqlite3.connect(path)
     try:
-        return {n for (n,) in db.execute("SELECT name FROM certs")}
+        return dict(db.execute("SELECT name, entry FROM certs"))
     finally:
         db.close()
+
+
+def indexed(path: Path) -> set[str]:
+    return set(texts(path))
 
 
 def foreign(path: Path, version: int, *statements: str) -> bytes:
@@ -134,13 +139,9 @@ def test_a_run_that_changes_one_certificate_rewrites_one_row_and_drops_the_uncon
     api.renew(cfg, issuer=issuer)
     api.renew(cfg, issuer=issuer)
     index = tmp_path / "state" / INDEX_FILE
-    db = sqlite3.connect(index)
-    before = dict(db.execute("SELECT name, entry FROM certs"))
-    db.close()
+    before = texts(index)
     api.renew(cfg, ["c1"], force=True, issuer=issuer)
-    db = sqlite3.connect(index)
-    after = dict(db.execute("SELECT name, entry FROM certs"))
-    db.close()
+    after = texts(index)
     assert after["c0"] == before["c0"] and after["c2"] == before["c2"]
     assert after["c1"] != before["c1"]
     fewer = fleet(tmp_path, 2)  # c2 no longer configured
@@ -201,9 +202,7 @@ def test_a_release_is_recorded_as_matched_when_written(tmp_path: Path) -> None:
 
     cfg = fleet(tmp_path, 2)
     api.renew(cfg, issuer=LocalIssuer())
-    db = sqlite3.connect(tmp_path / "state" / INDEX_FILE)
-    entries = {n: json.loads(e) for n, e in db.execute("SELECT name, entry FROM certs")}
-    db.close()
+    entries = {n: json.loads(e) for n, e in texts(tmp_path / "state" / INDEX_FILE).items()}
     store = Store(tmp_path / "state")
     for name in ("c0", "c1"):
         current = store.current(name)
@@ -226,9 +225,7 @@ def test_a_leftover_is_found_even_when_its_folder_was_last_found_clean(tmp_path:
     later = OffsetClock(dt.timedelta(hours=1))  # the folders' last change is long past
     api.renew(cfg, issuer=issuer)
     api.renew(cfg, issuer=issuer, clock=later)
-    db = sqlite3.connect(tmp_path / "state" / INDEX_FILE)
-    (entry,) = [json.loads(e) for (e,) in db.execute("SELECT entry FROM certs")]
-    db.close()
+    (entry,) = [json.loads(e) for e in texts(tmp_path / "state" / INDEX_FILE).values()]
     assert len(entry["dirs"]) == 2  # found clean, and believed from now on
     releases = tmp_path / "state" / "certs" / "c0" / "releases"
     for planted in (releases / ".tmp-20260101T000000Z-dead", releases.parent / ".state.json.tmp99"):
