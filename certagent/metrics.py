@@ -28,35 +28,53 @@ COMMANDS = ("renew", "deploy", "rollback", "rehearse")
 
 
 class _Family:
-    """One metric's samples: as text lines as they come (the exposition, whose memory
-    is its text: 10,000 certificates make about 150,000 lines), or as labels and
-    values for `--json` (`keep`)."""
+    """One metric's samples, kept as the text they will be printed as, joined a
+    thousand lines at a time: the memory a family holds is its text (10,000
+    certificates make about 150,000 samples). `as_json`: each sample as the JSON
+    object `certagent --json metrics` prints (schemas/metrics.schema.json), else as a
+    line of the Prometheus exposition."""
 
-    def __init__(self, name: str, kind: str, help_text: str, keep: bool = False) -> None:
+    def __init__(self, name: str, kind: str, help_text: str, as_json: bool = False) -> None:
         self.name, self.kind, self.help = name, kind, help_text
-        self.samples: list[tuple[dict[str, str], float]] = []
-        self.keep = keep
-        self.chunks: list[str] = []  # lines joined a thousand at a time: the text's size
+        self.as_json = as_json
+        self.chunks: list[str] = []
         self.lines: list[str] = []
         self.count = 0
 
     def add(self, labels: dict[str, str], value: float) -> None:
         self.count += 1
-        if self.keep:
-            self.samples.append((labels, value))
-            return
-        inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-        self.lines.append(f"{self.name}{{{inner}}} {_number(value)}\n" if inner else
-                          f"{self.name} {_number(value)}\n")  # fmt: skip
+        if self.as_json:  # laid out as json.dumps(indent=2) lays out the whole document
+            self.lines.append(("\n" if self.count == 1 else ",\n") + _json_sample(labels, value))
+        else:
+            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            self.lines.append(f"{self.name}{{{inner}}} {_number(value)}\n" if inner else
+                              f"{self.name} {_number(value)}\n")  # fmt: skip
         if len(self.lines) >= 1000:
             self.chunks.append("".join(self.lines))
             self.lines = []
 
     def render(self) -> Iterator[str]:
-        if self.count:
+        if not self.count:
+            return
+        if self.as_json:
+            head = {"name": self.name, "type": self.kind, "help": self.help}
+            yield "".join(f"\n      {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items())
+            yield '\n      "samples": ['
+        else:
             yield f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n"
-            yield from self.chunks
-            yield "".join(self.lines)
+        yield from self.chunks
+        yield "".join(self.lines)
+        if self.as_json:
+            yield "\n      ]"
+
+
+def _json_sample(labels: dict[str, str], value: float) -> str:
+    """{"labels": ..., "value": ...} at its depth in the document (metrics[i].samples[j]),
+    as json.dumps(indent=2) would lay it out (a test compares the bytes)."""
+    q = json.dumps
+    inner = ",".join(f"\n            {q(k)}: {q(v)}" for k, v in labels.items())
+    shown = f"{{{inner}\n          }}" if inner else "{}"
+    return f'        {{\n          "labels": {shown},\n          "value": {q(value)}\n        }}'
 
 
 def _escape(value: str) -> str:
@@ -85,20 +103,36 @@ def emit(config: Config, write: Callable[[str], object]) -> None:
             write(text)
 
 
+def emit_json(config: Config, write: Callable[[str], object]) -> None:
+    """`certagent --json metrics` (schemas/metrics.schema.json), a family at a time
+    like the text: the same bytes as json.dumps(document, indent=2), never the whole
+    document in memory."""
+    write('{\n  "schema": 1,\n  "metrics": [')
+    count = 0
+    for family in families(config, as_json=True):
+        if not family.count:
+            continue
+        write(("," if count else "") + "\n    {")
+        for text in family.render():
+            write(text)
+        write("\n    }")
+        count += 1
+    write("\n  ]\n}\n" if count else "]\n}\n")
+
+
 def to_json(config: Config) -> dict[str, Any]:
-    """The same, for `certagent --json metrics` (schemas/metrics.schema.json)."""
-    return {"schema": 1, "metrics": [
-        {"name": f.name, "type": f.kind, "help": f.help,
-         "samples": [{"labels": labels, "value": value} for labels, value in f.samples]}
-        for f in families(config, keep=True) if f.samples
-    ]}  # fmt: skip
+    """The same, as a document (Python callers; `emit_json` prints it)."""
+    out = io.StringIO()
+    emit_json(config, out.write)
+    document: dict[str, Any] = json.loads(out.getvalue())
+    return document
 
 
-def families(config: Config, keep: bool = False) -> list[_Family]:
-    """`keep`: samples as labels and values (JSON), else as text."""
+def families(config: Config, as_json: bool = False) -> list[_Family]:
+    """Every family with its samples, as JSON (`as_json`) or as text."""
     store = Store(config.state_dir)
     f = {
-        name: _Family(name, kind, text, keep)
+        name: _Family(name, kind, text, as_json)
         for name, kind, text in (
             ("certagent_certificate_not_after_timestamp_seconds", "gauge",
              "Not-after of the current release (Unix time)."),

@@ -158,3 +158,31 @@ def test_a_summary_that_cannot_be_updated_is_removed_not_left_stale(tmp_path: Pa
     assert Store(state).last_runs()["renew"]["time"] == report.finished.isoformat(
         timespec="seconds"
     )
+
+
+def test_the_json_made_a_family_at_a_time_is_the_document_laid_out_whole(
+    tmp_path: Path,
+) -> None:
+    """`--json metrics` is streamed like the text: the bytes json.dumps(indent=2) gives
+    for the whole document, a sample with no labels and a family past a thousand
+    samples included, and the same samples as the text."""
+    import io
+    import json
+
+    cfg = config.load(fleet(tmp_path, 200))
+    api.renew(cfg, issuer=LocalIssuer())
+    (tmp_path / "state" / metrics.CHECK_FILE).write_text(json.dumps(
+        {"checked_at": "2026-12-05T00:00:00+00:00", "endpoints": [{"label": "a", "state": "OK",
+         "host": "127.0.0.1", "port": 443, "current_release": True}]}))  # fmt: skip
+    out = io.StringIO()
+    metrics.emit_json(cfg, out.write)
+    printed = out.getvalue()
+    document = json.loads(printed)
+    assert printed == json.dumps(document, indent=2) + "\n"
+    by_name = {m["name"]: m for m in document["metrics"]}
+    assert by_name["certagent_check_timestamp_seconds"]["samples"] == [
+        {"labels": {}, "value": 1796428800.0}
+    ]
+    assert len(by_name["certagent_certificate_last_outcome"]["samples"]) == 200 * len(Outcome)
+    text = {f.name for f in text_string_to_metric_families(metrics.render(cfg))}
+    assert {n.removesuffix("_total") for n in by_name} == text

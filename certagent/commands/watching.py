@@ -176,10 +176,7 @@ def _history(args: argparse.Namespace, config: Config | None, as_json: bool) -> 
 def _metrics(args: argparse.Namespace, config: Config | None, as_json: bool) -> ExitStatus:
     from .. import metrics
 
-    if as_json:
-        out(True, metrics.to_json(need(config)), "")
-    else:
-        metrics.emit(need(config), sys.stdout.write)
+    (metrics.emit_json if as_json else metrics.emit)(need(config), sys.stdout.write)
     return ExitStatus.OK
 
 
