@@ -6,7 +6,7 @@ runs measure), then, with the installed wheel (`bench/side_by_side.py`'s venv):
 
 - a no-op `renew` (best of ROUNDS, after one that asks the absent CA for renewal
   information; `bench/first_noop.py` measures the first no-op after issuance from pebble);
-- `status`, `plan` and `metrics` (best of ROUNDS);
+- `status`, `plan`, `metrics` and `--json metrics` (best of ROUNDS);
 - the floor (`bench/noop_floor.py`: read every live certificate, compare its
   notAfter with now; nothing else);
 - certbot's `renew` over a certbot store of the same size (lineages written directly,
@@ -101,8 +101,9 @@ def measure(certagent: list[str], folder: Path, count: int) -> dict[str, Result]
     timed([*run, "renew"], PLAIN_ENV)  # warm-up: asks the (absent) CA for renewal info once
     out: dict[str, Result] = {}
     out["no-op renew"] = best([timed([*run, "renew"], PLAIN_ENV) for _ in range(ROUNDS)])
-    for command in ("status", "plan", "metrics"):
-        out[command] = best([timed([*run, command], PLAIN_ENV) for _ in range(ROUNDS)])
+    for command in ("status", "plan", "metrics", "--json metrics"):
+        argv = [*run, *command.split()]
+        out[command] = best([timed(argv, PLAIN_ENV) for _ in range(ROUNDS)])
     floor = [sys.executable, str(ROOT / "bench" / "noop_floor.py"), str(folder / "state")]
     out["floor"] = best([timed(floor) for _ in range(ROUNDS)])
     if shutil.which("certbot"):
