@@ -35,7 +35,7 @@ class Server:
             start_new_session=True,
             user=user,
             group=_group_of(user) if user else None,
-            extra_groups=[] if user else None,
+            extra_groups=_groups_of(user) if user else None,
         )
 
     @property
@@ -99,6 +99,12 @@ def _group_of(user: str) -> int:
     import pwd
 
     return pwd.getpwnam(user).pw_gid
+
+
+def _groups_of(user: str) -> list[int]:
+    """The user's supplementary groups, as systemd's `User=` (initgroups) gives a
+    service: Debian's PostgreSQL reads keys through its membership of ssl-cert."""
+    return os.getgrouplist(user, _group_of(user))
 
 
 def _group_alive(pgid: int) -> bool:
