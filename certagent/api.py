@@ -25,7 +25,7 @@ from .context import Attempt, Context, Issuer, Progress, Ready
 from .errors import CertagentError, GateRefused, StoreError, UsageError
 from .model import CertResult, CertSpec, Config, Decision, Outcome, Report
 from .precheck import precheck
-from .queries import StatusRow, history, plan_run, status
+from .queries import StatusRow, history, history_records, plan_run, status
 from .steps import Steps
 from .store import Store
 from .system import Clock, SystemClock
@@ -68,8 +68,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CheckReport", "Health", "StatusRow", "Thresholds", "acme_issuer", "check",
     "check_endpoint", "check_targets", "context_for_import", "deploy", "exit_status",
-    "finish", "health", "history", "history_record", "load_config", "plan_run", "receive",
-    "rehearse", "renew", "rollback", "select", "splay", "status", "validate",
+    "finish", "health", "history", "history_record", "history_records", "load_config",
+    "plan_run", "receive", "rehearse", "renew", "rollback", "select", "splay", "status", "validate",
 ]  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:  # the model is imported where it is used: --help stays light
@@ -17,6 +18,27 @@ if TYPE_CHECKING:  # the model is imported where it is used: --help stays light
 
 def out(as_json: bool, data: dict[str, Any], text: str) -> None:
     print(json.dumps(data, indent=2) if as_json else text)
+
+
+def write_json(value: Any, write: Callable[[str], object], depth: int = 0) -> None:
+    """`value` as json.dumps(value, indent=2) lays it out at `depth`, written a piece at
+    a time: a record of 10,000 certificates is never one string (nor its pieces)."""
+    if isinstance(value, dict) and value:
+        pad = "  " * (depth + 1)
+        write("{")
+        for i, (key, item) in enumerate(value.items()):
+            write(f"{',' if i else ''}\n{pad}{json.dumps(key)}: ")
+            write_json(item, write, depth + 1)
+        write("\n" + "  " * depth + "}")
+    elif isinstance(value, list) and value:
+        pad = "  " * (depth + 1)
+        write("[")
+        for i, item in enumerate(value):
+            write(f"{',' if i else ''}\n{pad}")
+            write_json(item, write, depth + 1)
+        write("\n" + "  " * depth + "]")
+    else:
+        write(json.dumps(value))
 
 
 def print_report(report: Report, verbose: int, quiet: bool = False) -> None:
@@ -95,22 +117,43 @@ def print_status(rows: list[StatusRow]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")  # one write, however many certificates
 
 
-def print_history(records: list[dict[str, Any]], name: str | None) -> None:
+QUIET_SHOWN = 10  # more certificates than this skipped quietly in a run: one line for them
+
+
+def print_history(records: Iterable[dict[str, Any]], name: str | None, verbose: int = 0) -> None:
+    """Each run as it is read. A run's certificates skipped with nothing to say (not
+    due, no step) are one line when there are many (10,000 of them a run), unless
+    NAME or -v asks for each."""
     for r in records:
         who, code = r.get("user"), r.get("exit_status")
-        print(f"{r.get('time')}  {r.get('command'):<8} by {who}  exit {code}")
-        for c in r.get("certificates", []):
-            if name and c.get("name") != name:
+        lines = [f"{r.get('time')}  {r.get('command'):<8} by {who}  exit {code}"]
+        quiet = 0
+        certs = r.get("certificates")
+        for c in certs if isinstance(certs, list) else []:
+            if not isinstance(c, dict) or (name and c.get("name") != name):
                 continue
+            if not (name or verbose) and _quiet(c):
+                quiet += 1
+                if quiet > QUIET_SHOWN:
+                    continue
             what = c.get("error") or c.get("reason")
-            print(f"  {c.get('name')}: {c.get('outcome')}: {what}")
+            lines.append(f"  {c.get('name')}: {c.get('outcome')}: {what}")
             for f in c.get("files_changed") or []:
-                print(f"    changed {f}")
+                lines.append(f"    changed {f}")
             for o in c.get("overrides") or []:
                 if isinstance(o, dict):
-                    print(f"    override {o.get('override')}: {o.get('detail')}")
+                    lines.append(f"    override {o.get('override')}: {o.get('detail')}")
                 else:  # recorded by a version before 2026-12
-                    print(f"    override: {o}")
+                    lines.append(f"    override: {o}")
+        if quiet > QUIET_SHOWN:
+            lines.append(f"  ... and {quiet - QUIET_SHOWN} more skipped with nothing to say "
+                         "(`certagent history NAME` or -v shows each)")  # fmt: skip
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
+
+
+def _quiet(c: dict[str, Any]) -> bool:
+    """Recorded as a decision only: skipped, no step, no error (wiring.history_record)."""
+    return c.get("outcome") == "skipped" and set(c) <= {"name", "outcome", "reason"}
 
 
 class TerminalProgress:

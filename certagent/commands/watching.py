@@ -18,7 +18,7 @@ from ..errors import ConfigError, ExitStatus, PluginStatus, UsageError
 from ..starttls import PROTOCOLS as STARTTLS_PROTOCOLS
 from .args import count, days, host_port, seconds
 from .base import Command, need, no_arguments
-from .output import out, print_history, print_status
+from .output import out, print_history, print_status, write_json
 
 if TYPE_CHECKING:
     from ..model import Config
@@ -165,11 +165,18 @@ def _history_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -
 def _history(args: argparse.Namespace, config: Config | None, as_json: bool) -> ExitStatus:
     from .. import api
 
-    records = api.history(need(config), args.name, args.limit)
-    if as_json:
-        out(True, {"schema": 1, "runs": records}, "")
+    records = api.history_records(need(config), args.name, args.limit)
+    if as_json:  # laid out as json.dumps(indent=2) lays out the whole document
+        write = sys.stdout.write
+        write('{\n  "schema": 1,\n  "runs": [')
+        shown = 0
+        for record in records:
+            write(f"{',' if shown else ''}\n    ")
+            write_json(record, write, 2)
+            shown += 1
+        write("\n  ]\n}\n" if shown else "]\n}\n")
     else:
-        print_history(records, args.name)
+        print_history(records, args.name, getattr(args, "verbose", 0) or 0)
     return ExitStatus.OK
 
 

@@ -1,5 +1,9 @@
 """The audit log: history.jsonl, append-only, one JSON object per run, read backwards
 so that the cost grows with the records read, not with the length of the history.
+It does not grow without end: an append that finds it at MAX_BYTES first moves it to
+history.jsonl.1 (replacing the generation before), so the log takes at most twice
+that; readers go on into the older generation. (A no-op run over 10,000 certificates
+records each one's decision: about 1.3 MB.)
 Beside it, last-runs.json says when each command last ran and how it ended, so that
 metrics and `check` need not parse a record of 10,000 certificates to learn it (built
 from the history once, at the first append that finds it missing).
@@ -19,19 +23,29 @@ from typing import Any
 
 from .. import layout
 from ..errors import StoreError
-from .atomic import atomic_write, read_json
+from .atomic import atomic_write, fsync_dir, read_json
 
 LOOKBACK = 500  # records read backwards to build last-runs.json the first time
+MAX_BYTES = 32 * 1024 * 1024  # history.jsonl is moved to history.jsonl.1 at this size
 
 
 class History:
-    def __init__(self, root: Path, group: int | None = None, mode: int = 0o600) -> None:
+    def __init__(
+        self, root: Path, group: int | None = None, mode: int = 0o600, max_bytes: int = MAX_BYTES
+    ) -> None:
         self.path = root / layout.HISTORY
         self.group = group
         self.mode = mode
+        self.max_bytes = max_bytes
+
+    @property
+    def older(self) -> Path:
+        """The generation before (history.jsonl.1)."""
+        return self.path.with_name(f"{self.path.name}.1")
 
     def append(self, record: Mapping[str, Any]) -> None:
         line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
+        self._rotate()
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self.path, flags, 0o600)
         try:
@@ -47,6 +61,17 @@ class History:
         except OSError:  # the record is written; a stale summary must not outlive it
             with contextlib.suppress(OSError):
                 self.path.with_name(layout.LAST_RUNS).unlink()
+
+    def _rotate(self) -> None:
+        """At max_bytes, the log becomes the older generation (one rename: a kill on
+        either side of it leaves every record in one file or the other)."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if st.st_size >= self.max_bytes:
+            os.replace(self.path, self.older)
+            fsync_dir(self.path.parent)
 
     def _remember(self, record: Mapping[str, Any]) -> None:
         runs = self.last_runs()
@@ -79,26 +104,32 @@ class History:
         return {str(k): v for k, v in runs.items() if sound_run(v)}
 
     def backwards(self, chunk: int = 65536) -> Iterator[dict[str, Any]]:
-        """Records, newest first, read backwards from the end of the file."""
-        try:
-            f = os.fdopen(os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise StoreError(f"cannot read {self.path}: {exc.strerror}") from exc
-        with f:
-            end = f.seek(0, os.SEEK_END)
-            tail = b""
-            while end > 0:
-                start = max(0, end - chunk)
-                f.seek(start)
-                lines = (f.read(end - start) + tail).split(b"\n")
-                tail = lines[0] if start > 0 else b""  # maybe cut: finished next round
-                for line in reversed(lines[1:] if start > 0 else lines):
-                    record = _record(line)
-                    if record is not None:
-                        yield record
-                end = start
+        """Records, newest first: the log read backwards from its end, then the older
+        generation."""
+        for path in (self.path, self.older):
+            yield from _backwards(path, chunk)
+
+
+def _backwards(path: Path, chunk: int) -> Iterator[dict[str, Any]]:
+    try:
+        f = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        tail = b""
+        while end > 0:
+            start = max(0, end - chunk)
+            f.seek(start)
+            lines = (f.read(end - start) + tail).split(b"\n")
+            tail = lines[0] if start > 0 else b""  # maybe cut: finished next round
+            for line in reversed(lines[1:] if start > 0 else lines):
+                record = _record(line)
+                if record is not None:
+                    yield record
+            end = start
 
 
 def run_of(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,77 @@
+"""Unit: the audit log at scale (issue #28). It does not grow without end (moved to a
+second generation at its size limit, read on through it), and `history` prints a run
+at a time: many quiet certificates as one line unless asked, and `--json` the same
+bytes as the whole document laid out by json.dumps."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from certagent import api, config
+from certagent.store.history import History
+
+from .fakes import LocalIssuer
+
+
+def record(i: int, certificates: int = 3) -> dict[str, object]:
+    return {"command": "renew", "time": f"2026-12-05T00:00:{i % 60:02d}+00:00",
+            "exit_status": 0, "run": i,
+            "certificates": [{"name": f"c{n}", "outcome": "skipped", "reason": "not due"}
+                             for n in range(certificates)]}  # fmt: skip
+
+
+def test_the_log_moves_to_a_second_generation_at_its_limit_and_is_read_through_it(
+    tmp_path: Path,
+) -> None:
+    log = History(tmp_path, max_bytes=2000)
+    for i in range(40):
+        log.append(record(i))
+    older = tmp_path / "history.jsonl.1"
+    assert older.exists()
+    assert os.path.getsize(tmp_path / "history.jsonl") < 2000 + 400
+    assert os.path.getsize(older) < 2000 + 400  # the one before it is gone: bounded
+    runs = [r["run"] for r in log.backwards()]
+    assert runs == sorted(runs, reverse=True) and runs[0] == 39  # newest first, no gap
+    assert runs == list(range(39, 39 - len(runs), -1)) and len(runs) > 10
+    # killed between the move and the next append: every record is still read
+    os.replace(tmp_path / "history.jsonl", older)
+    assert [r["run"] for r in log.backwards()][0] == 39
+    log.append(record(40))
+    assert [r["run"] for r in log.backwards()][:2] == [40, 39]
+
+
+def fleet(tmp_path: Path, count: int) -> Path:
+    lines = [f"state_dir: {tmp_path / 'state'}", "ca: {directory: https://ca.invalid/dir}",
+             f"defaults: {{challenge: {{type: http-01, webroot: {tmp_path}}}}}",
+             "certificates:"]  # fmt: skip
+    lines += [f"  c{i}: {{names: [c{i}.example.test]}}" for i in range(count)]
+    path = tmp_path / "c.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_history_says_many_quiet_certificates_in_one_line_and_streams_its_json(
+    tmp_path: Path, run
+) -> None:
+    path = fleet(tmp_path, 30)
+    cfg = config.load(path)
+    api.renew(cfg, issuer=LocalIssuer())  # 30 renewed
+    api.renew(cfg, issuer=LocalIssuer())  # 30 not due
+    text = run("-c", str(path), "history").out
+    newest, first = text.split("\n  ... and 20 more skipped with nothing to say")
+    assert newest.count(": skipped: ") == 10
+    assert "c29: renewed" in first  # what was done is said whole
+    assert run("-c", str(path), "-v", "history", "-n", "1").out.count(": skipped: ") == 30
+    named = run("-c", str(path), "history", "c25").out
+    assert "c25: skipped" in named and "c25: renewed" in named and "c24" not in named
+
+    printed = run("-c", str(path), "--json", "history").out
+    document = json.loads(printed)
+    assert printed == json.dumps(document, indent=2) + "\n"
+    assert [len(r["certificates"]) for r in document["runs"]] == [30, 30]
+    assert document["runs"] == api.history(cfg)
+    (tmp_path / "new").mkdir()
+    empty = run("-c", str(fleet(tmp_path / "new", 1)), "--json", "history").out  # no run yet
+    assert empty == json.dumps({"schema": 1, "runs": []}, indent=2) + "\n"
