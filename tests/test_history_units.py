@@ -37,7 +37,7 @@ def test_the_log_moves_to_a_second_generation_at_its_limit_and_is_read_through_i
     assert runs == list(range(39, 39 - len(runs), -1)) and len(runs) > 10
     # killed between the move and the next append: every record is still read
     os.replace(tmp_path / "history.jsonl", older)
-    assert [r["run"] for r in log.backwards()][0] == 39
+    assert next(r["run"] for r in log.backwards()) == 39
     log.append(record(40))
     assert [r["run"] for r in log.backwards()][:2] == [40, 39]
 
@@ -75,3 +75,22 @@ def test_history_says_many_quiet_certificates_in_one_line_and_streams_its_json(
     (tmp_path / "new").mkdir()
     empty = run("-c", str(fleet(tmp_path / "new", 1)), "--json", "history").out  # no run yet
     assert empty == json.dumps({"schema": 1, "runs": []}, indent=2) + "\n"
+
+
+def test_a_damaged_or_foreign_history_is_printed_as_far_as_it_goes(tmp_path: Path, run) -> None:
+    """Lines of the wrong shape (a hand edit, another version, a torn write) are no
+    internal error in either form."""
+    path = fleet(tmp_path, 1)
+    api.renew(config.load(path), issuer=LocalIssuer())
+    odd = [{}, {"command": None, "time": 5}, {"command": ["x"], "certificates": "all"},
+           {"command": "renew", "certificates": [1, None, {"name": 3, "files_changed": 7,
+            "overrides": {"a": 1}}, {"name": "c0", "outcome": "skipped", "reason": None}]},
+           [1, 2], "text", 3.5]  # fmt: skip
+    history = tmp_path / "state" / "history.jsonl"
+    with history.open("a") as f:
+        f.write("".join(json.dumps(o) + "\n" for o in odd) + '{"torn": \n' + "NaN\n")
+    for args in (("history",), ("-v", "history"), ("--json", "history"), ("history", "c0")):
+        result = run("-c", str(path), *args)
+        assert result.code == 0 and "internal error" not in result.err, (args, result.err)
+    printed = run("-c", str(path), "--json", "history").out
+    assert printed == json.dumps(json.loads(printed), indent=2) + "\n"

@@ -126,7 +126,7 @@ def print_history(records: Iterable[dict[str, Any]], name: str | None, verbose: 
     NAME or -v asks for each."""
     for r in records:
         who, code = r.get("user"), r.get("exit_status")
-        lines = [f"{r.get('time')}  {r.get('command'):<8} by {who}  exit {code}"]
+        lines = [f"{r.get('time')}  {r.get('command')!s:<8} by {who}  exit {code}"]
         quiet = 0
         certs = r.get("certificates")
         for c in certs if isinstance(certs, list) else []:
@@ -138,9 +138,9 @@ def print_history(records: Iterable[dict[str, Any]], name: str | None, verbose: 
                     continue
             what = c.get("error") or c.get("reason")
             lines.append(f"  {c.get('name')}: {c.get('outcome')}: {what}")
-            for f in c.get("files_changed") or []:
+            for f in _listed(c.get("files_changed")):
                 lines.append(f"    changed {f}")
-            for o in c.get("overrides") or []:
+            for o in _listed(c.get("overrides")):
                 if isinstance(o, dict):
                     lines.append(f"    override {o.get('override')}: {o.get('detail')}")
                 else:  # recorded by a version before 2026-12
@@ -149,6 +149,11 @@ def print_history(records: Iterable[dict[str, Any]], name: str | None, verbose: 
             lines.append(f"  ... and {quiet - QUIET_SHOWN} more skipped with nothing to say "
                          "(`certagent history NAME` or -v shows each)")  # fmt: skip
         sys.stdout.write("".join(f"{line}\n" for line in lines))
+
+
+def _listed(value: object) -> list[Any]:
+    """A list the record holds, or none (a damaged or foreign line prints what it can)."""
+    return value if isinstance(value, list) else []
 
 
 def _quiet(c: dict[str, Any]) -> bool:
