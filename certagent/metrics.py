@@ -18,11 +18,13 @@ from typing import Any
 from . import __version__, castate
 from . import kept as kept_mod
 from .errors import StoreError
+from .jsontext import dumped
 from .model import Config, Outcome
 from .store import Store, replacing
 from .store import rehearsal as rehearsal_record
 from .store.atomic import write_all
 
+SAMPLE_DEPTH = 4  # in the JSON document: metrics[i].samples[j]
 CHECK_FILE = "check.json"  # the last full `certagent check`, written by api.check
 COMMANDS = ("renew", "deploy", "rollback", "rehearse")
 
@@ -44,7 +46,8 @@ class _Family:
     def add(self, labels: dict[str, str], value: float) -> None:
         self.count += 1
         if self.as_json:  # laid out as json.dumps(indent=2) lays out the whole document
-            self.lines.append(("\n" if self.count == 1 else ",\n") + _json_sample(labels, value))
+            sample = dumped({"labels": labels, "value": value}, SAMPLE_DEPTH)
+            self.lines.append(f"{',' if self.count > 1 else ''}\n{' ' * 2 * SAMPLE_DEPTH}{sample}")
         else:
             inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
             self.lines.append(f"{self.name}{{{inner}}} {_number(value)}\n" if inner else
@@ -66,15 +69,6 @@ class _Family:
         yield "".join(self.lines)
         if self.as_json:
             yield "\n      ]"
-
-
-def _json_sample(labels: dict[str, str], value: float) -> str:
-    """{"labels": ..., "value": ...} at its depth in the document (metrics[i].samples[j]),
-    as json.dumps(indent=2) would lay it out (a test compares the bytes)."""
-    q = json.dumps
-    inner = ",".join(f"\n            {q(k)}: {q(v)}" for k, v in labels.items())
-    shown = f"{{{inner}\n          }}" if inner else "{}"
-    return f'        {{\n          "labels": {shown},\n          "value": {q(value)}\n        }}'
 
 
 def _escape(value: str) -> str:

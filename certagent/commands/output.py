@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:  # the model is imported where it is used: --help stays light
@@ -18,27 +18,6 @@ if TYPE_CHECKING:  # the model is imported where it is used: --help stays light
 
 def out(as_json: bool, data: dict[str, Any], text: str) -> None:
     print(json.dumps(data, indent=2) if as_json else text)
-
-
-def write_json(value: Any, write: Callable[[str], object], depth: int = 0) -> None:
-    """`value` as json.dumps(value, indent=2) lays it out at `depth`, written a piece at
-    a time: a record of 10,000 certificates is never one string (nor its pieces)."""
-    if isinstance(value, dict) and value:
-        pad = "  " * (depth + 1)
-        write("{")
-        for i, (key, item) in enumerate(value.items()):
-            write(f"{',' if i else ''}\n{pad}{json.dumps(key)}: ")
-            write_json(item, write, depth + 1)
-        write("\n" + "  " * depth + "}")
-    elif isinstance(value, list) and value:
-        pad = "  " * (depth + 1)
-        write("[")
-        for i, item in enumerate(value):
-            write(f"{',' if i else ''}\n{pad}")
-            write_json(item, write, depth + 1)
-        write("\n" + "  " * depth + "]")
-    else:
-        write(json.dumps(value))
 
 
 def print_report(report: Report, verbose: int, quiet: bool = False) -> None:
