@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from . import configread, configspec
-from .configkinds import Checker, Value, read_bounded
+from . import configread, configspec, trust
+from .configkinds import Checker, Value
 from .errors import ConfigError, ConfigProblem
 from .model import Config
 
@@ -61,8 +61,10 @@ _BOUNDED = _FAST is not yaml.SafeLoader and _libyaml_version() >= (0, 2, 5)
 
 
 def load(path: Path) -> Config:
+    """The configuration in `path` (and its parts), which only root or certagent's own
+    user may be able to change (trust.py): its hooks run as root."""
     try:
-        text = read_bounded(path, MAX_BYTES).decode("utf-8")
+        text = trust.read_file(path, MAX_BYTES).decode("utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [ConfigProblem("", f"cannot read: {exc.strerror}")]) from exc
     except UnicodeDecodeError as exc:
@@ -143,7 +145,9 @@ def _assemble(ctx: _Ctx, root: Value, source: Path) -> None:
 
 def _parts(ctx: _Ctx, top: dict[str, Value], at: Value, folder: Path) -> None:
     try:
-        files = sorted(p for p in folder.glob("*.yaml") if p.is_file())
+        # every *.yaml but a folder: a part that is a dangling link or a FIFO is said,
+        # never silently left out with its certificates
+        files = sorted(p for p in folder.glob("*.yaml") if not p.is_dir())
     except OSError as exc:
         ctx.error(at, f"cannot read {folder}: {exc.strerror}")
         return
@@ -153,6 +157,10 @@ def _parts(ctx: _Ctx, top: dict[str, Value], at: Value, folder: Path) -> None:
     if len(files) > configspec.MAX_PARTS:
         ctx.error(at, f"{len(files)} files under {folder}: at most {configspec.MAX_PARTS}")
         return
+    unsafe = trust.problem(folder)
+    if unsafe is not None:  # anyone who can add a file there could add a hook
+        ctx.error(at, f"{unsafe}: its parts' hooks would run as root")
+        return
     certs = top.get("certificates")
     if certs is None or not isinstance(certs.value, dict):
         if certs is not None:
@@ -161,12 +169,17 @@ def _parts(ctx: _Ctx, top: dict[str, Value], at: Value, folder: Path) -> None:
     defined: dict[str, tuple[str | None, int]] = {n: (None, v.line) for n, v in certs.value.items()}
     for path in files:
         try:
-            text = read_bounded(path, MAX_BYTES).decode("utf-8")
+            text = trust.read_file(path, MAX_BYTES).decode("utf-8")
             tree = _tree(ctx, text, str(path))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            why = getattr(exc, "strerror", None) or ("not UTF-8 text" if isinstance(
-                exc, UnicodeDecodeError) else str(exc))  # fmt: skip
-            ctx.problems.append(ConfigProblem("", f"cannot read: {why}", None, str(path)))
+        except OSError as exc:
+            why = f"cannot read: {exc.strerror or exc}"
+            ctx.problems.append(ConfigProblem("", why, None, str(path)))
+            continue
+        except UnicodeDecodeError:
+            ctx.problems.append(ConfigProblem("", "not UTF-8 text", None, str(path)))
+            continue
+        except ValueError as exc:  # too large, or others could change it (trust.py)
+            ctx.problems.append(ConfigProblem("", str(exc), None, str(path)))
             continue
         except _Problem as exc:
             ctx.problems.append(exc.problem)

@@ -8,7 +8,11 @@ A directory is trusted when it and every directory above it are owned by root or
 us, and none can be written by anyone else (a sticky directory such as /tmp may be
 above it: there nobody can move or replace what is not theirs).
 
-Side effects: reads file metadata (lstat) only.
+The configuration is judged the same way (`read_file`): it names the hooks root
+runs, so a file or a folder of parts that another user can change would hand them
+root, as sudo refuses a sudoers file and cron a crontab that others can write.
+
+Side effects: reads file metadata (lstat); `read_file` reads the file it judges.
 """
 
 from __future__ import annotations
@@ -56,3 +60,38 @@ def _judge(path: Path, st: os.stat_result, trusted: set[int], own: bool) -> str 
         who = "others" if st.st_mode & stat.S_IWOTH else f"group {st.st_gid}"
         return f"{path} can be written by {who} (mode {stat.S_IMODE(st.st_mode):o})"
     return None
+
+
+def read_file(path: Path, limit: int, euid: int | None = None) -> bytes:
+    """A configuration file's bytes, when only root or we can change them: the file
+    (judged on the descriptor read, so what is read is what was judged) is a regular
+    file of root's or ours that no one else can write, a link to it is root's or ours,
+    and the folders above it, as written and as its links lead, are trusted
+    (`problem`). ValueError saying why not (or when it is larger than `limit`)."""
+    uid = os.geteuid() if euid is None else euid
+    trusted = {0, uid}
+    lexical = Path(os.path.abspath(path))
+    st = lexical.lstat()
+    if stat.S_ISLNK(st.st_mode) and st.st_uid not in trusted:
+        raise ValueError(f"{lexical} is a symlink owned by uid {st.st_uid}")
+    for folder in (lexical.parent, Path(os.path.realpath(lexical)).parent):
+        why = problem(folder, uid)
+        if why is not None:
+            raise ValueError(why)
+    # O_NONBLOCK: a FIFO in its place is refused below rather than waited on
+    fd = os.open(lexical, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_uid not in trusted:
+            raise ValueError(f"owned by uid {st.st_uid}, not by root or uid {uid}: its hooks "
+                             "would run as root")  # fmt: skip
+        if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_gid != 0):
+            who = "others" if st.st_mode & stat.S_IWOTH else f"group {st.st_gid}"
+            raise ValueError(f"can be written by {who} (mode {stat.S_IMODE(st.st_mode):o}): "
+                             "its hooks would run as root")  # fmt: skip
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data

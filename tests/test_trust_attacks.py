@@ -220,3 +220,81 @@ def test_planted_keepalived_dumps_are_refused(tmp_path: Path, dump_dir: str) -> 
         fake.kill()
         planter.wait()
         fake.wait()
+
+
+def part_text(tmp_path: Path) -> str:
+    return (f"evil: {{names: [evil.example.test], challenge: {{type: http-01, webroot: "
+            f"{tmp_path / 'webroot'}}}, deploy: {{hook: [sh, -c, 'id > /tmp/owned'], "
+            "endpoints: none, endpoints_reason: test}}\n")  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["part world-writable", "part owned by nobody",
+                                 "part group-writable", "folder world-writable",
+                                 "folder owned by nobody", "main world-writable",
+                                 "main a link of nobody's", "part a FIFO",
+                                 "part a dangling link"])  # fmt: skip
+def test_a_configuration_another_user_can_change_is_refused(
+    tmp_path: Path, how: str, run
+) -> None:
+    """The configuration names the hooks root runs: a main file, a folder of parts or a
+    part that `nobody` could change is a configuration error (78) naming it, before
+    anything is run; the same files, root's and closed, are valid."""
+    open_to_nobody(tmp_path)
+    parts = tmp_path / "certificates.d"
+    parts.mkdir()
+    main = tmp_path / "certagent.yaml"
+    main.write_text(cfg_text(tmp_path, tmp_path / "state") + "certificates_dir: certificates.d\n")
+    part = parts / "evil.yaml"
+    part.write_text(part_text(tmp_path))
+    assert run("-c", str(main), "config", "validate").code == 0
+    named, used = part, main
+    if how == "part world-writable":
+        part.chmod(0o666)
+    elif how == "part owned by nobody":
+        os.chown(part, NOBODY, -1)
+    elif how == "part group-writable":
+        os.chown(part, -1, NOBODY)
+        part.chmod(0o664)
+    elif how == "folder world-writable":
+        parts.chmod(0o777)
+        named = parts
+    elif how == "folder owned by nobody":
+        os.chown(parts, NOBODY, -1)
+        named = parts
+    elif how == "main world-writable":
+        main.chmod(0o666)
+        named = main
+    elif how == "main a link of nobody's":
+        (tmp_path / "open").mkdir(mode=0o1777)
+        (tmp_path / "open").chmod(0o1777)  # sticky, like /tmp: nobody may add a link
+        used = named = tmp_path / "open" / "link.yaml"
+        as_nobody("ln", "-s", str(main), str(used))
+    elif how == "part a FIFO":
+        part.unlink()
+        os.mkfifo(part)  # read as a file, it would hang the run
+    else:  # its certificates are said missing, not silently dropped
+        part.unlink()
+        part.symlink_to(tmp_path / "moved-away.yaml")
+    result = run("-c", str(used), "config", "validate")
+    assert result.code == 78, result
+    assert str(named) in result.err and "internal error" not in result.err, result.err
+    assert run("-c", str(used), "renew").code == 78
+    assert not (tmp_path / "state").exists()  # refused before anything was touched
+
+
+def test_a_part_linked_to_roots_file_and_a_root_group_writable_file_are_trusted(
+    tmp_path: Path, run
+) -> None:
+    """What an operator does that others cannot change: a link (root's) to a file root
+    keeps elsewhere (a config management checkout), and a file the root group writes."""
+    parts = tmp_path / "certificates.d"
+    parts.mkdir()
+    main = tmp_path / "certagent.yaml"
+    main.write_text(cfg_text(tmp_path, tmp_path / "state") + "certificates_dir: certificates.d\n")
+    kept = tmp_path / "checkout"
+    kept.mkdir()
+    (kept / "evil.yaml").write_text(part_text(tmp_path))
+    (parts / "evil.yaml").symlink_to(kept / "evil.yaml")
+    os.chown(main, -1, 0)
+    main.chmod(0o664)
+    assert run("-c", str(main), "config", "validate").code == 0

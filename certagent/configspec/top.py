@@ -78,7 +78,9 @@ TOP = Section(
         doc="more certificates, in every `*.yaml` file of this directory (relative to the "
         "main file's), each a mapping name → certificate as under `certificates`, each file "
         f"bounded as the main one is, at most {MAX_PARTS} files; a name defined twice is an "
-        "error naming both files",
+        "error naming both files. Like the main file, the directory and every part must be "
+        "root's (or certagent's user's) and writable by no one else; a part that is a "
+        "dangling link or not a file is an error, never left out",
     ),
     Key(
         "defaults",
