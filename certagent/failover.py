@@ -71,6 +71,12 @@ class Pushed:
 class Readiness:
     problems: tuple[str, ...]
     facts: tuple[str, ...]  # what was seen, for the report
+    # the one problem is the peer's track scripts, not GOOD: what the moment of a reload
+    # looks like to a health check that probes the server (waited out, up to `settle`)
+    settling: bool = False
+
+
+SETTLE_POLL = 0.25  # seconds between looks while the peer's track scripts settle
 
 
 class Failover:
@@ -153,11 +159,13 @@ class Failover:
             peer_dump = keepalived.dump(self.peer_where, self.run, self.spec.dump_timeout)
         except KeepalivedError as exc:
             return Readiness((*problems, str(exc)), tuple(facts))
-        problems += keepalived.peer_problems(peer_dump, local, expect, self.peer_where.label)
+        found = keepalived.peer_problems(peer_dump, local, expect, self.peer_where.label)
         peer = peer_dump.get(expect.instance)
         if peer is not None:
             facts.append(f"{self.peer_where.label}: {peer.describe()}")
-        return Readiness(tuple(problems), tuple(facts))
+        scripts_only = (not problems and peer is not None and len(found) == 1
+                        and any(s != "GOOD" for s in peer.scripts.values()))  # fmt: skip
+        return Readiness(tuple(problems + found), tuple(facts), scripts_only)
 
     # -- the peer ------------------------------------------------------------------------
 
@@ -367,6 +375,9 @@ class FailoverPeer:
         keepalived may have stopped, gone FAULT or been cut off meanwhile."""
         start = self.clock.monotonic()
         ready = self.failover.readiness(cert=members[0].spec)  # a group follows one instance
+        while ready.settling and self.clock.monotonic() - start < self.failover.spec.settle:
+            self.clock.sleep(SETTLE_POLL)  # the peer's health check has yet to see it
+            ready = self.failover.readiness(cert=members[0].spec)
         took = self.clock.monotonic() - start
         if ready.problems:
             for m in members:

@@ -340,6 +340,7 @@ class Keepalived:
     dump_dir: str = "auto"  # keepalived's TMPDIR (read from its environment), or /tmp
     dump_timeout: float = 2.0  # keepalived must answer a dump signal within this
     max_advert_age: float | None = None  # None: three advert intervals, at least 1 s
+    settle: float = 10.0  # after the peer took a release: its track scripts GOOD again within
     on_backup: OnBackup = OnBackup.SKIP
     # More VRRP instances on the same pair (one per VIP): name -> its VIPs. A
     # certificate names its own with `failover_instance`; the default is `instance`.

@@ -296,3 +296,90 @@ def test_a_certificate_naming_an_unknown_instance_is_a_config_error() -> None:
             Path("/x.yaml"),
         )
     assert "'VI_9' is not a configured keepalived instance" in str(err.value)
+
+
+class SettlingRun:
+    """The peer's track script is FAULT for the first `bad` looks at it (its health
+    check probed the server as it reloaded), GOOD after; or keepalived is gone."""
+
+    def __init__(self, bad: int, stopped: bool = False) -> None:
+        self.local = (DATA / "keepalived-master.dump").read_text()
+        self.peer = (DATA / "keepalived-backup.dump").read_text()
+        self.bad, self.stopped, self.looks = bad, stopped, 0
+
+    def __call__(self, argv: Sequence[str], timeout: float, env: Mapping[str, str],
+                 stdin: bytes | None = None, limit: int = 0) -> RunResult:  # fmt: skip
+        if argv[0] != "ssh":
+            return RunResult(tuple(argv), 0, self.local, 0.01)
+        self.looks += 1
+        if self.stopped:
+            return RunResult(tuple(argv), 1, "keepalived is not running", 0.01)
+        text = self.peer.replace("Status = GOOD", "Status = BAD", 1) if (
+            self.looks <= self.bad) else self.peer  # fmt: skip
+        return RunResult(tuple(argv), 0, text, 0.01)
+
+
+class TickClock:
+    """Time passes only when slept."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> Any:
+        import datetime as dt
+
+        return dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.mark.parametrize(("bad", "stopped", "ready"), [(0, False, True), (6, False, True),
+                                                       (1000, False, False), (0, True, False)])
+def test_the_peer_is_given_its_reload_s_moment_before_the_master_swaps(
+    bad: int, stopped: bool, ready: bool
+) -> None:
+    """Issue #15 under load: right after the peer took a release, its track script may
+    be FAULT for a moment (its health check probed the server as it reloaded). Readiness
+    is looked at again for up to `settle`; a script still not GOOD then, or any other
+    problem (keepalived stopped), refuses the swap, the latter at once."""
+    from certagent.errors import GateRefused
+    from certagent.failover import Failover, FailoverPeer
+    from certagent.model import CertSpec, CertState, Http01Standalone, KeyType, Release
+    from certagent.steps import Steps
+
+    assert "Status = GOOD" in (DATA / "keepalived-backup.dump").read_text()
+    cfg = config_mod.parse(
+        _config(
+            "failover:\n  keepalived:\n    instance: VI_1\n    address: 10.77.0.11\n"
+            "    max_advert_age: 1h\n    settle: 5s\n"
+            "    peer: {command: [ssh, root@10.77.0.12], address: 10.77.0.12}\n"
+        ),
+        Path("/x.yaml"),
+    )
+    assert cfg.failover is not None and cfg.failover.settle == 5.0
+    run, clock = SettlingRun(bad, stopped), TickClock()
+    failover = Failover(cfg.failover, run)
+    peer = FailoverPeer(failover, True, lambda d: None, clock)  # type: ignore[arg-type,return-value]
+    spec = CertSpec("www", ("www.example.test",), KeyType.EC_P256, Http01Standalone("::", 80))
+    release = Release("www", "r1", Path("/x"), spec.names, KeyType.EC_P256,
+                      clock.now(), clock.now(), "ab", "CN")  # fmt: skip
+    from certagent.deploy.ports import Member
+
+    member = Member(spec, release, None, CertState(), Steps(clock))
+    if ready:
+        peer._still_ready([member])
+    else:
+        with pytest.raises(GateRefused):
+            peer._still_ready([member])
+    step = member.steps.results[-1]
+    assert (step.step, step.ok) == ("peer-ready", ready), step
+    if stopped:
+        assert run.looks == 1 and clock.t == 0  # not a reload's moment: refused at once
+    elif not ready:
+        assert 5.0 <= clock.t < 5.5 and "not GOOD" in step.detail  # waited out `settle`
+    else:
+        assert run.looks == bad + 1

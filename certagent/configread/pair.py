@@ -34,6 +34,7 @@ def failover(ctx: Checker, v: Value) -> Keepalived | None:
         dump_dir=str(s.get(ctx, k, "dump_dir")),
         dump_timeout=s.get(ctx, k, "dump_timeout"),
         max_advert_age=s.get(ctx, k, "max_advert_age"),
+        settle=s.get(ctx, k, "settle"),
         on_backup=OnBackup(s.get(ctx, k, "on_backup")),
         instances=others,
     )

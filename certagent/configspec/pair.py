@@ -95,6 +95,14 @@ KEEPALIVED = Section(
         default_doc="3 advert intervals, at least 1 s",
     ),
     Key(
+        "settle",
+        Duration(0, 5 * MINUTE),
+        10.0,
+        "after the peer took a release, how long its track scripts may take to be GOOD "
+        "again (its health check probes the server as it reloads) before this node "
+        "refuses to swap; any other problem refuses at once",
+    ),
+    Key(
         "on_backup",
         Choice("skip", "fail"),
         "skip",
