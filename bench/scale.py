@@ -6,7 +6,8 @@ runs measure), then, with the installed wheel (`bench/side_by_side.py`'s venv):
 
 - a no-op `renew` (best of ROUNDS, after one that asks the absent CA for renewal
   information; `bench/first_noop.py` measures the first no-op after issuance from pebble);
-- `status`, `plan`, `metrics` and `--json metrics` (best of ROUNDS);
+- `status`, `plan`, `metrics`, `--json metrics`, `history` and `--json history` (best
+  of ROUNDS; the history then holds the no-op runs' records, each of every certificate);
 - the floor (`bench/noop_floor.py`: read every live certificate, compare its
   notAfter with now; nothing else);
 - certbot's `renew` over a certbot store of the same size (lineages written directly,
@@ -101,7 +102,7 @@ def measure(certagent: list[str], folder: Path, count: int) -> dict[str, Result]
     timed([*run, "renew"], PLAIN_ENV)  # warm-up: asks the (absent) CA for renewal info once
     out: dict[str, Result] = {}
     out["no-op renew"] = best([timed([*run, "renew"], PLAIN_ENV) for _ in range(ROUNDS)])
-    for command in ("status", "plan", "metrics", "--json metrics"):
+    for command in ("status", "plan", "metrics", "--json metrics", "history", "--json history"):
         argv = [*run, *command.split()]
         out[command] = best([timed(argv, PLAIN_ENV) for _ in range(ROUNDS)])
     floor = [sys.executable, str(ROOT / "bench" / "noop_floor.py"), str(folder / "state")]
