@@ -59,3 +59,15 @@ def minimal_yaml(tmp_path: Path, top: str = "", cert: str = "") -> str:
         f"    challenge: {{type: http-01, webroot: {tmp_path}}}\n"
         f"{cert}"
     )
+
+
+def fleet_file(tmp_path: Path, count: int) -> Path:
+    """A configuration of `count` certificates c0..c<count-1> (http-01 webroot from
+    `defaults`, state under tmp_path/state), written to tmp_path/c.yaml."""
+    lines = [f"state_dir: {tmp_path / 'state'}", "ca: {directory: https://ca.invalid/dir}",
+             f"defaults: {{challenge: {{type: http-01, webroot: {tmp_path}}}}}",
+             "certificates:"]  # fmt: skip
+    lines += [f"  c{i}: {{names: [c{i}.example.test]}}" for i in range(count)]
+    path = tmp_path / "c.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -12,7 +12,7 @@ from pathlib import Path
 from certagent import api, config
 from certagent.store.history import History
 
-from .fakes import LocalIssuer
+from .fakes import LocalIssuer, fleet_file
 
 
 def record(i: int, certificates: int = 3) -> dict[str, object]:
@@ -42,20 +42,10 @@ def test_the_log_moves_to_a_second_generation_at_its_limit_and_is_read_through_i
     assert [r["run"] for r in log.backwards()][:2] == [40, 39]
 
 
-def fleet(tmp_path: Path, count: int) -> Path:
-    lines = [f"state_dir: {tmp_path / 'state'}", "ca: {directory: https://ca.invalid/dir}",
-             f"defaults: {{challenge: {{type: http-01, webroot: {tmp_path}}}}}",
-             "certificates:"]  # fmt: skip
-    lines += [f"  c{i}: {{names: [c{i}.example.test]}}" for i in range(count)]
-    path = tmp_path / "c.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_history_says_many_quiet_certificates_in_one_line_and_streams_its_json(
     tmp_path: Path, run
 ) -> None:
-    path = fleet(tmp_path, 30)
+    path = fleet_file(tmp_path, 30)
     cfg = config.load(path)
     api.renew(cfg, issuer=LocalIssuer())  # 30 renewed
     api.renew(cfg, issuer=LocalIssuer())  # 30 not due
@@ -73,14 +63,14 @@ def test_history_says_many_quiet_certificates_in_one_line_and_streams_its_json(
     assert [len(r["certificates"]) for r in document["runs"]] == [30, 30]
     assert document["runs"] == api.history(cfg)
     (tmp_path / "new").mkdir()
-    empty = run("-c", str(fleet(tmp_path / "new", 1)), "--json", "history").out  # no run yet
+    empty = run("-c", str(fleet_file(tmp_path / "new", 1)), "--json", "history").out  # no run yet
     assert empty == json.dumps({"schema": 1, "runs": []}, indent=2) + "\n"
 
 
 def test_a_damaged_or_foreign_history_is_printed_as_far_as_it_goes(tmp_path: Path, run) -> None:
     """Lines of the wrong shape (a hand edit, another version, a torn write) are no
     internal error in either form."""
-    path = fleet(tmp_path, 1)
+    path = fleet_file(tmp_path, 1)
     api.renew(config.load(path), issuer=LocalIssuer())
     odd = [{}, {"command": None, "time": 5}, {"command": ["x"], "certificates": "all"},
            {"command": "renew", "certificates": [1, None, {"name": 3, "files_changed": 7,

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from certagent import api, config, metrics
 from certagent.model import Outcome
 
-from .fakes import LocalIssuer, minimal_yaml
+from .fakes import LocalIssuer, fleet_file, minimal_yaml
 
 
 def test_metric_names_follow_the_prometheus_conventions(tmp_path: Path) -> None:
@@ -45,19 +45,9 @@ def test_build_info_and_a_certificate_waiting_to_be_deployed(tmp_path: Path) -> 
     assert 'certagent_certificate_undeployed{certificate="www"} 0' in text
 
 
-def fleet(tmp_path: Path, count: int) -> Path:
-    lines = [f"state_dir: {tmp_path / 'state'}", "ca: {directory: https://ca.invalid/dir}",
-             f"defaults: {{challenge: {{type: http-01, webroot: {tmp_path}}}}}",
-             "certificates:"]  # fmt: skip
-    lines += [f"  c{i}: {{names: [c{i}.example.test]}}" for i in range(count)]
-    path = tmp_path / "c.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_the_text_made_a_piece_at_a_time_says_what_the_json_says(tmp_path: Path) -> None:
     """More samples in a family than are joined at once (1000): nothing lost or moved."""
-    cfg = config.load(fleet(tmp_path, 200))  # 200 x 6 outcomes: 1200 samples in one family
+    cfg = config.load(fleet_file(tmp_path, 200))  # 200 x 6 outcomes: 1200 samples in one family
     api.renew(cfg, issuer=LocalIssuer())
     text = metrics.render(cfg)
     parsed = {
@@ -87,7 +77,7 @@ def test_last_runs_come_from_their_own_small_file_built_once_from_the_history(
 
     from certagent.store import Store
 
-    cfg = config.load(fleet(tmp_path, 2))
+    cfg = config.load(fleet_file(tmp_path, 2))
     api.renew(cfg, issuer=LocalIssuer())
     state = tmp_path / "state"
     runs = json.loads((state / "last-runs.json").read_text())["runs"]
@@ -119,7 +109,7 @@ def test_a_reader_that_stops_reading_is_not_an_internal_error(tmp_path: Path) ->
     import subprocess
     import sys
 
-    cfg = fleet(tmp_path, 300)
+    cfg = fleet_file(tmp_path, 300)
     api.renew(config.load(cfg), issuer=LocalIssuer())
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
@@ -146,7 +136,7 @@ def test_a_summary_that_cannot_be_updated_is_removed_not_left_stale(tmp_path: Pa
 
     from certagent.store import Store
 
-    cfg = config.load(fleet(tmp_path, 1))
+    cfg = config.load(fleet_file(tmp_path, 1))
     api.renew(cfg, issuer=LocalIssuer())
     state = tmp_path / "state"
     assert (state / "last-runs.json").exists()
@@ -169,7 +159,7 @@ def test_the_json_made_a_family_at_a_time_is_the_document_laid_out_whole(
     import io
     import json
 
-    cfg = config.load(fleet(tmp_path, 200))
+    cfg = config.load(fleet_file(tmp_path, 200))
     api.renew(cfg, issuer=LocalIssuer())
     (tmp_path / "state" / metrics.CHECK_FILE).write_text(json.dumps(
         {"checked_at": "2026-12-05T00:00:00+00:00", "endpoints": [{"label": "a", "state": "OK",
