@@ -319,7 +319,8 @@ class MapOf(Kind[dict[str, Value]]):
     def convert(self, ctx: Checker, v: Value) -> dict[str, Value] | None:
         if not isinstance(v.value, dict) or (self.nonempty and not v.value):
             least = ", with at least one" if self.nonempty else ""
-            ctx.error(v, f"expected a mapping of {self.what}{least}, got {kind_of(v.value)}")
+            got = "an empty one" if v.value == {} else kind_of(v.value)
+            ctx.error(v, f"expected a mapping of {self.what}{least}, got {got}")
             return None
         out = {}
         for name, sub in v.value.items():
