@@ -19,6 +19,10 @@ def write_json(value: Any, write: Write, depth: int = 0) -> None:
     """`value` at `depth` (its container's depth + 1) of a document."""
     if isinstance(value, dict) and value:
         pad = "  " * (depth + 1)
+        if _flat(value):  # one piece
+            inner = ",".join(f"\n{pad}{json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+            write(f"{{{inner}\n{'  ' * depth}}}")
+            return
         write("{")
         for i, (key, item) in enumerate(value.items()):
             write(f"{',' if i else ''}\n{pad}{json.dumps(key)}: ")
@@ -28,6 +32,14 @@ def write_json(value: Any, write: Write, depth: int = 0) -> None:
         write_items(value, write, depth)
     else:
         write(json.dumps(value))
+
+
+def _flat(value: dict[Any, Any]) -> bool:
+    """No dict or list inside: written in one piece (a label set, a quiet certificate)."""
+    return all(not isinstance(item, _CONTAINERS) for item in value.values())
+
+
+_CONTAINERS = (dict, list)
 
 
 def write_items(items: Iterable[Any], write: Write, depth: int = 0) -> None:
