@@ -1,0 +1,44 @@
+"""Unit: JSON written a piece at a time is the bytes json.dumps(indent=2) gives for the
+whole value, whatever the value (random documents, a fixed seed)."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from certagent.jsontext import dumped, write_items
+
+SCALARS: list[Any] = [None, True, False, 0, -7, 2**70, 1.5, -0.0, 1e300, "", "a\"b\\c\n",
+                      "é☃\U0001f600", "\x00\x1f"]  # fmt: skip
+
+
+def value(rng: random.Random, depth: int = 0) -> Any:
+    roll = rng.random()
+    if depth > 4 or roll < 0.4:
+        return rng.choice(SCALARS)
+    if roll < 0.7:
+        return {rng.choice(["k", "name", "é", "a b", ""]) + str(i): value(rng, depth + 1)
+                for i in range(rng.randrange(0, 5))}  # fmt: skip
+    return [value(rng, depth + 1) for _ in range(rng.randrange(0, 5))]
+
+
+def test_pieces_make_the_document_json_dumps_lays_out() -> None:
+    rng = random.Random(28)  # noqa: S311 - a reproducible corpus, not a secret
+    for _ in range(2000):
+        v = value(rng)
+        assert dumped(v) == json.dumps(v, indent=2), v
+
+
+def test_items_from_a_generator_make_a_list_at_any_depth() -> None:
+    rng = random.Random(7)  # noqa: S311 - a reproducible corpus, not a secret
+    for depth in range(4):
+        for count in (0, 1, 3):
+            items = [value(rng) for _ in range(count)]
+            parts: list[str] = []
+            write_items(iter(items), parts.append, depth)
+            whole = json.dumps({"x": items}, indent=2)
+            inner = whole[len('{\n  "x": ') : -2]  # the list as laid out at depth 1
+            if depth == 1:
+                assert "".join(parts) == inner
+            assert json.loads("".join(parts)) == items
