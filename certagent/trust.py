@@ -62,6 +62,9 @@ def _judge(path: Path, st: os.stat_result, trusted: set[int], own: bool) -> str 
     return None
 
 
+MAX_HOPS = 40  # links followed to a configuration file (the kernel's own limit)
+
+
 def read_file(path: Path, limit: int, euid: int | None = None) -> bytes:
     """A configuration file's bytes, when only root or we can change them: the file
     (judged on the descriptor read, so what is read is what was judged) is a regular
@@ -71,13 +74,19 @@ def read_file(path: Path, limit: int, euid: int | None = None) -> bytes:
     uid = os.geteuid() if euid is None else euid
     trusted = {0, uid}
     lexical = Path(os.path.abspath(path))
-    st = lexical.lstat()
-    if stat.S_ISLNK(st.st_mode) and st.st_uid not in trusted:
-        raise ValueError(f"{lexical} is a symlink owned by uid {st.st_uid}")
-    for folder in (lexical.parent, Path(os.path.realpath(lexical)).parent):
-        why = problem(folder, uid)
+    hop = lexical
+    for _ in range(MAX_HOPS):  # each link on the way: root's or ours, in a trusted folder
+        why = problem(hop.parent, uid)
         if why is not None:
             raise ValueError(why)
+        st = hop.lstat()
+        if not stat.S_ISLNK(st.st_mode):
+            break
+        if st.st_uid not in trusted:
+            raise ValueError(f"{hop} is a symlink owned by uid {st.st_uid}")
+        hop = Path(os.path.normpath(Path(os.path.realpath(hop.parent)) / os.readlink(hop)))
+    else:
+        raise ValueError(f"more than {MAX_HOPS} links on the way to a file")
     # O_NONBLOCK: a FIFO in its place is refused below rather than waited on
     fd = os.open(lexical, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:

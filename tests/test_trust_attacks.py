@@ -231,7 +231,8 @@ def part_text(tmp_path: Path) -> str:
 @pytest.mark.parametrize("how", ["part world-writable", "part owned by nobody",
                                  "part group-writable", "folder world-writable",
                                  "folder owned by nobody", "main world-writable",
-                                 "main a link of nobody's", "part a FIFO",
+                                 "main a link of nobody's", "a link of nobody's on the way",
+                                 "part a FIFO",
                                  "part a dangling link"])  # fmt: skip
 def test_a_configuration_another_user_can_change_is_refused(
     tmp_path: Path, how: str, run
@@ -269,6 +270,14 @@ def test_a_configuration_another_user_can_change_is_refused(
         (tmp_path / "open").chmod(0o1777)  # sticky, like /tmp: nobody may add a link
         used = named = tmp_path / "open" / "link.yaml"
         as_nobody("ln", "-s", str(main), str(used))
+    elif how == "a link of nobody's on the way":  # root's link -> nobody's link -> main
+        (tmp_path / "open").mkdir(mode=0o1777)
+        (tmp_path / "open").chmod(0o1777)
+        hop = tmp_path / "open" / "hop.yaml"
+        as_nobody("ln", "-s", str(main), str(hop))
+        used = tmp_path / "entry.yaml"
+        used.symlink_to(hop)
+        named = tmp_path / "open"  # a config's own folder: no one else may write it
     elif how == "part a FIFO":
         part.unlink()
         os.mkfifo(part)  # read as a file, it would hang the run
