@@ -24,7 +24,7 @@ from . import config as config_mod
 from . import layout, system
 from .challenges import SolverFor, Solvers
 from .context import Context, Issuer
-from .errors import ExitStatus, UsageError
+from .errors import CertagentError, ExitStatus, UsageError
 from .model import (
     CASpec,
     CertResult,
@@ -232,6 +232,8 @@ def finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
         store.append_history(history_record(report, config))
     except OSError as exc:  # a full disk must not hide the run's own outcome
         log.error("cannot append to %s: %s", store.root / layout.HISTORY, exc.strerror or exc)
+    except CertagentError as exc:  # nor a history that cannot be read back
+        log.error("cannot keep the history: %s", exc)
     # The run's work is done and recorded; what follows must not change its exit status.
     try:
         if config.metrics_textfile is not None:

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from certagent import api, config
+from certagent import api, config, metrics
 from certagent.store.history import History
 
 from .fakes import LocalIssuer, fleet_file
@@ -84,3 +84,34 @@ def test_a_damaged_or_foreign_history_is_printed_as_far_as_it_goes(tmp_path: Pat
         assert result.code == 0 and "internal error" not in result.err, (args, result.err)
     printed = run("-c", str(path), "--json", "history").out
     assert printed == json.dumps(json.loads(printed), indent=2) + "\n"
+
+
+def test_an_older_generation_that_cannot_be_read_fails_no_run(tmp_path: Path, run) -> None:
+    """A folder or a link where history.jsonl.1 should be (or where the log itself
+    should be): the run's exit status is its own, the older records are left out with a
+    warning, and what can be read is still said."""
+    path = fleet_file(tmp_path, 1)
+    cfg = config.load(path)
+    api.renew(cfg, issuer=LocalIssuer())
+    state = tmp_path / "state"
+    for planted in ("folder", "link"):
+        older = state / "history.jsonl.1"
+        if planted == "folder":
+            older.mkdir()
+        else:
+            older.rmdir()
+            older.symlink_to("/etc/passwd")
+        (state / "last-runs.json").unlink()  # rebuilt from the history by the next append
+        result = run("-c", str(path), "renew")
+        assert result.code == 0, result
+        shown = run("-c", str(path), "history")
+        assert shown.code == 0 and "c0: renewed" in shown.out, shown
+        assert "the older records are left out" in shown.err
+        assert 'certagent_last_run_exit_status{command="renew"} 0' in metrics.render(cfg)
+    (state / "history.jsonl.1").unlink()
+    log = state / "history.jsonl"
+    log.rename(state / "saved")
+    log.mkdir()  # the log itself: the run still ends as it did, the append's error said
+    result = run("-c", str(path), "renew")
+    assert result.code == 0 and "cannot append" in result.err, result
+    assert "certagent_build_info" in metrics.render(cfg)

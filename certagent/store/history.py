@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from typing import Any
 from .. import layout
 from ..errors import StoreError
 from .atomic import atomic_write, fsync_dir, read_json
+
+log = logging.getLogger(__name__)
 
 LOOKBACK = 500  # records read backwards to build last-runs.json the first time
 MAX_BYTES = 32 * 1024 * 1024  # history.jsonl is moved to history.jsonl.1 at this size
@@ -84,11 +88,14 @@ class History:
     def scanned_runs(self) -> dict[str, dict[str, Any]]:
         """Each command's last run, from the newest LOOKBACK records themselves."""
         runs: dict[str, dict[str, Any]] = {}
-        for i, record in enumerate(self.backwards()):
-            if sound_run(run_of(record)):
-                runs.setdefault(str(record.get("command")), run_of(record))
-            if i >= LOOKBACK:
-                break
+        try:
+            for i, record in enumerate(self.backwards()):
+                if sound_run(run_of(record)):
+                    runs.setdefault(str(record.get("command")), run_of(record))
+                if i >= LOOKBACK:
+                    break
+        except StoreError as exc:  # what was read is true; the rest is not guessed
+            log.warning("%s", exc)
         return runs
 
     def last_runs(self) -> dict[str, dict[str, Any]] | None:
@@ -105,9 +112,13 @@ class History:
 
     def backwards(self, chunk: int = 65536) -> Iterator[dict[str, Any]]:
         """Records, newest first: the log read backwards from its end, then the older
-        generation."""
-        for path in (self.path, self.older):
-            yield from _backwards(path, chunk)
+        generation. StoreError when the log cannot be read; an older generation that
+        cannot be (a folder in its place, a link) is said in a warning and left out."""
+        yield from _backwards(self.path, chunk)
+        try:
+            yield from _backwards(self.older, chunk)
+        except StoreError as exc:
+            log.warning("%s: the older records are left out", exc)
 
 
 def _backwards(path: Path, chunk: int) -> Iterator[dict[str, Any]]:
@@ -118,18 +129,23 @@ def _backwards(path: Path, chunk: int) -> Iterator[dict[str, Any]]:
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
     with f:
-        end = f.seek(0, os.SEEK_END)
-        tail = b""
-        while end > 0:
-            start = max(0, end - chunk)
-            f.seek(start)
-            lines = (f.read(end - start) + tail).split(b"\n")
-            tail = lines[0] if start > 0 else b""  # maybe cut: finished next round
-            for line in reversed(lines[1:] if start > 0 else lines):
-                record = _record(line)
-                if record is not None:
-                    yield record
-            end = start
+        try:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise StoreError(f"cannot read {path}: not a file")
+            end = f.seek(0, os.SEEK_END)
+            tail = b""
+            while end > 0:
+                start = max(0, end - chunk)
+                f.seek(start)
+                lines = (f.read(end - start) + tail).split(b"\n")
+                tail = lines[0] if start > 0 else b""  # maybe cut: finished next round
+                for line in reversed(lines[1:] if start > 0 else lines):
+                    record = _record(line)
+                    if record is not None:
+                        yield record
+                end = start
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def run_of(record: Mapping[str, Any]) -> dict[str, Any]:
