@@ -9,6 +9,7 @@ Side effects: none (reads the state directory).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -29,13 +30,23 @@ def history_records(
     config: Config, name: str | None = None, limit: int = 20
 ) -> Iterator[dict[str, object]]:
     """`history`, a record at a time as it is read (one run over 10,000 certificates
-    is a record of about 1.3 MB: the command prints each before reading the next)."""
+    is a record of about 1.3 MB: the command prints each before reading the next).
+    An unknown `name` (UsageError) and a log that cannot be opened (StoreError) are
+    raised here, before the first record is asked for: nothing is printed yet."""
     if name is not None:
         select(config, [name])
+    records = Store(config.state_dir).history_backwards()
+    first = next(records, None)
+    return _touching(itertools.chain([] if first is None else [first], records), name, limit)
+
+
+def _touching(
+    records: Iterator[dict[str, object]], name: str | None, limit: int
+) -> Iterator[dict[str, object]]:
     found = 0
     if limit <= 0:
         return
-    for record in Store(config.state_dir).history_backwards():
+    for record in records:
         certs = record.get("certificates")
         touched = isinstance(certs, list) and any(
             isinstance(c, dict) and c.get("name") == name for c in certs

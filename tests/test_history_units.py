@@ -115,3 +115,17 @@ def test_an_older_generation_that_cannot_be_read_fails_no_run(tmp_path: Path, ru
     result = run("-c", str(path), "renew")
     assert result.code == 0 and "cannot append" in result.err, result
     assert "certagent_build_info" in metrics.render(cfg)
+
+
+def test_json_history_that_cannot_start_prints_one_error_document(tmp_path: Path, run) -> None:
+    """An unknown NAME or a log that cannot be read is found before anything is
+    printed: stdout holds one JSON document (the error), never a started one."""
+    path = fleet_file(tmp_path, 1)
+    api.renew(config.load(path), issuer=LocalIssuer())
+    unknown = run("-c", str(path), "--json", "history", "nosuch")
+    assert unknown.code == 64 and json.loads(unknown.out)["error_code"] == "usage", unknown
+    log = tmp_path / "state" / "history.jsonl"
+    log.unlink()
+    log.mkdir()
+    broken = run("-c", str(path), "--json", "history")
+    assert broken.code != 0 and "history.jsonl" in json.loads(broken.out)["error"], broken
