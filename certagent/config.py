@@ -135,6 +135,11 @@ def _assemble(ctx: _Ctx, root: Value, source: Path) -> None:
     if folder is not None and isinstance(folder.value, str):
         _parts(ctx, top, folder, source.parent / folder.value)
     defaults, certs = top.get("defaults"), top.get("certificates")
+    many = len(certs.value) if certs is not None and isinstance(certs.value, dict) else 0
+    if certs is not None and many > configspec.MAX_CERTIFICATES:  # refused whole, unread
+        ctx.error(certs, f"{many} certificates (with those of certificates_dir): at most "
+                  f"{configspec.MAX_CERTIFICATES}")  # fmt: skip
+        raise ConfigError(str(source), list(dict.fromkeys(ctx.problems)))
     if defaults is None or certs is None or not isinstance(certs.value, dict):
         return
     if not isinstance(defaults.value, dict):
@@ -167,9 +172,16 @@ def _parts(ctx: _Ctx, top: dict[str, Value], at: Value, folder: Path) -> None:
             return  # the main file's `certificates` is wrong: said by its reader
         certs = top["certificates"] = Value({}, "certificates", at.line)
     defined: dict[str, tuple[str | None, int]] = {n: (None, v.line) for n, v in certs.value.items()}
+    budget = configspec.MAX_PARTS_BYTES  # what the parts may still hold, together
     for path in files:
         try:
-            text = trust.read_file(path, MAX_BYTES).decode("utf-8")
+            data = trust.read_file(path, MAX_BYTES)
+            budget -= len(data)
+            if budget < 0:
+                ctx.error(at, f"the files under {folder} hold more than "
+                          f"{configspec.MAX_PARTS_BYTES // 2**20} MiB together")  # fmt: skip
+                return
+            text = data.decode("utf-8")
             tree = _tree(ctx, text, str(path))
         except OSError as exc:
             why = f"cannot read: {exc.strerror or exc}"

@@ -102,3 +102,33 @@ def test_a_large_file_without_aliases_is_not_an_alias_bomb(tmp_path: Path) -> No
     bomb.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError, match="alias bomb"):
         config.load(bomb)
+
+
+def test_the_parts_are_bounded_together_in_certificates_and_in_bytes(tmp_path: Path) -> None:
+    """Each part is bounded as the main file is; together they are too: at most
+    MAX_CERTIFICATES certificates and MAX_PARTS_BYTES of text, refused naming the
+    directory before any certificate is read one by one."""
+    from certagent import configspec
+
+    path = main(tmp_path)
+    per = 5_000
+    for p in range(configspec.MAX_CERTIFICATES // per):
+        part(tmp_path, f"p{p:03d}.yaml", "".join(
+            f"c{p}x{i}: {{names: [c{p}x{i}.example.test]}}\n" for i in range(per)))  # fmt: skip
+    part(tmp_path, "zz.yaml", "one-more: {names: [one.example.test]}\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert f"{configspec.MAX_CERTIFICATES + 1} certificates" in str(err.value)
+    assert len(err.value.problems) == 1, err.value.problems
+    assert time.monotonic() - started < 60  # refused whole, not read one by one
+
+    for old in (tmp_path / "certificates.d").iterdir():
+        old.unlink()
+    comment = ("#" + "x" * 1022 + "\n") * 1023  # a part just under 1 MiB of comments
+    count = configspec.MAX_PARTS_BYTES // len(comment) + 1
+    for p in range(count):
+        part(tmp_path, f"big{p:03d}.yaml", comment + f"b{p}: {{names: [b{p}.example.test]}}\n")
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert "hold more than 64 MiB together" in str(err.value), err.value.problems[:3]

@@ -18,6 +18,8 @@ from .pair import KEEPALIVED
 from .watch import HEARTBEAT, MONITOR, NOTIFY
 
 MAX_PARTS = 10_000  # files under certificates_dir
+MAX_CERTIFICATES = 100_000  # in all, the main file's and the parts'
+MAX_PARTS_BYTES = 64 * 1024 * 1024  # the parts together
 
 # `defaults`: the certificate's keys, none required
 DEFAULTS = Section(
@@ -77,7 +79,9 @@ TOP = Section(
         Word("directory"),
         doc="more certificates, in every `*.yaml` file of this directory (relative to the "
         "main file's), each a mapping name → certificate as under `certificates`, each file "
-        f"bounded as the main one is, at most {MAX_PARTS} files; a name defined twice is an "
+        f"bounded as the main one is, at most {MAX_PARTS} files of "
+        f"{MAX_PARTS_BYTES // 2**20} MiB in all and {MAX_CERTIFICATES} certificates with the "
+        "main file's; a name defined twice is an "
         "error naming both files. Like the main file, the directory and every part must be "
         "root's (or certagent's user's) and writable by no one else; a part that is a "
         "dangling link or not a file is an error, never left out",
