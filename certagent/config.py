@@ -80,13 +80,19 @@ def parse(text: str, source: Path) -> Config:
         root = _tree(ctx, text)
     except _Problem as exc:
         raise ConfigError(str(source), [exc.problem]) from None
-    _assemble(ctx, root, source)
+    if not _assemble(ctx, root, source):
+        raise _refused(ctx, source)
     config = configread.read(ctx, root)
     if ctx.problems or config is None:
-        # a `defaults` key read in every certificate says its problem once
-        problems = list(dict.fromkeys(ctx.problems))
-        raise ConfigError(str(source), sorted(problems, key=lambda p: (p.file or "", p.line or 0)))
+        raise _refused(ctx, source)
     return config
+
+
+def _refused(ctx: _Ctx, source: Path) -> ConfigError:
+    """Every problem found, once each (a `defaults` key read in every certificate says
+    its problem once), by file and line."""
+    problems = list(dict.fromkeys(ctx.problems))
+    return ConfigError(str(source), sorted(problems, key=lambda p: (p.file or "", p.line or 0)))
 
 
 class _Problem(Exception):
@@ -125,12 +131,13 @@ def _tree(ctx: _Ctx, text: str, part: str | None = None) -> Value:
         ctx.file = None
 
 
-def _assemble(ctx: _Ctx, root: Value, source: Path) -> None:
+def _assemble(ctx: _Ctx, root: Value, source: Path) -> bool:
     """The configuration in parts made one: the certificates of every `*.yaml` under
-    `certificates_dir` beside those of the main file, then `defaults` under each."""
+    `certificates_dir` beside those of the main file, then `defaults` under each.
+    False when there are too many certificates to read one by one (refused whole)."""
     top = root.value
     if not isinstance(top, dict):
-        return
+        return True
     folder = top.get("certificates_dir")
     if folder is not None and isinstance(folder.value, str):
         _parts(ctx, top, folder, source.parent / folder.value)
@@ -139,13 +146,14 @@ def _assemble(ctx: _Ctx, root: Value, source: Path) -> None:
     if certs is not None and many > configspec.MAX_CERTIFICATES:  # refused whole, unread
         ctx.error(certs, f"{many} certificates (with those of certificates_dir): at most "
                   f"{configspec.MAX_CERTIFICATES}")  # fmt: skip
-        raise ConfigError(str(source), list(dict.fromkeys(ctx.problems)))
+        return False
     if defaults is None or certs is None or not isinstance(certs.value, dict):
-        return
+        return True
     if not isinstance(defaults.value, dict):
-        return  # said by the section's reader
+        return True  # said by the section's reader
     for name, cert in certs.value.items():
         certs.value[name] = _merged(defaults, cert)
+    return True
 
 
 def _parts(ctx: _Ctx, top: dict[str, Value], at: Value, folder: Path) -> None:
