@@ -133,6 +133,8 @@ def renew(
     started = clock.now()
     with store.lock():
         store.keep_index()
+        if not (force or new_order):  # the no-op cache (store/quiet.py)
+            store.quiet.begin(config.inputs)
         solvers = Solvers(config.state_dir)
         solvers.sweep(
             [c for s in config.certificates for c in (s.challenge, *s.challenges.values())]
@@ -157,10 +159,11 @@ def renew(
         account = store.account_dir(config.ca.directory)
         ctx.budget = OrderBudget(account, config.ca.max_new_orders, config.ca.new_orders_window)
         ctx.hold = kept_mod.ca_hold(store, config.directories, clock.now())  # once a run
-        from .castate import ari_absent
+        from .castate import ari_absent_until
 
-        ctx.no_ari = frozenset(ca for ca in config.directories
-                               if ari_absent(store.account_path(ca), clock.now()))  # fmt: skip
+        absent = {ca: ari_absent_until(store.account_path(ca), clock.now())
+                  for ca in config.directories}  # fmt: skip
+        ctx.no_ari = {ca: until for ca, until in absent.items() if until is not None}
         ctx.duplicates = DuplicateLedger(
             account, config.ca.max_duplicates, config.ca.duplicates_window, not allow_duplicate
         )

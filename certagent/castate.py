@@ -77,12 +77,18 @@ NO_ARI_FOR = dt.timedelta(days=1)  # how long "no renewal information here" is b
 
 def ari_absent(folder: Path, now: dt.datetime) -> bool:
     """Whether the CA's directory was seen without renewal information, lately."""
+    return ari_absent_until(folder, now) is not None
+
+
+def ari_absent_until(folder: Path, now: dt.datetime) -> dt.datetime | None:
+    """Until when the CA's directory is taken to offer no renewal information (it was
+    seen without), or None."""
     try:
         raw = json.loads((folder / layout.NO_ARI).read_text(encoding="utf-8"))
         until = dt.datetime.fromisoformat(raw["until"])
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return until.tzinfo is not None and now < until
+        return None
+    return until if until.tzinfo is not None and now < until else None
 
 
 def note_ari(folder: Path, offered: bool, now: dt.datetime) -> None:

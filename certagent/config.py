@@ -11,7 +11,9 @@ Side effects: reads the configuration file (and EAB key files it names).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +65,23 @@ _BOUNDED = _FAST is not yaml.SafeLoader and _libyaml_version() >= (0, 2, 5)
 def load(path: Path) -> Config:
     """The configuration in `path` (and its parts), which only root or certagent's own
     user may be able to change (trust.py): its hooks run as root."""
+    signed: list[str] = []
     try:
-        text = trust.read_file(path, MAX_BYTES).decode("utf-8")
+        text = trust.read_file(path, MAX_BYTES, signed=signed).decode("utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [ConfigProblem("", f"cannot read: {exc.strerror}")]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [ConfigProblem("", "not UTF-8 text")]) from exc
     except ValueError as exc:
         raise ConfigError(str(path), [ConfigProblem("", str(exc))]) from exc
-    return parse(text, path)
+    return parse(text, path, signed)
 
 
-def parse(text: str, source: Path) -> Config:
+def parse(text: str, source: Path, signed: list[str] | None = None) -> Config:
+    """`signed`: the main file as read (trust.signature), when it was read from one;
+    the configuration's `inputs` then name every file it was read from."""
     ctx = _Ctx(source)
+    ctx.signed = signed
     try:
         root = _tree(ctx, text)
     except _Problem as exc:
@@ -85,7 +91,12 @@ def parse(text: str, source: Path) -> Config:
     config = configread.read(ctx, root)
     if ctx.problems or config is None:
         raise _refused(ctx, source)
-    return config
+    if signed is None:
+        return config
+    from . import __version__
+
+    key = "\n".join([__version__, str(os.geteuid()), *signed]).encode()
+    return replace(config, inputs=hashlib.sha256(key).hexdigest())
 
 
 def _refused(ctx: _Ctx, source: Path) -> ConfigError:
@@ -158,6 +169,8 @@ def _assemble(ctx: _Ctx, root: Value, source: Path) -> bool:
 
 def _parts(ctx: _Ctx, top: dict[str, Value], at: Value, folder: Path) -> None:
     try:
+        if ctx.signed is not None:  # before it is listed: a part added later changes it
+            ctx.signed.append(trust.signature(str(folder), folder.stat()))
         # every *.yaml but a folder: a part that is a dangling link or a FIFO is said,
         # never silently left out with its certificates
         files = sorted(p for p in folder.glob("*.yaml") if not p.is_dir())
@@ -183,7 +196,7 @@ def _parts(ctx: _Ctx, top: dict[str, Value], at: Value, folder: Path) -> None:
     budget = configspec.MAX_PARTS_BYTES  # what the parts may still hold, together
     for path in files:
         try:
-            data = trust.read_file(path, MAX_BYTES)
+            data = trust.read_file(path, MAX_BYTES, signed=ctx.signed)
             budget -= len(data)
             if budget < 0:
                 ctx.error(at, f"the files under {folder} hold more than "
@@ -278,6 +291,7 @@ class _Ctx(Checker):
     _active: set[int] = field(default_factory=set)  # nodes on the path being built
     _built: set[int] = field(default_factory=set)  # nodes built once: a visit again is an alias
     _aliased: int = 0  # > 0 while an alias is being expanded
+    signed: list[str] | None = None  # the files read, as read (None: not from a file)
     _loader: yaml.SafeLoader = field(default_factory=lambda: yaml.SafeLoader(""))
 
     def value(self, node: yaml.Node, path: str, depth: int = 0) -> Value:

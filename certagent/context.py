@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -97,8 +97,8 @@ class Context:
     # issuer itself refuses requests while one holds, this only shapes the plan.
     hold: tuple[dt.datetime, str] | None = None
     # CAs whose directory offers no renewal information (castate.ari_absent), read once
-    # per run: no certificate of theirs asks for a window.
-    no_ari: frozenset[str] = frozenset()
+    # per run, and until when that is believed: no certificate of theirs asks for a window.
+    no_ari: Mapping[str, dt.datetime] = field(default_factory=dict)
     # The next CAs, in order, when `issuer` cannot issue (config.fallbacks).
     fallbacks: tuple[Issuer, ...] = ()
 

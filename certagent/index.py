@@ -18,6 +18,9 @@ journal: a killed write leaves the previous index). A reader keeps nothing of wh
 reads; the writer writes what it learnt every few hundred certificates, so a first run
 over 10,000 does not hold 10,000 entries either.
 
+Beside them, the no-op cache (store/quiet.py): a row per certificate that a `renew`
+found with nothing to do, and the stamp that says which run wrote them.
+
 Side effects: reads the index and stats files; `save` writes the index.
 """
 
@@ -36,14 +39,23 @@ from typing import Any
 
 INDEX_FILE = "index.sqlite3"
 OLD_FILES = ("index.json",)  # earlier versions' index: removed when this one is written
-VERSION = 3  # PRAGMA user_version: a row per certificate, its entry as JSON text
+VERSION = 4  # PRAGMA user_version: a row per certificate, its entry as JSON text; quiet
+
+# a no-op cache row (store/quiet.py): until (µs since the epoch), the files' signatures,
+# the decision's reason and renewal time, the live release and its expiry
+QuietRow = tuple[int, str, str, str | None, str | None, str | None]
 REVERIFY = dt.timedelta(hours=24)  # digests are hashed again at least this often
 RACY = dt.timedelta(seconds=2)  # a folder changed more recently is looked into again
 BUSY = 2.0  # seconds a reader or the writer waits for the other's lock
 
 Sig = list[int]
 
-_SCHEMA = "CREATE TABLE certs (name TEXT PRIMARY KEY, entry TEXT NOT NULL)"
+_SCHEMAS = {
+    "certs": "CREATE TABLE certs (name TEXT PRIMARY KEY, entry TEXT NOT NULL)",
+    "quiet": "CREATE TABLE quiet (name TEXT PRIMARY KEY, until INTEGER NOT NULL, sig TEXT "
+    "NOT NULL, reason TEXT NOT NULL, renew_at TEXT, release TEXT, not_after TEXT)",
+    "meta": "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+}
 
 
 def signature(path: str) -> Sig | None:
@@ -77,6 +89,9 @@ class Index:
         self._opened = ""  # "", "ro" or "rw"
         self._writing: tuple[int, int | None] | None = None  # mode and group
         self._fresh: dict[str, dict[str, Any]] = {}  # what this run read anew
+        self._quiet: dict[str, QuietRow | None] = {}  # no-op cache rows (None: drop)
+        self._quiet_reset = False  # the earlier rows are dropped at the next write
+        self._stamp: str | None = None  # written at `save`
         self._failed: OSError | None = None  # a write during the run that failed
         self._lock = threading.RLock()  # one connection, asked from worker threads too
         # the entry decoded last (state, meta and digests are asked for in a row): one
@@ -90,15 +105,7 @@ class Index:
         return self._db
 
     def _text(self, name: str) -> str | None:
-        with self._lock:
-            db = self._conn()
-            if db is None:
-                return None
-            try:
-                row = db.execute("SELECT entry FROM certs WHERE name = ?", (name,)).fetchone()
-            except sqlite3.Error:  # busy, damaged, foreign: the files are read instead
-                return None
-        return row[0] if row and isinstance(row[0], str) else None
+        return self._one("SELECT entry FROM certs WHERE name = ?", (name,))
 
     def _entry(self, name: str) -> dict[str, Any]:
         last = self._last
@@ -166,6 +173,11 @@ class Index:
         sigs = [signature(p) for p in paths]
         return None not in sigs and entry.get("sigs") == sigs
 
+    def verified_at(self, name: str) -> dt.datetime | None:
+        """When the live release's digests last matched (this run, else an earlier)."""
+        found = self._fresh.get(name, {}).get("verified") or self._entry(name).get("verified")
+        return _aware(found.get("at") if isinstance(found, dict) else None)
+
     def matched(self, name: str, release_id: str, paths: list[str], now: dt.datetime) -> None:
         """The release's digests matched just now (or its files were just written with
         them)."""
@@ -188,6 +200,43 @@ class Index:
         limit = (now - RACY).timestamp() * 1e9
         if None not in sigs and all(s is not None and max(s[1], s[2]) < limit for s in sigs):
             self._note(name, dirs=sigs)
+
+    # -- the no-op cache (store/quiet.py) ----------------------------------------------
+
+    def stamp(self) -> str | None:
+        """What the run that wrote the no-op cache's rows said about them."""
+        return self._one("SELECT value FROM meta WHERE key = 'quiet'", ())
+
+    def quiet(self, name: str) -> tuple[Any, ...] | None:
+        """One certificate's no-op cache row (QuietRow, as the file holds it), or None."""
+        return self._row(_QUIET_SELECT, (name,))
+
+    def keep_quiet(self, name: str, row: QuietRow | None) -> None:
+        """The certificate's row as this run found it; None drops it (the writer only)."""
+        if self._writing is not None:
+            with self._lock:
+                self._quiet[name] = row
+                if len(self._quiet) >= self.FLUSH:
+                    self._flush_quietly()
+
+    def restart_quiet(self, stamp: str) -> None:
+        """Earlier rows are dropped at the next write; `stamp` is written at `save`."""
+        with self._lock:
+            self._quiet_reset, self._stamp = True, stamp
+
+    def _one(self, sql: str, args: tuple[str, ...]) -> str | None:
+        return row[0] if (row := self._row(sql, args)) and isinstance(row[0], str) else None
+
+    def _row(self, sql: str, args: tuple[str, ...]) -> tuple[Any, ...] | None:
+        with self._lock:
+            db = self._conn()
+            if db is None:
+                return None
+            try:
+                row = db.execute(sql, args).fetchone()
+            except sqlite3.Error:  # busy, damaged, foreign: as if there were none
+                return None
+        return row if isinstance(row, tuple) else None
 
     # -- writing ------------------------------------------------------------------------
 
@@ -214,7 +263,7 @@ class Index:
         try:
             self._flush(None)
         except OSError as exc:  # said at `save`; this run keeps nothing more
-            self._writing, self._fresh, self._failed = None, {}, exc
+            self._writing, self._fresh, self._quiet, self._failed = None, {}, {}, exc
 
     def _flush(self, keep: set[str] | None) -> None:
         """`keep`: the names to keep (others' rows are dropped); None: drop none."""
@@ -231,32 +280,25 @@ class Index:
                 self._write(keep)
         except sqlite3.Error as exc:
             raise OSError(f"index {self.path}: {exc}") from exc
-        self._fresh = {}
+        self._fresh, self._quiet = {}, {}
         self._last = ("", {})
 
     def _write(self, keep: set[str] | None) -> None:
-        fresh = self._fresh
-        if not fresh and keep is None:
+        fresh, quiet = self._fresh, self._quiet
+        learnt = fresh or quiet or self._quiet_reset or self._stamp is not None
+        if not learnt and keep is None:
             return
-        if not fresh and not (self.path.exists() or self.path.is_symlink()):
+        if not learnt and not (self.path.exists() or self.path.is_symlink()):
             return  # nothing learnt, nothing to drop
         db = self._writer()
-        gone = []
-        if keep is not None:
-            gone = [(n,) for (n,) in db.execute("SELECT name FROM certs") if n not in keep]
-        rows = []
-        for n, parts in fresh.items():
-            if keep is not None and n not in keep:
-                continue
-            row = db.execute("SELECT entry FROM certs WHERE name = ?", (n,)).fetchone()
-            text = json.dumps({**_decode(row[0] if row else None), **parts},
-                              separators=(",", ":"))  # fmt: skip
-            if row is None or row[0] != text:
-                rows.append((n, text))
-        if gone or rows:  # else nothing new: a no-op run writes nothing
+        stamp = self._stamp if keep is not None else None  # written at `save`, the last
+        changes = [*_cert_changes(db, fresh, keep),
+                   *_quiet_changes(db, quiet, keep, self._quiet_reset, stamp)]  # fmt: skip
+        if changes:  # else nothing new: a no-op run writes nothing
             with _transaction(db):
-                db.executemany("DELETE FROM certs WHERE name = ?", gone)
-                db.executemany("INSERT OR REPLACE INTO certs (name, entry) VALUES (?, ?)", rows)
+                for sql, args in changes:
+                    db.executemany(sql, args)
+            self._quiet_reset = False
         if keep is not None:
             for old in OLD_FILES:
                 _remove(self.path.with_name(old))
@@ -266,37 +308,86 @@ class Index:
         if self._db is not None and self._opened == "rw":
             return self._db
         self.close()  # a read-only one, or none yet
-        db = self._create()
+        db = _create(self.path, self._writing)
         if not _ours(db):  # another version or layout: made again, empty
             db.close()
             _remove(self.path)
-            db = self._create()
+            db = _create(self.path, self._writing)
             with _transaction(db):
-                db.execute(_SCHEMA)
+                for schema in _SCHEMAS.values():
+                    db.execute(schema)
                 db.execute(f"PRAGMA user_version = {VERSION}")
         self._db, self._opened = db, "rw"
         return db
-
-    def _create(self) -> sqlite3.Connection:
-        """The file made (or kept) with our mode and group, never through a link."""
-        mode, group = self._writing or (0o600, None)
-        if self.path.is_symlink() or (self.path.exists() and not _regular(self.path)):
-            _remove(self.path)  # not ours to follow
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-        try:
-            if group is not None:
-                os.fchown(fd, -1, group)
-            os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
-        return sqlite3.connect(self.path, timeout=BUSY, isolation_level=None,
-                               check_same_thread=False)  # fmt: skip
 
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
                 self._db.close()
             self._db, self._opened = None, ""
+
+
+def _create(path: Path, writing: tuple[int, int | None] | None) -> sqlite3.Connection:
+    """The file made (or kept) with our mode and group, never through a link."""
+    mode, group = writing or (0o600, None)
+    if path.is_symlink() or (path.exists() and not _regular(path)):
+        _remove(path)  # not ours to follow
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        if group is not None:
+            os.fchown(fd, -1, group)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return sqlite3.connect(path, timeout=BUSY, isolation_level=None, check_same_thread=False)
+
+
+Changes = list[tuple[str, list[tuple[object, ...]]]]
+_QUIET_SELECT = "SELECT until, sig, reason, renew_at, release, not_after FROM quiet WHERE name = ?"
+
+
+def _cert_changes(
+    db: sqlite3.Connection, fresh: dict[str, dict[str, Any]], keep: set[str] | None
+) -> Changes:
+    """The rows of certificates not kept dropped; what was read anew merged in."""
+    gone: list[tuple[object, ...]] = [] if keep is None else \
+        [(n,) for (n,) in db.execute("SELECT name FROM certs") if n not in keep]  # fmt: skip
+    rows: list[tuple[object, ...]] = []
+    for n, parts in fresh.items():
+        if keep is not None and n not in keep:
+            continue
+        row = db.execute("SELECT entry FROM certs WHERE name = ?", (n,)).fetchone()
+        text = json.dumps({**_decode(row[0] if row else None), **parts}, separators=(",", ":"))
+        if row is None or row[0] != text:
+            rows.append((n, text))
+    put = "INSERT OR REPLACE INTO certs (name, entry) VALUES (?, ?)"
+    return [(sql, args) for sql, args in (("DELETE FROM certs WHERE name = ?", gone),
+                                          (put, rows)) if args]  # fmt: skip
+
+
+def _quiet_changes(
+    db: sqlite3.Connection,
+    quiet: dict[str, QuietRow | None],
+    keep: set[str] | None,
+    reset: bool,
+    stamp: str | None,
+) -> Changes:
+    """The no-op cache: every row dropped first (`reset`), those of certificates not
+    kept or read again dropped, this run's written, and the stamp when it is new."""
+    out: Changes = [("DELETE FROM quiet", [()])] if reset else []
+    gone: list[tuple[object, ...]] = [(n,) for n, row in quiet.items() if row is None]
+    if keep is not None and not reset:
+        gone += [(n,) for (n,) in db.execute("SELECT name FROM quiet")
+                 if n not in keep and n not in quiet]  # fmt: skip
+    rows: list[tuple[object, ...]] = [(n, *row) for n, row in quiet.items()
+                                      if row is not None and (keep is None or n in keep)]
+    put = "INSERT OR REPLACE INTO quiet VALUES (?, ?, ?, ?, ?, ?, ?)"
+    out += [(sql, args) for sql, args in (("DELETE FROM quiet WHERE name = ?", gone),
+                                          (put, rows)) if args]  # fmt: skip
+    row = db.execute("SELECT value FROM meta WHERE key = 'quiet'").fetchone()
+    if stamp is not None and (row is None or row[0] != stamp):
+        out.append(("INSERT OR REPLACE INTO meta (key, value) VALUES ('quiet', ?)", [(stamp,)]))
+    return out
 
 
 @contextlib.contextmanager
@@ -337,8 +428,17 @@ def _ours(db: sqlite3.Connection) -> bool:
     """This version's layout (sqlite3.Error when the file is not a database)."""
     if db.execute("PRAGMA user_version").fetchone()[0] != VERSION:
         return False
-    row = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'certs'")
-    return bool(row.fetchone() == (_SCHEMA,))
+    rows = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+    return dict(rows.fetchall()) == _SCHEMAS
+
+
+
+def _aware(text: object) -> dt.datetime | None:
+    try:
+        at = dt.datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return at if at is not None and at.tzinfo is not None else None
 
 
 def _decode(text: object) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from .model import (
 from .precheck import before_ordering
 from .steps import Steps
 from .store import Snapshot
+from .store.quiet import QuietRow
 
 if TYPE_CHECKING:
     pass
@@ -80,10 +81,17 @@ def survey(
     not due, and whose renewal information need not be asked for now, ends here (the
     no-op run: cheap, so it is done one by one before any thread is started).
     `new_order`: a certificate issued earlier and not live is not deployed instead."""
+    now = ctx.clock.now()
+    if not force:  # nothing to do, as a run found since, and nothing changed (quiet.py)
+        found = ctx.store.quiet.lookup(spec.name, now)
+        if found is not None:
+            return CertResult(spec.name, Outcome.SKIPPED,
+                              Decision(False, found.reason, found.renew_at), (), found.release,
+                              found.not_after)  # fmt: skip
+    ctx.store.quiet.keep(spec.name, None)  # read again: kept again below if still quiet
     steps = Steps(ctx.clock)
     snap, relinked = repair(ctx, spec, steps)  # the store read once (again after a repair)
     state, current = snap.state, snap.current
-    now = ctx.clock.now()
     ca = ctx.config.directories
     kept = None if new_order else kept_mod.undeployed(ctx.store, spec, state, ca)
     hold = ctx.hold if ctx.hold is not None and now < ctx.hold[0] else None
@@ -96,8 +104,32 @@ def survey(
         decision = plan.decide(spec, current, state, ctx.config.policy, now, force,
                                snap.damaged, kept, hold)  # fmt: skip
         if not decision.due and not (relinked and spec.deploy is not None):
+            if current is not None and kept is None and not steps.results and not relinked:
+                quiet = QuietRow(decision.reason, decision.renew_at, current.release_id,
+                                 current.not_after)  # fmt: skip
+                ctx.store.quiet.keep(spec.name, quiet, _quiet_until(ctx, state, current,
+                                                                    decision, hold, now))
             return result(spec, Outcome.SKIPPED, decision, steps, current)
     return Surveyed(snap, steps, kept, hold, relinked, new_order, decision)
+
+
+def _quiet_until(
+    ctx: Context,
+    state: CertState,
+    current: Release,
+    decision: Decision,
+    hold: tuple[dt.datetime, str] | None,
+    now: dt.datetime,
+) -> dt.datetime | None:
+    """The first moment at which `survey` could decide otherwise for a certificate with
+    nothing to do: the time its decision names (the renewal time, a back-off's or a
+    Retry-After's end), expiry, a CA-wide hold's end, the time to ask for the renewal
+    window again, the end of "this CA offers no renewal information" (quiet.py)."""
+    ca = current.ca or ctx.config.ca.directory
+    times = (decision.renew_at, current.not_after, state.retry_after, state.ari_next,
+             hold[0] if hold else None, ctx.no_ari.get(ca))  # fmt: skip
+    later = [t for t in times if t is not None and t > now]
+    return min(later) if later else None
 
 
 def pretest_due(ctx: Context, todo: Sequence[tuple[CertSpec, Surveyed]]) -> None:

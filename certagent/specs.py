@@ -368,6 +368,7 @@ class Config:
     failover: Keepalived | None = None
     state_group: int | None = None  # gid that may read certificates, keys and run state
     fallbacks: tuple[CASpec, ...] = ()  # the next CAs, in order, when `ca` cannot issue
+    inputs: str = ""  # the files it was read from, as they were (store/quiet.py); "": text
 
     @property
     def cas(self) -> tuple[CASpec, ...]:

@@ -65,12 +65,15 @@ def _judge(path: Path, st: os.stat_result, trusted: set[int], own: bool) -> str 
 MAX_HOPS = 40  # links followed to a configuration file (the kernel's own limit)
 
 
-def read_file(path: Path, limit: int, euid: int | None = None) -> bytes:
+def read_file(
+    path: Path, limit: int, euid: int | None = None, signed: list[str] | None = None
+) -> bytes:
     """A configuration file's bytes, when only root or we can change them: the file
     (judged on the descriptor read, so what is read is what was judged) is a regular
     file of root's or ours that no one else can write, a link to it is root's or ours,
     and the folders above it, as written and as its links lead, are trusted
-    (`problem`). ValueError saying why not (or when it is larger than `limit`)."""
+    (`problem`). ValueError saying why not (or when it is larger than `limit`).
+    `signed`: the file as read (`signature`, before the read) is appended to it."""
     uid = os.geteuid() if euid is None else euid
     trusted = {0, uid}
     lexical = Path(os.path.abspath(path))
@@ -100,7 +103,15 @@ def read_file(path: Path, limit: int, euid: int | None = None) -> bytes:
             who = "others" if st.st_mode & stat.S_IWOTH else f"group {st.st_gid}"
             raise ValueError(f"can be written by {who} (mode {stat.S_IMODE(st.st_mode):o}): "
                              "its hooks would run as root")  # fmt: skip
+        if signed is not None:
+            signed.append(signature(str(lexical), st))
         data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"larger than {limit} bytes")
     return data
+
+
+def signature(path: str, st: os.stat_result) -> str:
+    """What changes when a file is written, replaced or has its mode changed (a
+    ctime cannot be set back): the key of what was read from it (store/quiet.py)."""
+    return f"{path}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"

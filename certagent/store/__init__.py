@@ -56,6 +56,7 @@ from .atomic import (
 )
 from .history import History
 from .issued import Issued, release_time
+from .quiet import Quiet
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class Store:
         self.dir_mode = 0o750 if group is not None else 0o700
         self.secret_mode = 0o640 if group is not None else 0o600
         self.index = Index(root)  # a cache of per-certificate reads (index.py)
+        self.quiet = Quiet(self.index, self._dir_of)  # the no-op cache (quiet.py)
         self._cert_dirs: dict[str, Path] = {}
         self._dir_strs: dict[str, str] = {}
         self._root = str(root)
@@ -113,9 +115,15 @@ class Store:
 
     # -- lock -----------------------------------------------------------------------
 
-    def lock(self) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
         """Hold the state directory's lock, or raise LockHeld at once (lock.py)."""
-        return lock_mod.held(self.root, self.group, self.dir_mode)
+        with lock_mod.held(self.root, self.group, self.dir_mode) as held:
+            self.quiet.held = held
+            try:
+                yield
+            finally:
+                self.quiet.held = None
 
     # -- releases -------------------------------------------------------------------
 
@@ -297,6 +305,8 @@ class Store:
             self.index.save(names)
         except OSError as exc:  # a cache: the next run reads the files themselves
             log.warning("cannot write %s: %s", self.index.path, exc.strerror or exc)
+            return
+        self.quiet.end()
 
     def snapshot(self, name: str) -> Snapshot:
         """Read one certificate's state and live release, saying what is wrong. Writes

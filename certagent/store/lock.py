@@ -1,6 +1,11 @@
 """One run at a time: an exclusive, non-blocking flock(2) on <state_dir>/lock, taken
 only in a state directory that root may trust (owned by us, writable by nobody else).
 
+The file holds the holder's PID, and after a `renew` that ended the token of the
+no-op cache it left (store/quiet.py). Whoever takes the lock next reads it and writes
+its own PID over it: any run that may change the store (a killed one included) thus
+takes the token away, and the cache is believed only while the token is there.
+
 Side effects: filesystem (creates the state directory and the lock file).
 """
 
@@ -19,8 +24,28 @@ from ..errors import LockHeld, StoreError
 from .atomic import make_private_dir, share
 
 
+class Held:
+    """The lock, held: what the previous holder left in the file, and a way to leave a
+    token for the next."""
+
+    def __init__(self, fd: int, previous: str) -> None:
+        self._fd = fd
+        self.previous = previous
+
+    def token(self) -> str | None:
+        """The token the previous holder left (it ended a renew), or None."""
+        lines = self.previous.splitlines()
+        if len(lines) == 2 and lines[1].startswith("quiet ") and len(lines[1]) <= 80:
+            return lines[1][6:]
+        return None
+
+    def leave(self, token: str) -> None:
+        """For the next holder: this run ended, and left the cache `token` names."""
+        os.pwrite(self._fd, f"{os.getpid()}\nquiet {token}\n".encode(), 0)
+
+
 @contextlib.contextmanager
-def held(root: Path, group: int | None, dir_mode: int) -> Iterator[None]:
+def held(root: Path, group: int | None, dir_mode: int) -> Iterator[Held]:
     """Hold the state directory's lock, or raise LockHeld at once."""
     ensure_root(root, group, dir_mode)
     path = root / layout.LOCK
@@ -37,9 +62,10 @@ def held(root: Path, group: int | None, dir_mode: int) -> Iterator[None]:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise LockHeld(f"another certagent run holds {path}") from exc
             raise
+        previous = os.pread(fd, 128, 0).decode("ascii", "replace")
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        yield
+        yield Held(fd, previous)
     finally:
         os.close(fd)
 
