@@ -42,8 +42,10 @@ OLD_FILES = ("index.json",)  # earlier versions' index: removed when this one is
 VERSION = 4  # PRAGMA user_version: a row per certificate, its entry as JSON text; quiet
 
 # a no-op cache row (store/quiet.py): until (µs since the epoch), the files' signatures,
-# the decision's reason and renewal time, the live release and its expiry
-QuietRow = tuple[int, str, str, str | None, str | None, str | None]
+# the decision's reason and renewal time, the live release, its expiry, the last
+# outcome, the CA that issued it and the note when that is a fallback CA
+QuietRow = tuple[int, str, str, str | None, str | None, str | None, str | None, str | None,
+                 str | None]  # fmt: skip
 REVERIFY = dt.timedelta(hours=24)  # digests are hashed again at least this often
 RACY = dt.timedelta(seconds=2)  # a folder changed more recently is looked into again
 BUSY = 2.0  # seconds a reader or the writer waits for the other's lock
@@ -53,7 +55,8 @@ Sig = list[int]
 _SCHEMAS = {
     "certs": "CREATE TABLE certs (name TEXT PRIMARY KEY, entry TEXT NOT NULL)",
     "quiet": "CREATE TABLE quiet (name TEXT PRIMARY KEY, until INTEGER NOT NULL, sig TEXT "
-    "NOT NULL, reason TEXT NOT NULL, renew_at TEXT, release TEXT, not_after TEXT)",
+    "NOT NULL, reason TEXT NOT NULL, renew_at TEXT, release TEXT, not_after TEXT, "
+    "last_outcome TEXT, ca TEXT, fallback TEXT)",
     "meta": "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 }
 
@@ -343,7 +346,8 @@ def _create(path: Path, writing: tuple[int, int | None] | None) -> sqlite3.Conne
 
 
 Changes = list[tuple[str, list[tuple[object, ...]]]]
-_QUIET_SELECT = "SELECT until, sig, reason, renew_at, release, not_after FROM quiet WHERE name = ?"
+_QUIET_SELECT = ("SELECT until, sig, reason, renew_at, release, not_after, last_outcome, ca, "
+                 "fallback FROM quiet WHERE name = ?")
 
 
 def _cert_changes(
@@ -381,7 +385,7 @@ def _quiet_changes(
                  if n not in keep and n not in quiet]  # fmt: skip
     rows: list[tuple[object, ...]] = [(n, *row) for n, row in quiet.items()
                                       if row is not None and (keep is None or n in keep)]
-    put = "INSERT OR REPLACE INTO quiet VALUES (?, ?, ?, ?, ?, ?, ?)"
+    put = "INSERT OR REPLACE INTO quiet VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     out += [(sql, args) for sql, args in (("DELETE FROM quiet WHERE name = ?", gone),
                                           (put, rows)) if args]  # fmt: skip
     row = db.execute("SELECT value FROM meta WHERE key = 'quiet'").fetchone()

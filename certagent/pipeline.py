@@ -106,7 +106,8 @@ def survey(
         if not decision.due and not (relinked and spec.deploy is not None):
             if current is not None and kept is None and not steps.results and not relinked:
                 quiet = QuietRow(decision.reason, decision.renew_at, current.release_id,
-                                 current.not_after)  # fmt: skip
+                                 current.not_after, state.last_outcome, current.ca or None,
+                                 current.fallback_note(ctx.config.ca.directory))  # fmt: skip
                 ctx.store.quiet.keep(spec.name, quiet, _quiet_until(ctx, state, current,
                                                                     decision, hold, now))
             return result(spec, Outcome.SKIPPED, decision, steps, current)

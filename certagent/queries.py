@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 
 from . import kept as kept_mod
 from . import plan
-from .model import CertResult, Config, Outcome, Report, iso
+from .model import CertResult, CertSpec, Config, Decision, Outcome, Report, iso
 from .store import Store
+from .store.quiet import QuietRow
 from .system import Clock, SystemClock
 from .wiring import select
 
@@ -69,7 +70,15 @@ def plan_run(
     now = clock.now()
     results = []
     hold = kept_mod.ca_hold(store, config.directories, now)
+    if not force:
+        store.quiet.begin_reading(config.inputs)  # what the last renew found (quiet.py)
     for spec in specs:
+        found = None if force else store.quiet.lookup(spec.name, now)
+        if found is not None:
+            decided = Decision(False, found.reason, found.renew_at)
+            results.append(CertResult(spec.name, Outcome.SKIPPED, decided, release=found.release,
+                                      not_after=found.not_after))  # fmt: skip
+            continue
         snap = store.snapshot(spec.name)
         current = snap.current
         kept = kept_mod.undeployed(store, spec, snap.state, config.directories)
@@ -125,7 +134,12 @@ def status(
     _readable(config)
     rows = []
     hold = kept_mod.ca_hold(store, config.directories, now)
+    store.quiet.begin_reading(config.inputs)  # what the last renew found (quiet.py)
     for spec in select(config, names):
+        found = store.quiet.lookup(spec.name, now)
+        if found is not None:
+            rows.append(_quiet_row(spec, found, now))
+            continue
         snap = store.snapshot(spec.name)
         current, state = snap.current, snap.state
         kept = kept_mod.undeployed(store, spec, state, config.directories)
@@ -152,6 +166,16 @@ def status(
             )
         )
     return rows
+
+
+def _quiet_row(spec: CertSpec, found: QuietRow, now: dt.datetime) -> StatusRow:
+    """A status row from what the last renew found (the same as reading the store)."""
+    left = (found.not_after - now).total_seconds() / 86400 if found.not_after else None
+    return StatusRow(name=spec.name, names=spec.names, release=found.release,
+                     not_after=found.not_after, days_left=left, next_renewal=found.renew_at,
+                     last_outcome=found.last_outcome, due=False,
+                     reason=f"{found.reason} ({found.fallback})" if found.fallback
+                     else found.reason, ca=found.ca)  # fmt: skip
 
 
 def _readable(config: Config) -> None:

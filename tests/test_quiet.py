@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from certagent import api, config
@@ -176,3 +177,20 @@ def test_force_reads_everything_and_the_cache_comes_back(tmp_path: Path) -> None
     assert after["c0"].release == forced[0].release  # the new one, not a cached old one
     api.renew(cfg, issuer=issuer)
     assert believed(cfg) == {"c0", "c1", "c2"}
+
+
+def test_status_and_plan_say_from_it_what_reading_the_store_says(tmp_path: Path) -> None:
+    cfg = fleet(tmp_path)
+    settled(cfg)
+
+    def said() -> tuple[list[object], list[object]]:
+        rows = [replace(r, days_left=round(r.days_left or 0)) for r in api.status(cfg)]
+        return rows, [r.to_json() for r in api.plan_run(cfg).results]
+
+    reader = Store(cfg.state_dir)
+    reader.quiet.begin_reading(cfg.inputs)  # no lock taken: the token stays
+    assert reader.quiet.lookup("c0", dt.datetime.now(dt.UTC)) is not None
+    cached = said()
+    (tmp_path / "state" / "lock").write_text("1\n")  # the token gone: the store is read
+    assert said() == cached
+    assert [r.reason for r in cached[0]] == [r["decision"]["reason"] for r in cached[1]]

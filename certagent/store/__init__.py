@@ -104,7 +104,7 @@ class Store:
         self.dir_mode = 0o750 if group is not None else 0o700
         self.secret_mode = 0o640 if group is not None else 0o600
         self.index = Index(root)  # a cache of per-certificate reads (index.py)
-        self.quiet = Quiet(self.index, self._dir_of)  # the no-op cache (quiet.py)
+        self.quiet = Quiet(self.index, self._dir_of, root)  # the no-op cache (quiet.py)
         self._cert_dirs: dict[str, Path] = {}
         self._dir_strs: dict[str, str] = {}
         self._root = str(root)

@@ -34,14 +34,32 @@ class Held:
 
     def token(self) -> str | None:
         """The token the previous holder left (it ended a renew), or None."""
-        lines = self.previous.splitlines()
-        if len(lines) == 2 and lines[1].startswith("quiet ") and len(lines[1]) <= 80:
-            return lines[1][6:]
-        return None
+        return token_in(self.previous)
 
     def leave(self, token: str) -> None:
         """For the next holder: this run ended, and left the cache `token` names."""
         os.pwrite(self._fd, f"{os.getpid()}\nquiet {token}\n".encode(), 0)
+
+
+def token_in(text: str) -> str | None:
+    """The token in what the lock file holds, or None."""
+    lines = text.splitlines()
+    if len(lines) == 2 and lines[1].startswith("quiet ") and len(lines[1]) <= 80:
+        return lines[1][6:]
+    return None
+
+
+def left(root: Path) -> str | None:
+    """The token in the lock file, read without taking the lock (`status`, `plan`: a run
+    that takes it writes over the token at once), or None."""
+    try:
+        fd = os.open(root / layout.LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return token_in(os.pread(fd, 128, 0).decode("ascii", "replace"))
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -36,10 +36,11 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import layout
 from ..index import REVERIFY, Index
-from .lock import Held
+from .lock import Held, left
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class QuietRow:
     renew_at: dt.datetime | None
     release: str | None
     not_after: dt.datetime | None
+    last_outcome: str | None = None  # the state's, for `status`
+    ca: str | None = None  # the CA that issued the live release
+    fallback: str | None = None  # what `status` says when that is a fallback CA
 
 
 def _sig(path: str) -> str:
@@ -79,8 +83,9 @@ class Quiet:
     """The cache of one store, for one `renew` under its lock: `begin`, then `lookup`
     and `keep` per certificate, then `end` once the index is saved."""
 
-    def __init__(self, index: Index, dir_of: Callable[[str], str]) -> None:
+    def __init__(self, index: Index, dir_of: Callable[[str], str], root: Path) -> None:
         self._index = index
+        self._root = root
         self._dir_of = dir_of
         self.held: Held | None = None  # set by Store.lock while the lock is held
         self._token: str | None = None  # None: not begun (nothing kept, nothing believed)
@@ -100,6 +105,13 @@ class Quiet:
         self._token, self._believed = secrets.token_hex(16), False
         self._index.restart_quiet(f"{self._token} {inputs}")
 
+    def begin_reading(self, inputs: str) -> None:
+        """`status` and `plan` (no lock): believe the rows as `begin` would, from the
+        token the lock file holds now. Nothing is kept or dropped."""
+        token = left(self._root)
+        if inputs and token is not None and self._index.stamp() == f"{token} {inputs}":
+            self._believed = True
+
     def lookup(self, name: str, now: dt.datetime) -> QuietRow | None:
         """The row of a certificate that still has nothing to do, or None."""
         if not self._believed:
@@ -107,7 +119,7 @@ class Quiet:
         row = self._index.quiet(name)
         if row is None:
             return None
-        until, sig, reason, renew_at, release, not_after = row
+        until, sig, reason, renew_at, release, not_after, outcome, ca, fallback = row
         if (
             not isinstance(until, int)
             or not _micros(now) < until
@@ -117,7 +129,8 @@ class Quiet:
         ):
             self._stale.add(name)
             return None
-        return QuietRow(reason, _time(renew_at), release, _time(not_after))
+        return QuietRow(reason, _time(renew_at), release, _time(not_after), outcome, ca,
+                        fallback)  # fmt: skip
 
     def keep(self, name: str, row: QuietRow | None, until: dt.datetime | None = None) -> None:
         """What this run found: a certificate with nothing to do until `until`, or
@@ -131,7 +144,8 @@ class Quiet:
         verified = self._index.verified_at(name)
         latest = (verified or dt.datetime.now(dt.UTC)) + REVERIFY
         self._index.keep_quiet(name, (_micros(min(until, latest)), sig, row.reason,
-                                      _iso(row.renew_at), row.release, _iso(row.not_after)))
+                                      _iso(row.renew_at), row.release, _iso(row.not_after),
+                                      row.last_outcome, row.ca, row.fallback))  # fmt: skip
 
     def end(self) -> None:
         """The index is saved with this run's rows: leave the token for the next run."""
