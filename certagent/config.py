@@ -15,7 +15,6 @@ import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -112,9 +111,10 @@ class _Problem(Exception):
         self.problem = problem
 
 
-def _tree(ctx: _Ctx, text: str, part: str | None = None) -> Value:
+def _tree(ctx: _Ctx, text: str, part: str | None = None, base: str = "") -> Value:
     """One document as a tree of values with positions; _Problem when it cannot be read
-    safely (`part`: the file it is, when not the main one)."""
+    safely (`part`: the file it is, when not the main one; `base`: the path its top
+    level has in the whole configuration)."""
     ctx.file = part
     # each document is bounded on its own; its nodes live while it is built, so their
     # ids name them (never an earlier document's, which may be freed and reused)
@@ -128,7 +128,7 @@ def _tree(ctx: _Ctx, text: str, part: str | None = None) -> Value:
         node = yaml.compose(text, Loader=_FAST)
         if node is None:
             raise _Refused("the file is empty")
-        return ctx.value(node, "")  # `node` holds the document while it is built
+        return ctx.value(node, base)  # `node` holds the document while it is built
     except _Refused as exc:
         raise _Problem(ConfigProblem(exc.path, exc.message, exc.line, part)) from None
     except yaml.YAMLError as exc:
@@ -203,7 +203,7 @@ def _parts(ctx: _Ctx, top: dict[str, Value], at: Value, folder: Path) -> None:
                           f"{configspec.MAX_PARTS_BYTES // 2**20} MiB together")  # fmt: skip
                 return
             text = data.decode("utf-8")
-            tree = _tree(ctx, text, str(path))
+            tree = _tree(ctx, text, str(path), "certificates")  # its values where they go
         except OSError as exc:
             why = f"cannot read: {exc.strerror or exc}"
             ctx.problems.append(ConfigProblem("", why, None, str(path)))
@@ -220,8 +220,7 @@ def _parts(ctx: _Ctx, top: dict[str, Value], at: Value, folder: Path) -> None:
         if not isinstance(tree.value, dict):
             ctx.error(tree, "expected a mapping of certificate names to certificates")
             continue
-        for name, found in tree.value.items():
-            cert = _repath(found, f"certificates.{name}")
+        for name, cert in tree.value.items():
             if name in defined:
                 where, line = defined[name]
                 ctx.error(cert, f"certificate {name} is also defined in "
@@ -229,17 +228,6 @@ def _parts(ctx: _Ctx, top: dict[str, Value], at: Value, folder: Path) -> None:
                 continue
             defined[name] = (str(path), cert.line)
             certs.value[name] = cert
-
-
-def _repath(v: Value, path: str) -> Value:
-    """A part's value under the path it has in the whole configuration."""
-    if isinstance(v.value, dict):
-        inner: Any = {k: _repath(x, f"{path}.{k}") for k, x in v.value.items()}
-    elif isinstance(v.value, list):
-        inner = [_repath(x, f"{path}[{i}]") for i, x in enumerate(v.value)]
-    else:
-        inner = v.value
-    return Value(inner, path, v.line, v.file)
 
 
 def _merged(defaults: Value, cert: Value) -> Value:

@@ -238,6 +238,9 @@ class Section(Kind[dict[str, Value]]):
                  one_of: tuple[tuple[str, ...], ...] = ()) -> None:  # fmt: skip
         self.keys = {k.name: k for k in keys}
         self.text, self.title, self.doc, self.one_of = text, title, doc, one_of
+        self._required = sorted(k.name for k in keys if k.required)
+        self._plain: dict[str, bool] = {}  # key: converted when the section is read
+        self._fields: dict[type, list[str]] = {}  # a dataclass's fields that are keys here
 
     def __getitem__(self, name: str) -> Key:
         return self.keys[name]
@@ -256,13 +259,17 @@ class Section(Kind[dict[str, Value]]):
         for key, sub in v.value.items():
             if key not in allowed:
                 ctx.error(sub, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-        for key in sorted(k.name for k in self.keys.values() if k.required):
+        for key in self._required:
             if key not in v.value:
                 ctx.error(v, f"missing required key '{key}'")
         fields = Fields({k: s for k, s in v.value.items() if k in allowed})
+        plain = self._plain
         for name, sub in fields.items():
             kind = self.keys[name].kind
-            if _plain_kind(kind):
+            known = plain.get(name)
+            if known is None:
+                known = plain[name] = _plain_kind(kind)
+            if known:
                 fields.done[name] = kind.convert(ctx, sub)
         return fields
 
@@ -284,12 +291,16 @@ class Section(Kind[dict[str, Value]]):
         section's keys takes that key's value (converted, or its default); `computed`
         gives the fields the loader works out itself (cross-key rules, nested parts).
         A key renamed in the description and not in the dataclass fails loudly here."""
-        import dataclasses
+        names = self._fields.get(cls)
+        if names is None:
+            import dataclasses
 
+            fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+            names = self._fields[cls] = [f.name for f in fields if f.name in self.keys]
         values = dict(computed)
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.name not in values and f.name in self.keys:
-                values[f.name] = self.get(ctx, m, f.name)
+        for name in names:
+            if name not in values:
+                values[name] = self.get(ctx, m, name)
         return cls(**values)
 
     def schema(self) -> dict[str, Any]:

@@ -56,8 +56,12 @@ Rule = Callable[[Checker, Value, Draft], None]
 
 
 def _certs(tree: Value, draft: Draft) -> Iterator[tuple[CertSpec, Value]]:
+    """Each certificate and its value (as `at(tree, "certificates", name)`)."""
+    certs = at(tree, "certificates")
+    table = certs.value if isinstance(certs.value, dict) else {}
     for cert in draft.certs:
-        yield cert, at(tree, "certificates", cert.name)
+        found = table.get(cert.name)
+        yield cert, found if isinstance(found, Value) else certs
 
 
 def one_certificate_per_name(ctx: Checker, tree: Value, draft: Draft) -> None:
