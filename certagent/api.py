@@ -161,9 +161,8 @@ def renew(
         ctx.hold = kept_mod.ca_hold(store, config.directories, clock.now())  # once a run
         from .castate import ari_absent_until
 
-        absent = {ca: ari_absent_until(store.account_path(ca), clock.now())
-                  for ca in config.directories}  # fmt: skip
-        ctx.no_ari = {ca: until for ca, until in absent.items() if until is not None}
+        ctx.no_ari = {ca: until for ca in config.directories
+                      if (until := ari_absent_until(store.account_path(ca), clock.now()))}
         ctx.duplicates = DuplicateLedger(
             account, config.ca.max_duplicates, config.ca.duplicates_window, not allow_duplicate
         )
@@ -213,6 +212,12 @@ def renew(
             ]
             # Then the deploys, one web server at a time; those that share one together.
             results = pipeline.apply_all(ctx, prepared)
+            renewed = {r.name for r in results if r.outcome is Outcome.RENEWED}
+            if renewed and store.quiet.active:  # planned again, for the next run (quiet.py)
+                ctx.hold = kept_mod.ca_hold(store, config.directories, clock.now())
+                ctx.no_ari = {ca: until for ca in config.directories
+                              if (until := ari_absent_until(store.account_path(ca), clock.now()))}
+                pipeline.settle(ctx, [s for s in specs if s.name in renewed])
         finally:
             solvers.close()
         report = Report("renew", started, clock.now(), tuple(results))

@@ -114,6 +114,18 @@ def survey(
     return Surveyed(snap, steps, kept, hold, relinked, new_order, decision)
 
 
+def settle(ctx: Context, specs: Sequence[CertSpec]) -> None:
+    """After their renewal: plan these certificates again as the next run would, so
+    that what has nothing to do is in the no-op cache (quiet.py) and the first run
+    after an issuance is as cheap as the rest. Nothing said or done here is reported:
+    a certificate that is not quiet is simply planned by the next run."""
+    for spec in specs:
+        try:
+            survey(ctx, spec, False)
+        except Exception as exc:  # the next run plans it, and says what it finds
+            log.debug("%s: not planned again after its renewal: %s", spec.name, exc)
+
+
 def _quiet_until(
     ctx: Context,
     state: CertState,

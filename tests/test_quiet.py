@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from certagent import api, config
+from certagent.castate import note_ari
 from certagent.model import Config, Outcome
 from certagent.store import Store
 
@@ -194,3 +195,17 @@ def test_status_and_plan_say_from_it_what_reading_the_store_says(tmp_path: Path)
     (tmp_path / "state" / "lock").write_text("1\n")  # the token gone: the store is read
     assert said() == cached
     assert [r.reason for r in cached[0]] == [r["decision"]["reason"] for r in cached[1]]
+
+
+def test_the_run_that_renews_leaves_the_next_with_nothing_to_read(tmp_path: Path) -> None:
+    cfg = fleet(tmp_path)
+    store = Store(cfg.state_dir)
+    with store.lock():  # a CA seen without renewal information (pebble's case)
+        note_ari(store.account_dir(cfg.ca.directory), False, dt.datetime.now(dt.UTC))
+    issuer = LocalIssuer()
+    assert {r.outcome for r in api.renew(cfg, issuer=issuer).results} == {Outcome.RENEWED}
+    assert believed(cfg) == {"c0", "c1", "c2"}  # planned again as they were renewed
+    live = {c.name: Store(cfg.state_dir).current(c.name) for c in cfg.certificates}
+    first = {r.name: r for r in api.renew(cfg, issuer=issuer).results}
+    assert {n: (r.outcome, r.release) for n, r in first.items()} == \
+        {n: (Outcome.SKIPPED, rel.release_id if rel else None) for n, rel in live.items()}

@@ -105,6 +105,11 @@ class Quiet:
         self._token, self._believed = secrets.token_hex(16), False
         self._index.restart_quiet(f"{self._token} {inputs}")
 
+    @property
+    def active(self) -> bool:
+        """Begun: what this run finds is kept."""
+        return self._token is not None
+
     def begin_reading(self, inputs: str) -> None:
         """`status` and `plan` (no lock): believe the rows as `begin` would, from the
         token the lock file holds now. Nothing is kept or dropped."""
