@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +101,7 @@ class Quiet:
         if token is not None and self._index.stamp() == f"{token} {inputs}":
             self._token, self._believed = token, True
             return
-        self._token, self._believed = secrets.token_hex(16), False
+        self._token, self._believed = os.urandom(16).hex(), False
         self._index.restart_quiet(f"{self._token} {inputs}")
 
     @property
