@@ -167,6 +167,8 @@ def test_it_holds_until_the_renewal_time_and_a_day_at_most(tmp_path: Path) -> No
     assert believed(cfg, now + dt.timedelta(hours=23)) == {"c0"}
     settled(cfg)
     assert believed(cfg, now + dt.timedelta(hours=24, minutes=1)) == set()
+    settled(cfg)  # the clock set back by two days since the rows were written
+    assert believed(cfg, now - dt.timedelta(days=2)) == set()
 
 
 def test_force_reads_everything_and_the_cache_comes_back(tmp_path: Path) -> None:

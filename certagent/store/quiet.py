@@ -20,7 +20,8 @@ A row is believed only when all of these hold:
 - it is still before the row's `until`: the first moment at which the decision could
   change (the renewal time, a back-off's or the CA's Retry-After's end, the time to
   ask for the renewal window again, the end of "this CA offers no renewal
-  information", the expiry), and at the latest when that re-hash is due.
+  information", the expiry), and at the latest when that re-hash is due (a row that
+  holds for longer than that from now was written before the clock was set back).
 
 Anything else (`--force`, `--new-order`, a configuration read from text, an index
 that cannot be read) reads every certificate; what it finds quiet is kept again.
@@ -58,6 +59,9 @@ class QuietRow:
 def _sig(path: str) -> str:
     st = os.stat(path, follow_symlinks=False)
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+
+
+_REVERIFY_MICROS = int(REVERIFY.total_seconds() * 1_000_000)
 
 
 def _micros(at: dt.datetime) -> int:
@@ -124,9 +128,10 @@ class Quiet:
         if row is None:
             return None
         until, sig, reason, renew_at, release, not_after, outcome, ca, fallback = row
+        at = _micros(now)
         if (
             not isinstance(until, int)
-            or not _micros(now) < until
+            or not at < until <= at + _REVERIFY_MICROS  # else the clock went back since
             or not isinstance(reason, str)
             or not isinstance(release, (str, type(None)))
             or sig != self._sigs(name)
