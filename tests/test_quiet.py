@@ -211,3 +211,22 @@ def test_the_run_that_renews_leaves_the_next_with_nothing_to_read(tmp_path: Path
     first = {r.name: r for r in api.renew(cfg, issuer=issuer).results}
     assert {n: (r.outcome, r.release) for n, r in first.items()} == \
         {n: (Outcome.SKIPPED, rel.release_id if rel else None) for n, rel in live.items()}
+
+
+def test_a_lock_that_is_not_a_plain_file_gives_no_token(tmp_path: Path) -> None:
+    cfg = fleet(tmp_path)
+    settled(cfg)
+    lock = tmp_path / "state" / "lock"
+    text = lock.read_text()
+    now = dt.datetime.now(dt.UTC)
+    for plant in ("fifo", "link"):
+        lock.unlink()
+        if plant == "fifo":
+            os.mkfifo(lock)  # reading it would wait for a writer
+        else:
+            (tmp_path / "elsewhere").write_text(text)
+            lock.symlink_to(tmp_path / "elsewhere")
+        reader = Store(cfg.state_dir)
+        reader.quiet.begin_reading(cfg.inputs)
+        assert reader.quiet.lookup("c0", now) is None
+        assert [r.due for r in api.status(cfg)] == [False, False, False]

@@ -52,12 +52,16 @@ def token_in(text: str) -> str | None:
 def left(root: Path) -> str | None:
     """The token in the lock file, read without taking the lock (`status`, `plan`: a run
     that takes it writes over the token at once), or None."""
-    try:
-        fd = os.open(root / layout.LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:  # never through a link, never waiting on a FIFO in its place
+        fd = os.open(root / layout.LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         return token_in(os.pread(fd, 128, 0).decode("ascii", "replace"))
+    except OSError:
+        return None
     finally:
         os.close(fd)
 
