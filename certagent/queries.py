@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from . import kept as kept_mod
 from . import plan
+from .jsontext import Items
 from .model import CertResult, CertSpec, Config, Decision, Outcome, Report, iso
 from .store import Store
 from .store.quiet import QuietRow
@@ -24,7 +25,7 @@ from .wiring import select
 
 def history(config: Config, name: str | None = None, limit: int = 20) -> list[dict[str, object]]:
     """The newest `limit` audit records (those that touched `name`, if given)."""
-    return list(history_records(config, name, limit))
+    return list(_records(config, name, limit, False))
 
 
 def history_records(
@@ -33,10 +34,17 @@ def history_records(
     """`history`, a record at a time as it is read (one run over 10,000 certificates
     is a record of about 1.3 MB: the command prints each before reading the next).
     An unknown `name` (UsageError) and a log that cannot be opened (StoreError) are
-    raised here, before the first record is asked for: nothing is printed yet."""
+    raised here, before the first record is asked for: nothing is printed yet. A large
+    record's certificates are a jsontext.Items, decoded as they are walked."""
+    return _records(config, name, limit, True)
+
+
+def _records(
+    config: Config, name: str | None, limit: int, lazy: bool
+) -> Iterator[dict[str, object]]:
     if name is not None:
         select(config, [name])
-    records = Store(config.state_dir).history_backwards()
+    records = Store(config.state_dir).history_backwards(lazy=lazy)
     first = next(records, None)
     return _touching(itertools.chain([] if first is None else [first], records), name, limit)
 
@@ -49,7 +57,7 @@ def _touching(
         return
     for record in records:
         certs = record.get("certificates")
-        touched = isinstance(certs, list) and any(
+        touched = name is not None and isinstance(certs, list | Items) and any(
             isinstance(c, dict) and c.get("name") == name for c in certs
         )
         if name is None or touched:

@@ -129,3 +129,38 @@ def test_json_history_that_cannot_start_prints_one_error_document(tmp_path: Path
     log.mkdir()
     broken = run("-c", str(path), "--json", "history")
     assert broken.code != 0 and "history.jsonl" in json.loads(broken.out)["error"], broken
+
+
+def test_a_large_record_is_walked_as_text_and_says_the_same(tmp_path: Path, run) -> None:
+    """A record past LAZY_BYTES keeps its certificates as text, decoded as they are
+    walked: the same lines, the same --json bytes, NAME found in it; a damaged one is
+    left out like any damaged line."""
+    from certagent.jsontext import Items, lazy_object
+    from certagent.store.history import LAZY_BYTES
+
+    path = fleet_file(tmp_path, 3)
+    cfg = config.load(path)
+    big = record(1, 5000)
+    big["certificates"][1500] = {"name": "c2", "outcome": "renewed", "reason": "due",  # type: ignore[index]
+                                 "steps": [{"step": "order", "ok": True, "detail": "x " * 40}],
+                                 "files_changed": ["/etc/x.pem"], "overrides": []}  # fmt: skip
+    assert len(json.dumps(big)) > LAZY_BYTES
+    log = History(cfg.state_dir)
+    cfg.state_dir.mkdir(mode=0o700, exist_ok=True)
+    log.append(record(0, 2))
+    log.append(big)
+    with (cfg.state_dir / "history.jsonl").open("a") as f:  # a damaged large line
+        f.write(json.dumps(record(2, 5000))[: LAZY_BYTES + 100] + '", }, ]}\n')
+    lazy = next(log.backwards(lazy=True))
+    assert isinstance(lazy["certificates"], Items) and lazy["certificates"] == big["certificates"]
+    assert lazy == big and lazy_object(json.dumps(big), "certificates") == big
+
+    plain = api.history(cfg)  # plain lists for callers
+    assert plain == [big, record(0, 2)] and isinstance(plain[0]["certificates"], list)
+    printed = run("-c", str(path), "--json", "history").out
+    assert printed == json.dumps({"schema": 1, "runs": plain}, indent=2) + "\n"
+    text = run("-c", str(path), "-v", "history").out
+    assert text.count(": skipped: ") == 4999 + 2 and "c2: renewed: due" in text
+    assert "    changed /etc/x.pem" in text
+    named = run("-c", str(path), "history", "c2").out
+    assert "c2: renewed: due" in named and "c2: skipped" in named

@@ -7,7 +7,9 @@ import json
 import random
 from typing import Any
 
-from certagent.jsontext import dumped, write_items
+import pytest
+
+from certagent.jsontext import Items, dumped, lazy_object, write_items
 
 SCALARS: list[Any] = [None, True, False, 0, -7, 2**70, 1.5, -0.0, 1e300, "", "a\"b\\c\n",
                       "é☃\U0001f600", "\x00\x1f"]  # fmt: skip
@@ -42,3 +44,23 @@ def test_items_from_a_generator_make_a_list_at_any_depth() -> None:
             if depth == 1:
                 assert "".join(parts) == inner
             assert json.loads("".join(parts)) == items
+
+
+def test_an_object_read_with_a_list_left_as_text_is_the_object_json_reads() -> None:
+    rng = random.Random(5)  # noqa: S311 - a reproducible corpus, not a secret
+    for _ in range(1000):
+        doc = {"a": value(rng), "certificates": [value(rng) for _ in range(rng.randrange(4))],
+               "z": value(rng)}  # fmt: skip
+        for layout in ({}, {"indent": 2}, {"separators": (",", ":")}, {"indent": "\t"}):
+            text = json.dumps(doc, **layout)  # type: ignore[arg-type]
+            read = lazy_object(text, "certificates")
+            assert isinstance(read["certificates"], Items)
+            assert read == doc and list(read["certificates"]) == doc["certificates"]
+            assert dumped(read) == json.dumps(doc, indent=2)
+        cut = rng.randrange(len(text))  # a torn line: refused as json.loads refuses it
+        with pytest.raises(ValueError):
+            lazy_object(text[:cut], "certificates")
+    for bad in ('{"certificates": [1 2]}', '{"certificates": [1,]}', '{"a": 1} x', "[1]",
+                '{"certificates": [1], }', '{1: 2}', ""):  # fmt: skip
+        with pytest.raises(ValueError):
+            lazy_object(bad, "certificates")

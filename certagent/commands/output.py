@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..jsontext import Items
+
 if TYPE_CHECKING:  # the model is imported where it is used: --help stays light
     from ..api import StatusRow
     from ..model import Report
@@ -108,7 +110,7 @@ def print_history(records: Iterable[dict[str, Any]], name: str | None, verbose: 
         lines = [f"{r.get('time')}  {r.get('command')!s:<8} by {who}  exit {code}"]
         quiet = 0
         certs = r.get("certificates")
-        for c in certs if isinstance(certs, list) else []:
+        for c in certs if isinstance(certs, list | Items) else []:
             if not isinstance(c, dict) or (name and c.get("name") != name):
                 continue
             if not (name or verbose) and _quiet(c):

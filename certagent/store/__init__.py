@@ -422,9 +422,10 @@ class Store:
     def append_history(self, record: Mapping[str, Any]) -> None:
         History(self.root, self.group, self.secret_mode).append(record)
 
-    def history_backwards(self, chunk: int = 65536) -> Iterator[dict[str, Any]]:
-        """History records, newest first (history.py)."""
-        return History(self.root).backwards(chunk)
+    def history_backwards(self, chunk: int = 65536, lazy: bool = False) -> Iterator[dict[str, Any]]:
+        """History records, newest first (history.py; `lazy`: large ones' certificates
+        are decoded as they are walked)."""
+        return History(self.root).backwards(chunk, lazy)
 
     def last_record(self, command: str) -> dict[str, Any] | None:
         """The newest history record of `command`, or None."""

@@ -25,12 +25,14 @@ from typing import Any
 
 from .. import layout
 from ..errors import StoreError
+from ..jsontext import lazy_object
 from .atomic import atomic_write, fsync_dir, read_json
 
 log = logging.getLogger(__name__)
 
 LOOKBACK = 500  # records read backwards to build last-runs.json the first time
 MAX_BYTES = 32 * 1024 * 1024  # history.jsonl is moved to history.jsonl.1 at this size
+LAZY_BYTES = 256 * 1024  # a longer record's certificates are decoded as they are walked
 
 
 class History:
@@ -110,18 +112,20 @@ class History:
             return None
         return {str(k): v for k, v in runs.items() if sound_run(v)}
 
-    def backwards(self, chunk: int = 65536) -> Iterator[dict[str, Any]]:
+    def backwards(self, chunk: int = 65536, lazy: bool = False) -> Iterator[dict[str, Any]]:
         """Records, newest first: the log read backwards from its end, then the older
         generation. StoreError when the log cannot be read; an older generation that
-        cannot be (a folder in its place, a link) is said in a warning and left out."""
-        yield from _backwards(self.path, chunk)
+        cannot be (a folder in its place, a link) is said in a warning and left out.
+        `lazy`: a large record's certificates are an Items, decoded as walked (a run
+        over 10,000 certificates holds 20 MB once decoded), for those who print it."""
+        yield from _backwards(self.path, chunk, lazy)
         try:
-            yield from _backwards(self.older, chunk)
+            yield from _backwards(self.older, chunk, lazy)
         except StoreError as exc:
             log.warning("%s: the older records are left out", exc)
 
 
-def _backwards(path: Path, chunk: int) -> Iterator[dict[str, Any]]:
+def _backwards(path: Path, chunk: int, lazy: bool) -> Iterator[dict[str, Any]]:
     try:
         f = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
     except FileNotFoundError:
@@ -133,17 +137,24 @@ def _backwards(path: Path, chunk: int) -> Iterator[dict[str, Any]]:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise StoreError(f"cannot read {path}: not a file")
             end = f.seek(0, os.SEEK_END)
-            tail = b""
+            tail: list[bytes] = []  # the start of the line being read, its last piece first
             while end > 0:
                 start = max(0, end - chunk)
                 f.seek(start)
-                lines = (f.read(end - start) + tail).split(b"\n")
-                tail = lines[0] if start > 0 else b""  # maybe cut: finished next round
-                for line in reversed(lines[1:] if start > 0 else lines):
-                    record = _record(line)
+                piece = f.read(end - start)
+                end = start
+                if start > 0 and b"\n" not in piece:  # inside a long line: kept, not split
+                    tail.append(piece)
+                    continue
+                lines = piece.split(b"\n")
+                lines[-1] += b"".join(reversed(tail))
+                tail = [lines[0]] if start > 0 else []  # maybe cut: finished next round
+                for i in range(len(lines) - 1, 0 if start > 0 else -1, -1):
+                    line, lines[i] = lines[i], b""  # a long line's bytes go once decoded
+                    record = _record(line, lazy)
+                    del line
                     if record is not None:
                         yield record
-                end = start
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -163,10 +174,13 @@ def sound_run(run: object) -> bool:
         return False
 
 
-def _record(line: bytes) -> dict[str, Any] | None:
+def _record(line: bytes, lazy: bool = False) -> dict[str, Any] | None:
+    """`lazy`: a large record's certificates are left as text (jsontext.Items)."""
     if not line.strip():
         return None
     try:
+        if lazy and len(line) > LAZY_BYTES:
+            return lazy_object(line.decode("utf-8"), "certificates")
         record = json.loads(line)
     except ValueError:
         return None  # a torn last line (a crash mid-append) is not a run record
