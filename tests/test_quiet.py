@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
@@ -230,3 +231,20 @@ def test_a_lock_that_is_not_a_plain_file_gives_no_token(tmp_path: Path) -> None:
         reader.quiet.begin_reading(cfg.inputs)
         assert reader.quiet.lookup("c0", now) is None
         assert [r.due for r in api.status(cfg)] == [False, False, False]
+
+
+def test_a_row_of_the_wrong_shape_is_read_again_not_believed(tmp_path: Path) -> None:
+    cfg = fleet(tmp_path)
+    issuer = settled(cfg)
+    db = sqlite3.connect(tmp_path / "state" / "index.sqlite3")
+    with db:
+        db.execute("UPDATE quiet SET until = 'soon' WHERE name = 'c0'")
+        db.execute("UPDATE quiet SET reason = x'41' WHERE name = 'c1'")
+        db.execute("UPDATE quiet SET ca = x'00' WHERE name = 'c2'")
+    db.close()
+    reader = Store(cfg.state_dir)
+    reader.quiet.begin_reading(cfg.inputs)
+    now = dt.datetime.now(dt.UTC)
+    assert [reader.quiet.lookup(n, now) for n in ("c0", "c1", "c2")] == [None, None, None]
+    assert {r.outcome for r in api.renew(cfg, issuer=issuer).results} == {Outcome.SKIPPED}
+    assert believed(cfg) == {"c0", "c1", "c2"}  # read again, and kept again

@@ -133,7 +133,8 @@ class Quiet:
             not isinstance(until, int)
             or not at < until <= at + _REVERIFY_MICROS  # else the clock went back since
             or not isinstance(reason, str)
-            or not isinstance(release, (str, type(None)))
+            or not all(isinstance(v, str | None) for v in (renew_at, release, not_after,
+                                                            outcome, ca, fallback))
             or sig != self._sigs(name)
         ):
             self._stale.add(name)
