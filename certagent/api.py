@@ -134,7 +134,7 @@ def renew(
     with store.lock():
         store.keep_index()
         if not (force or new_order):  # the no-op cache (store/quiet.py)
-            store.quiet.begin(config.inputs)
+            store.quiet.begin(config.inputs, [s.name for s in specs])
         solvers = Solvers(config.state_dir)
         solvers.sweep(
             [c for s in config.certificates for c in (s.challenge, *s.challenges.values())]

@@ -210,9 +210,19 @@ class Index:
         """What the run that wrote the no-op cache's rows said about them."""
         return self._one("SELECT value FROM meta WHERE key = 'quiet'", ())
 
-    def quiet(self, name: str) -> tuple[Any, ...] | None:
-        """One certificate's no-op cache row (QuietRow, as the file holds it), or None."""
-        return self._row(_QUIET_SELECT, (name,))
+    def quiet(self, names: list[str]) -> dict[str, tuple[Any, ...]]:
+        """Some certificates' no-op cache rows (QuietRow, as the file holds them), by
+        name; those without one are left out."""
+        with self._lock:
+            db = self._conn()
+            if db is None or not names:
+                return {}
+            marks = ", ".join("?" * len(names))
+            try:
+                found = db.execute(_QUIET_SELECT + f"({marks})", names).fetchall()
+            except sqlite3.Error:  # busy, damaged, foreign: as if there were none
+                return {}
+        return {row[0]: row[1:] for row in found if isinstance(row[0], str)}
 
     def keep_quiet(self, name: str, row: QuietRow | None) -> None:
         """The certificate's row as this run found it; None drops it (the writer only)."""
@@ -346,8 +356,8 @@ def _create(path: Path, writing: tuple[int, int | None] | None) -> sqlite3.Conne
 
 
 Changes = list[tuple[str, list[tuple[object, ...]]]]
-_QUIET_SELECT = ("SELECT until, sig, reason, renew_at, release, not_after, last_outcome, ca, "
-                 "fallback FROM quiet WHERE name = ?")
+_QUIET_SELECT = ("SELECT name, until, sig, reason, renew_at, release, not_after, last_outcome, "
+                 "ca, fallback FROM quiet WHERE name IN ")
 
 
 def _cert_changes(

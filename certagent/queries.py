@@ -79,7 +79,7 @@ def plan_run(
     results = []
     hold = kept_mod.ca_hold(store, config.directories, now)
     if not force:
-        store.quiet.begin_reading(config.inputs)  # what the last renew found (quiet.py)
+        store.quiet.begin_reading(config.inputs, [s.name for s in specs])  # quiet.py
     for spec in specs:
         found = None if force else store.quiet.lookup(spec.name, now)
         if found is not None:
@@ -142,8 +142,9 @@ def status(
     _readable(config)
     rows = []
     hold = kept_mod.ca_hold(store, config.directories, now)
-    store.quiet.begin_reading(config.inputs)  # what the last renew found (quiet.py)
-    for spec in select(config, names):
+    specs = select(config, names)
+    store.quiet.begin_reading(config.inputs, [s.name for s in specs])  # quiet.py
+    for spec in specs:
         found = store.quiet.lookup(spec.name, now)
         if found is not None:
             rows.append(_quiet_row(spec, found, now))

@@ -41,7 +41,7 @@ def believed(cfg: Config, now: dt.datetime | None = None) -> set[str]:
     store = Store(cfg.state_dir)
     with store.lock():
         store.keep_index()
-        store.quiet.begin(cfg.inputs)
+        store.quiet.begin(cfg.inputs, [c.name for c in cfg.certificates])
         at = now or dt.datetime.now(dt.UTC)
         return {c.name for c in cfg.certificates if store.quiet.lookup(c.name, at)}
 
@@ -192,7 +192,7 @@ def test_status_and_plan_say_from_it_what_reading_the_store_says(tmp_path: Path)
         return rows, [r.to_json() for r in api.plan_run(cfg).results]
 
     reader = Store(cfg.state_dir)
-    reader.quiet.begin_reading(cfg.inputs)  # no lock taken: the token stays
+    reader.quiet.begin_reading(cfg.inputs, [c.name for c in cfg.certificates])  # no lock: kept
     assert reader.quiet.lookup("c0", dt.datetime.now(dt.UTC)) is not None
     cached = said()
     (tmp_path / "state" / "lock").write_text("1\n")  # the token gone: the store is read
@@ -228,7 +228,7 @@ def test_a_lock_that_is_not_a_plain_file_gives_no_token(tmp_path: Path) -> None:
             (tmp_path / "elsewhere").write_text(text)
             lock.symlink_to(tmp_path / "elsewhere")
         reader = Store(cfg.state_dir)
-        reader.quiet.begin_reading(cfg.inputs)
+        reader.quiet.begin_reading(cfg.inputs, [c.name for c in cfg.certificates])
         assert reader.quiet.lookup("c0", now) is None
         assert [r.due for r in api.status(cfg)] == [False, False, False]
 
@@ -243,7 +243,7 @@ def test_a_row_of_the_wrong_shape_is_read_again_not_believed(tmp_path: Path) -> 
         db.execute("UPDATE quiet SET ca = x'00' WHERE name = 'c2'")
     db.close()
     reader = Store(cfg.state_dir)
-    reader.quiet.begin_reading(cfg.inputs)
+    reader.quiet.begin_reading(cfg.inputs, [c.name for c in cfg.certificates])
     now = dt.datetime.now(dt.UTC)
     assert [reader.quiet.lookup(n, now) for n in ("c0", "c1", "c2")] == [None, None, None]
     assert {r.outcome for r in api.renew(cfg, issuer=issuer).results} == {Outcome.SKIPPED}

@@ -37,6 +37,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import layout
 from ..index import REVERIFY, Index
@@ -62,6 +63,7 @@ def _sig(path: str) -> str:
 
 
 _REVERIFY_MICROS = int(REVERIFY.total_seconds() * 1_000_000)
+BATCH = 256  # rows read in one query
 
 
 def _micros(at: dt.datetime) -> int:
@@ -94,10 +96,16 @@ class Quiet:
         self._token: str | None = None  # None: not begun (nothing kept, nothing believed)
         self._believed = False
         self._stale: set[str] = set()  # rows found and not believed: dropped unless kept
+        self._names: list[str] = []  # in the order they are looked up: read BATCH at a time
+        self._at: dict[str, int] = {}
+        self._batch: dict[str, tuple[Any, ...]] = {}
+        self._batched: frozenset[str] = frozenset()
 
-    def begin(self, inputs: str) -> None:
+    def begin(self, inputs: str, names: list[str]) -> None:
         """A renew starts (the lock held): believe the rows if the previous holder of
-        the lock left the token the index's stamp names, for these same inputs."""
+        the lock left the token the index's stamp names, for these same inputs. `names`:
+        the certificates, in the order they will be looked up."""
+        self._names = names
         held = self.held
         if held is None or not inputs:
             return
@@ -113,9 +121,10 @@ class Quiet:
         """Begun: what this run finds is kept."""
         return self._token is not None
 
-    def begin_reading(self, inputs: str) -> None:
+    def begin_reading(self, inputs: str, names: list[str]) -> None:
         """`status` and `plan` (no lock): believe the rows as `begin` would, from the
         token the lock file holds now. Nothing is kept or dropped."""
+        self._names = names
         token = left(self._root)
         if inputs and token is not None and self._index.stamp() == f"{token} {inputs}":
             self._believed = True
@@ -124,7 +133,7 @@ class Quiet:
         """The row of a certificate that still has nothing to do, or None."""
         if not self._believed:
             return None
-        row = self._index.quiet(name)
+        row = self._row(name)
         if row is None:
             return None
         until, sig, reason, renew_at, release, not_after, outcome, ca, fallback = row
@@ -162,6 +171,18 @@ class Quiet:
         if self._token is not None and self.held is not None:
             self.held.leave(self._token)
         self._token, self._believed, self._stale = None, False, set()
+        self._names, self._at, self._batch, self._batched = [], {}, {}, frozenset()
+
+    def _row(self, name: str) -> tuple[Any, ...] | None:
+        """The row, read with the next BATCH names' (one query, not one each; memory
+        bounded by BATCH whatever the number of certificates)."""
+        if name not in self._batched:
+            if not self._at:
+                self._at = {n: i for i, n in enumerate(self._names)}
+            i = self._at.get(name)
+            names = [name] if i is None else self._names[i : i + BATCH]
+            self._batch, self._batched = self._index.quiet(names), frozenset(names)
+        return self._batch.get(name)
 
     def _sigs(self, name: str) -> str | None:
         """The live release folder, its key and certificate, and the state file, as
