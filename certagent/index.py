@@ -107,14 +107,11 @@ class Index:
             self._db = _open(self.path)
         return self._db
 
-    def _text(self, name: str) -> str | None:
-        return self._one("SELECT entry FROM certs WHERE name = ?", (name,))
-
     def _entry(self, name: str) -> dict[str, Any]:
         last = self._last
         if last[0] == name and name:
             return last[1]
-        entry = _decode(self._text(name))
+        entry = _decode(self._one("SELECT entry FROM certs WHERE name = ?", (name,)))
         if entry:
             self._last = (name, entry)
         return entry
@@ -211,17 +208,9 @@ class Index:
         return self._one("SELECT value FROM meta WHERE key = 'quiet'", ())
 
     def quiet(self, names: list[str]) -> dict[str, tuple[Any, ...]]:
-        """Some certificates' no-op cache rows (QuietRow, as the file holds them), by
-        name; those without one are left out."""
-        with self._lock:
-            db = self._conn()
-            if db is None or not names:
-                return {}
-            marks = ", ".join("?" * len(names))
-            try:
-                found = db.execute(_QUIET_SELECT + f"({marks})", names).fetchall()
-            except sqlite3.Error:  # busy, damaged, foreign: as if there were none
-                return {}
+        """Those of `names` that have a no-op cache row: their rows, as the file has them."""
+        marks = ", ".join("?" * len(names))
+        found = self._all(f"{_QUIET_SELECT}({marks})", tuple(names)) if names else []
         return {row[0]: row[1:] for row in found if isinstance(row[0], str)}
 
     def keep_quiet(self, name: str, row: QuietRow | None) -> None:
@@ -238,18 +227,18 @@ class Index:
             self._quiet_reset, self._stamp = True, stamp
 
     def _one(self, sql: str, args: tuple[str, ...]) -> str | None:
-        return row[0] if (row := self._row(sql, args)) and isinstance(row[0], str) else None
+        found = self._all(sql, args)
+        return found[0][0] if found and isinstance(found[0][0], str) else None
 
-    def _row(self, sql: str, args: tuple[str, ...]) -> tuple[Any, ...] | None:
+    def _all(self, sql: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
         with self._lock:
             db = self._conn()
             if db is None:
-                return None
+                return []
             try:
-                row = db.execute(sql, args).fetchone()
+                return db.execute(sql, args).fetchall()
             except sqlite3.Error:  # busy, damaged, foreign: as if there were none
-                return None
-        return row if isinstance(row, tuple) else None
+                return []
 
     # -- writing ------------------------------------------------------------------------
 
