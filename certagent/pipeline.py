@@ -121,7 +121,8 @@ def settle(ctx: Context, specs: Sequence[CertSpec]) -> None:
     a certificate that is not quiet is simply planned by the next run."""
     for spec in specs:
         try:
-            survey(ctx, spec, False)
+            if not ctx.store.snapshot(spec.name).problems:  # else the next run repairs it
+                survey(ctx, spec, False)  # and says so: nothing is repaired unreported
         except Exception as exc:  # the next run plans it, and says what it finds
             log.debug("%s: not planned again after its renewal: %s", spec.name, exc)
 
