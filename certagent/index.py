@@ -44,7 +44,7 @@ VERSION = 4  # PRAGMA user_version: a row per certificate, its entry as JSON tex
 # a no-op cache row (store/quiet.py): until (µs since the epoch), the files' signatures,
 # the decision's reason and renewal time, the live release, its expiry, the last
 # outcome, the CA that issued it and the note when that is a fallback CA
-QuietRow = tuple[int, str, str, str | None, str | None, str | None, str | None, str | None,
+QuietEntry = tuple[int, str, str, str | None, str | None, str | None, str | None, str | None,
                  str | None]  # fmt: skip
 REVERIFY = dt.timedelta(hours=24)  # digests are hashed again at least this often
 RACY = dt.timedelta(seconds=2)  # a folder changed more recently is looked into again
@@ -93,7 +93,7 @@ class Index:
         self._opened = ""  # "", "ro" or "rw"
         self._writing: tuple[int, int | None] | None = None  # mode and group
         self._fresh: dict[str, dict[str, Any]] = {}  # what this run read anew
-        self._quiet: dict[str, QuietRow | None] = {}  # no-op cache rows (None: drop)
+        self._quiet: dict[str, QuietEntry | None] = {}  # no-op cache rows (None: drop)
         self._quiet_reset = False  # the earlier rows are dropped at the next write
         self._stamp: str | None = None  # written at `save`
         self._failed: OSError | None = None  # a write during the run that failed
@@ -214,7 +214,7 @@ class Index:
         found = self._all(f"{_QUIET_SELECT}({marks})", tuple(names)) if names else []
         return {row[0]: row[1:] for row in found if isinstance(row[0], str)}
 
-    def keep_quiet(self, name: str, row: QuietRow | None) -> None:
+    def keep_quiet(self, name: str, row: QuietEntry | None) -> None:
         """The certificate's row as this run found it; None drops it (the writer only)."""
         if self._writing is not None:
             with self._lock:
@@ -371,7 +371,7 @@ def _cert_changes(
 
 def _quiet_changes(
     db: sqlite3.Connection,
-    quiet: dict[str, QuietRow | None],
+    quiet: dict[str, QuietEntry | None],
     keep: set[str] | None,
     reset: bool,
     stamp: str | None,
