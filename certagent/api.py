@@ -11,6 +11,7 @@ Side effects: filesystem (state dir), network (through the issuer).
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import logging
 import threading
@@ -159,10 +160,7 @@ def renew(
         account = store.account_dir(config.ca.directory)
         ctx.budget = OrderBudget(account, config.ca.max_new_orders, config.ca.new_orders_window)
         ctx.hold = kept_mod.ca_hold(store, config.directories, clock.now())  # once a run
-        from .castate import ari_absent_until
-
-        ctx.no_ari = {ca: until for ca in config.directories
-                      if (until := ari_absent_until(store.account_path(ca), clock.now()))}
+        ctx.no_ari = _no_ari(config, store, clock.now())
         ctx.duplicates = DuplicateLedger(
             account, config.ca.max_duplicates, config.ca.duplicates_window, not allow_duplicate
         )
@@ -215,8 +213,7 @@ def renew(
             renewed = {r.name for r in results if r.outcome is Outcome.RENEWED}
             if renewed and store.quiet.active:  # planned again, for the next run (quiet.py)
                 ctx.hold = kept_mod.ca_hold(store, config.directories, clock.now())
-                ctx.no_ari = {ca: until for ca in config.directories
-                              if (until := ari_absent_until(store.account_path(ca), clock.now()))}
+                ctx.no_ari = _no_ari(config, store, clock.now())
                 pipeline.settle(ctx, [s for s in specs if s.name in renewed])
         finally:
             solvers.close()
@@ -224,6 +221,14 @@ def renew(
         finish(config, store, report, clock)
         store.save_index([c.name for c in config.certificates])
     return report
+
+
+def _no_ari(config: Config, store: Store, now: dt.datetime) -> dict[str, dt.datetime]:
+    """The CAs seen without renewal information, and until when that is believed."""
+    from .castate import ari_absent_until
+
+    found = {ca: ari_absent_until(store.account_path(ca), now) for ca in config.directories}
+    return {ca: until for ca, until in found.items() if until is not None}
 
 
 def deploy(

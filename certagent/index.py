@@ -177,7 +177,7 @@ class Index:
     def verified_at(self, name: str) -> dt.datetime | None:
         """When the live release's digests last matched (this run, else an earlier)."""
         found = self._fresh.get(name, {}).get("verified") or self._entry(name).get("verified")
-        return _aware(found.get("at") if isinstance(found, dict) else None)
+        return aware(found.get("at") if isinstance(found, dict) else None)
 
     def matched(self, name: str, release_id: str, paths: list[str], now: dt.datetime) -> None:
         """The release's digests matched just now (or its files were just written with
@@ -437,7 +437,8 @@ def _ours(db: sqlite3.Connection) -> bool:
 
 
 
-def _aware(text: object) -> dt.datetime | None:
+def aware(text: object) -> dt.datetime | None:
+    """An ISO time with its zone, or None (anything else a file may hold)."""
     try:
         at = dt.datetime.fromisoformat(text) if isinstance(text, str) else None
     except ValueError:

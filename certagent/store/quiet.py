@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout
-from ..index import REVERIFY, Index
+from ..index import REVERIFY, Index, aware
 from .lock import Held, left
 
 
@@ -68,16 +68,6 @@ BATCH = 256  # rows read in one query
 
 def _micros(at: dt.datetime) -> int:
     return int(at.timestamp() * 1_000_000)
-
-
-def _time(text: object) -> dt.datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        at = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return at if at.tzinfo is not None else None
 
 
 def _iso(at: dt.datetime | None) -> str | None:
@@ -148,7 +138,7 @@ class Quiet:
         ):
             self._stale.add(name)
             return None
-        return QuietRow(reason, _time(renew_at), release, _time(not_after), outcome, ca,
+        return QuietRow(reason, aware(renew_at), release, aware(not_after), outcome, ca,
                         fallback)  # fmt: skip
 
     def keep(self, name: str, row: QuietRow | None, until: dt.datetime | None = None) -> None:
