@@ -194,8 +194,13 @@ class StandaloneSolver(_Http01):
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("http-01 standalone: " + format, *args)
 
+        class Server(http.server.ThreadingHTTPServer):
+            # a CA validates every name of a run at once, from several vantage points:
+            # the default backlog of 5 drops connections under such a burst
+            request_queue_size = 128
+
         try:
-            server = http.server.ThreadingHTTPServer((self.address, self.port), Handler)
+            server = Server((self.address, self.port), Handler)
         except OSError as exc:
             raise ChallengeFailed(
                 f"http-01 for {domain}: cannot listen on {self.address}:{self.port}: {exc.strerror}"

@@ -209,3 +209,42 @@ def test_a_group_test_failure_blames_the_member_whose_file_it_names(
         release=SimpleNamespace(path=Path("/srv")),
     )
     assert gate._named(member, output) is named  # type: ignore[arg-type]
+
+
+def test_the_standalone_listener_takes_a_validation_burst() -> None:
+    """A CA validates every name of a run at once (from several vantage points): the
+    http-01 listener's accept queue holds such a burst (the kernel's own figure, read
+    with ss) and every request is answered with its own key authorization."""
+    import http.client
+    import socket
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from certagent.challenges import StandaloneSolver
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    solver = StandaloneSolver("127.0.0.1", port)
+    try:
+        for i in range(100):
+            solver.present(f"n{i}.test", f"tok{i}", f"tok{i}.thumb")
+        listing = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert int(listing[2]) >= 128, listing  # LISTEN Recv-Q Send-Q(=backlog) ...
+
+        def get(i: int) -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("GET", f"/.well-known/acme-challenge/tok{i}")
+                response = conn.getresponse()
+                return response.status, response.read()
+            finally:
+                conn.close()
+
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(get, range(100)))
+        assert answers == [(200, f"tok{i}.thumb".encode()) for i in range(100)]
+    finally:
+        solver.close()
