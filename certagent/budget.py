@@ -5,27 +5,123 @@ deferred (SKIPPED, said in the report) to the run after a slot frees: a node wit
 thousands of certificates due at once spreads them itself, without coordination,
 instead of meeting the CA's 429s.
 
-The orders sent are remembered in `<state_dir>/accounts/<ca>/orders.json` (times only),
-so the budget holds across runs. The duplicate ledger (certificates per set of names)
-sits beside it. Side effects: those files.
+The orders sent are remembered in `<state_dir>/accounts/<ca>/orders.jsonl` (times
+only), so the budget holds across runs. The duplicate ledger (certificates per set of
+names) sits beside it. Both are append-only, a line an event: an order costs one
+appended line whatever the count (rewriting the whole file per order made a run of
+10,000 orders quadratic); each is read once a run and rewritten only when it holds
+lines that expired, a torn last line (a killed append) or is in the earlier one-array
+form. Side effects: those files.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from . import layout
-from .store import atomic_write
+from .store import append_line, atomic_write
 
 log = logging.getLogger(__name__)
 
 BUDGET_FILE = layout.ORDERS
+MAX_LEDGER = 64 << 20  # a ledger holds a window's events: ~60 bytes each
+T = TypeVar("T")
+
+
+class _Ledger:
+    """One append-only file of JSON lines (`legacy`: the same entries as one JSON array,
+    read when the file is absent and removed once they are rewritten as lines)."""
+
+    def __init__(self, path: Path, legacy: Path) -> None:
+        self.path, self.legacy = path, legacy
+
+    def read(self, parse: Callable[[Any], T | None]) -> list[T]:
+        """The entries `parse` accepts, parsed. Unreadable: none (start afresh: the CA
+        still has its own limit). The file is rewritten with exactly those when it held
+        others (expired, unreadable, torn) or was the earlier form."""
+        try:
+            data, legacy = _read(self.path), False
+            if data is None:
+                data, legacy = _read(self.legacy), True
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read %s: %s; starting it afresh", self.path, _why(exc))
+            self._rewrite([])  # a link or junk in its place is replaced, never followed
+            return []
+        if not data:
+            return []
+        whole = True
+        if legacy:
+            try:
+                raw = json.loads(data.decode("utf-8"))
+            except ValueError:
+                raw = []
+            entries = raw if isinstance(raw, list) else []
+        else:
+            lines = data.split(b"\n")
+            whole = lines.pop() == b""  # else a torn last line (a killed append): dropped
+            entries = []
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    entries.append(json.loads(line))
+        kept = [(e, p) for e in entries if (p := parse(e)) is not None]
+        if legacy or not whole or len(kept) != len(entries):
+            self._rewrite([e for e, _ in kept])
+            if legacy:
+                with contextlib.suppress(OSError):
+                    self.legacy.unlink()
+        return [p for _, p in kept]
+
+    def append(self, entry: Any) -> None:
+        append_line(self.path, _line(entry))
+
+    def _rewrite(self, entries: list[Any]) -> None:
+        try:
+            atomic_write(self.path, b"".join(_line(e) for e in entries), 0o600)
+        except OSError as exc:  # appending may still work; the CA keeps its own count
+            log.warning("cannot rewrite %s: %s", self.path, _why(exc))
+
+
+def _read(path: Path) -> bytes | None:
+    """A ledger's bytes (without following a link), None when it is absent; OSError or
+    ValueError when it cannot be read (a link, a directory, an I/O error, too large)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_LEDGER + 1)
+    if len(data) > MAX_LEDGER:
+        raise ValueError(f"larger than {MAX_LEDGER} bytes")
+    return data
+
+
+def _why(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+
+
+def _line(entry: Any) -> bytes:
+    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+
+
+def _when(text: object) -> dt.datetime | None:
+    """An aware time from its ISO text, else None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
 
 
 class OrderBudget:
@@ -33,31 +129,33 @@ class OrderBudget:
         self.path = folder / BUDGET_FILE
         self.limit = limit
         self.window = dt.timedelta(seconds=window)
-        self._sent: list[dt.datetime] | None = None
+        self._ledger = _Ledger(self.path, folder / layout.LEGACY_ORDERS)
+        self._sent: list[dt.datetime] | None = None  # sorted
         self._lock = threading.Lock()
 
-    def _load(self) -> list[dt.datetime]:
+    def _load(self, now: dt.datetime) -> list[dt.datetime]:
         if self._sent is None:
-            try:
-                raw = json.loads(self.path.read_text(encoding="utf-8"))
-                sent = [dt.datetime.fromisoformat(x) for x in raw if isinstance(x, str)]
-                self._sent = sorted(t for t in sent if t.tzinfo is not None)
-            except (OSError, ValueError, TypeError):
-                self._sent = []  # unreadable: start afresh (the CA still has its own limit)
+
+            def current(entry: Any) -> dt.datetime | None:
+                when = _when(entry)
+                if when is None or not now - self.window < when <= now + self.window:
+                    return None
+                return when
+
+            self._sent = sorted(self._ledger.read(current))
         return self._sent
 
     def take(self, now: dt.datetime) -> dt.datetime | None:
         """Spend one order now: None when it may be sent, else when a slot frees."""
         with self._lock:
-            sent = [t for t in self._load() if now - self.window < t <= now + self.window]
-            if len(sent) >= self.limit:
-                self._sent = sent
-                return sent[len(sent) - self.limit] + self.window
-            sent.append(now)
-            self._sent = sent
-            data = json.dumps([t.isoformat() for t in sent[-self.limit :]]).encode()
+            sent = self._load(now)
+            low = bisect.bisect_right(sent, now - self.window)
+            high = bisect.bisect_right(sent, now + self.window)
+            if high - low >= self.limit:
+                return sent[high - self.limit] + self.window
+            bisect.insort(sent, now)
             try:
-                atomic_write(self.path, data, 0o600)
+                self._ledger.append(now.isoformat())
             except OSError as exc:  # a full disk: the order's own checks say it better
                 log.warning("cannot record the order in %s: %s", self.path, exc.strerror or exc)
             return None
@@ -69,7 +167,7 @@ DUPLICATES_FILE = layout.DUPLICATES
 class DuplicateLedger:
     """Certificates issued by one CA per set of names (Let's Encrypt's "Duplicate
     Certificate" limit: 5 for the same names in 7 days). Known before ordering, so an
-    order that the CA would refuse is not sent: kept in `<account>/duplicates.json` as
+    order that the CA would refuse is not sent: kept in `<account>/duplicates.jsonl` as
     (SHA-256 of the sorted names, time) pairs within the window."""
 
     def __init__(self, folder: Path, limit: int, window: float, enforce: bool = True) -> None:
@@ -77,7 +175,8 @@ class DuplicateLedger:
         self.enforce = enforce  # False: `renew --allow-duplicate` (still recorded)
         self.limit = limit
         self.window = dt.timedelta(seconds=window)
-        self._issued: list[tuple[str, dt.datetime]] | None = None
+        self._ledger = _Ledger(self.path, folder / layout.LEGACY_DUPLICATES)
+        self._issued: dict[str, list[dt.datetime]] | None = None  # by key, sorted
         self._lock = threading.Lock()
 
     @staticmethod
@@ -85,35 +184,41 @@ class DuplicateLedger:
         joined = "\n".join(sorted({n.lower() for n in names}))
         return hashlib.sha256(joined.encode()).hexdigest()[:32]
 
-    def _load(self) -> list[tuple[str, dt.datetime]]:
+    def _load(self, now: dt.datetime) -> dict[str, list[dt.datetime]]:
         if self._issued is None:
-            out = []
-            try:
-                for item in json.loads(self.path.read_text(encoding="utf-8")):
-                    when = dt.datetime.fromisoformat(item[1])
-                    if when.tzinfo is not None:
-                        out.append((str(item[0]), when))
-            except (OSError, ValueError, TypeError, IndexError, KeyError):
-                pass  # unreadable or absent: start afresh (the CA still counts)
-            self._issued = out
+
+            def current(entry: Any) -> tuple[str, dt.datetime] | None:
+                """A (names' key, time) pair within the window (or ahead of the clock:
+                the CA counted it when it happened, so it still counts)."""
+                if not isinstance(entry, list) or len(entry) != 2:
+                    return None
+                key, when = entry[0], _when(entry[1])
+                if not isinstance(key, str) or when is None or when <= now - self.window:
+                    return None
+                return key, when
+
+            issued: dict[str, list[dt.datetime]] = {}
+            for key, when in self._ledger.read(current):
+                issued.setdefault(key, []).append(when)
+            for times in issued.values():
+                times.sort()
+            self._issued = issued
         return self._issued
 
     def next_allowed(self, names: Sequence[str], now: dt.datetime) -> dt.datetime | None:
         """None when one more certificate for `names` stays within the limit, else when."""
-        key = self.key(names)
         with self._lock:
-            times = sorted(t for k, t in self._load() if k == key and now - self.window < t)
+            times = self._load(now).get(self.key(names), [])
+            times = times[bisect.bisect_right(times, now - self.window) :]
         if len(times) < self.limit:
             return None
         return times[len(times) - self.limit] + self.window
 
     def record(self, names: Sequence[str], now: dt.datetime) -> None:
+        key = self.key(names)
         with self._lock:
-            kept = [(k, t) for k, t in self._load() if now - self.window < t <= now]
-            kept.append((self.key(names), now))
-            self._issued = kept
-            data = json.dumps([[k, t.isoformat()] for k, t in kept]).encode()
+            bisect.insort(self._load(now).setdefault(key, []), now)
             try:
-                atomic_write(self.path, data, 0o600)
+                self._ledger.append([key, now.isoformat()])
             except OSError as exc:  # the certificate is what matters; the CA still counts
                 log.warning("cannot record the issuance in %s: %s", self.path, exc.strerror or exc)

@@ -4,7 +4,7 @@ reader that must stay light (the keepalived track script) need not import the st
     <state_dir>/lock                          one run at a time (flock)
     <state_dir>/history.jsonl                 the audit log
     <state_dir>/accounts/<ca-id>/             key.pem, account.json, hold.json,
-                                              breaker.json, orders.json, duplicates.json
+                                              breaker.json, orders.jsonl, duplicates.jsonl
     <state_dir>/certs/<name>/current -> releases/<id>
     <state_dir>/certs/<name>/releases/<id>/   privkey.pem cert.pem chain.pem
                                               fullchain.pem bundle.pem meta.json
@@ -37,8 +37,10 @@ ACCOUNT = "account.json"
 HOLD = "hold.json"  # the CA's Retry-After for every client
 BREAKER = "breaker.json"  # the circuit breaker is open
 NO_ARI = "no-ari.json"  # the CA offers no renewal information (checked again daily)
-ORDERS = "orders.json"  # new orders sent (the order budget)
-DUPLICATES = "duplicates.json"  # certificates per set of names (the duplicate limit)
+ORDERS = "orders.jsonl"  # new orders sent (the order budget), a line each
+DUPLICATES = "duplicates.jsonl"  # certificates per set of names (the duplicate limit)
+LEGACY_ORDERS = "orders.json"  # both as one JSON array (earlier builds): read once, removed
+LEGACY_DUPLICATES = "duplicates.json"
 
 # a release's files
 KEY = "privkey.pem"

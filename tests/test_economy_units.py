@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from certagent import api, castate, config, plan
-from certagent.budget import DuplicateLedger
+from certagent.budget import DuplicateLedger, OrderBudget
 from certagent.model import (
     CertSpec,
     CertState,
@@ -125,6 +125,105 @@ def test_the_duplicate_ledger_counts_per_set_of_names(tmp_path: Path) -> None:
     again = DuplicateLedger(tmp_path, 5, 7 * 86400)  # kept across runs
     assert again.next_allowed(names, T0 + 6 * DAY) == T0 + 7 * DAY
     assert again.next_allowed(names, T0 + 7 * DAY + dt.timedelta(seconds=1)) is None
+
+
+def _lines(path: Path) -> list[object]:
+    data = path.read_bytes()
+    assert data.endswith(b"\n")
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def test_the_ledgers_append_a_line_an_order_never_the_whole_file(tmp_path: Path) -> None:
+    """10,000 orders in one run cost 10,000 appended lines, not 10,000 rewrites of a
+    growing file (quadratic): the file an order is appended to is the same file."""
+    budget = OrderBudget(tmp_path, 1000, 3 * 3600)
+    ledger = DuplicateLedger(tmp_path, 5, 7 * 86400)
+    inodes = set()
+    for i in range(30):
+        now = T0 + dt.timedelta(seconds=i)
+        assert budget.take(now) is None
+        ledger.record((f"n{i}.example.test",), now)
+        inodes.add(((tmp_path / "orders.jsonl").stat().st_ino,
+                    (tmp_path / "duplicates.jsonl").stat().st_ino))  # fmt: skip
+    assert len(inodes) == 1
+    assert len(_lines(tmp_path / "orders.jsonl")) == 30
+    assert [e[1] for e in _lines(tmp_path / "duplicates.jsonl")][-1] == (
+        T0 + dt.timedelta(seconds=29)
+    ).isoformat()
+    assert (tmp_path / "orders.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_torn_or_garbled_ledger_line_costs_that_line_only(tmp_path: Path) -> None:
+    """A kill mid-append leaves a torn last line: the next run drops it and rewrites the
+    file before it appends (so its own line is never glued to the torn one); lines that
+    are not entries are dropped the same way; the budget still holds."""
+    budget = OrderBudget(tmp_path, 5, 3600)
+    for i in range(3):
+        assert budget.take(T0 + dt.timedelta(seconds=i)) is None
+    orders = tmp_path / "orders.jsonl"
+    with orders.open("ab") as f:
+        f.write(b'not json\n123\n["x"]\n"2026-06-01T00:0')  # junk, then a torn append
+    again = OrderBudget(tmp_path, 5, 3600)  # the next run
+    assert again.take(T0 + dt.timedelta(seconds=10)) is None  # 4 of 5
+    assert again.take(T0 + dt.timedelta(seconds=11)) is None  # 5 of 5
+    assert again.take(T0 + dt.timedelta(seconds=12)) == T0 + dt.timedelta(hours=1)
+    assert len(_lines(orders)) == 5  # every line an order: the junk and the torn one gone
+    ledger = DuplicateLedger(tmp_path, 1, 86400)
+    ledger.record(("a.example.test",), T0)
+    with (tmp_path / "duplicates.jsonl").open("ab") as f:
+        f.write(b'["abc"]\n{"k": 1}\n["abc", "yesterday"]\n[1, "2026-06-01T00:00:00+00:00"]\n["a')
+    assert DuplicateLedger(tmp_path, 1, 86400).next_allowed(("a.example.test",), T0) == T0 + DAY
+    assert len(_lines(tmp_path / "duplicates.jsonl")) == 1
+
+
+def test_the_ledgers_of_earlier_builds_are_read_then_replaced(tmp_path: Path) -> None:
+    """orders.json and duplicates.json (one JSON array each) still count: read once,
+    rewritten as lines (what expired left out), then removed."""
+    old = [(T0 - dt.timedelta(hours=2)).isoformat()] + [
+        (T0 - dt.timedelta(minutes=m)).isoformat() for m in (30, 20, 10)
+    ]
+    (tmp_path / "orders.json").write_text(json.dumps(old))
+    names = ("a.example.test",)
+    key = DuplicateLedger.key(names)
+    (tmp_path / "duplicates.json").write_text(
+        json.dumps([[key, (T0 - d * DAY).isoformat()] for d in (8, 3, 2)])
+    )
+    budget = OrderBudget(tmp_path, 4, 3600)
+    assert budget.take(T0) is None  # three in the hour, the one two hours ago expired
+    assert budget.take(T0) == T0 - dt.timedelta(minutes=30) + dt.timedelta(hours=1)
+    assert not (tmp_path / "orders.json").exists()
+    assert len(_lines(tmp_path / "orders.jsonl")) == 4
+    ledger = DuplicateLedger(tmp_path, 2, 7 * 86400)
+    assert ledger.next_allowed(names, T0) == T0 - 3 * DAY + 7 * DAY
+    assert not (tmp_path / "duplicates.json").exists()
+    assert [e[1] for e in _lines(tmp_path / "duplicates.jsonl")] == [
+        (T0 - d * DAY).isoformat() for d in (3, 2)
+    ]
+
+
+def test_expired_ledger_lines_are_left_out_once_a_run(tmp_path: Path) -> None:
+    budget = OrderBudget(tmp_path, 10, 3600)
+    for i in range(4):
+        budget.take(T0 + dt.timedelta(minutes=i))
+    later = OrderBudget(tmp_path, 10, 3600)
+    assert later.take(T0 + dt.timedelta(minutes=62)) is None  # minutes 0 to 2 expired
+    assert _lines(tmp_path / "orders.jsonl") == [
+        (T0 + dt.timedelta(minutes=m)).isoformat() for m in (3, 62)
+    ]
+
+
+def test_a_link_planted_as_a_ledger_is_replaced_never_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("precious\n")
+    account = tmp_path / "account"
+    account.mkdir()
+    (account / "orders.jsonl").symlink_to(target)
+    (account / "duplicates.jsonl").symlink_to(target)
+    assert OrderBudget(account, 5, 3600).take(T0) is None
+    DuplicateLedger(account, 5, 86400).record(("a.example.test",), T0)
+    assert target.read_text() == "precious\n"
+    for name in ("orders.jsonl", "duplicates.jsonl"):
+        assert not (account / name).is_symlink() and len(_lines(account / name)) == 1
 
 
 def test_a_failed_command_says_its_own_words_first() -> None:

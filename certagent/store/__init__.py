@@ -45,6 +45,7 @@ from . import issued as issued_mod
 from . import lock as lock_mod
 from . import releases as releases_mod
 from .atomic import (
+    append_line,
     atomic_write,
     dumps,
     fsync_dir,
@@ -67,7 +68,7 @@ CHECKED_FILES = layout.CHECKED_FILES
 
 __all__ = [
     "BUNDLE_FILE", "CHECKED_FILES", "KEY_FILE", "SECRET_FILES", "Issued", "Snapshot", "Store",
-    "atomic_write", "fsync_dir", "make_private_dir", "release_time", "replacing",
+    "append_line", "atomic_write", "fsync_dir", "make_private_dir", "release_time", "replacing",
 ]  # fmt: skip
 
 

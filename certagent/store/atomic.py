@@ -71,6 +71,22 @@ def write_new(path: Path, data: bytes, mode: int, group: int | None = None) -> N
         os.close(fd)
 
 
+def append_line(path: Path, line: bytes, mode: int = 0o600) -> None:
+    """One line added to an append-only file (created `mode`), fsynced; the directory
+    too when the file is new. A kill mid-write leaves at most a torn last line, which
+    the reader drops (and rewrites the file before it appends again)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    created = not os.path.lexists(path)
+    fd = os.open(path, flags, mode)
+    try:
+        write_all(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        fsync_dir(path.parent)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
