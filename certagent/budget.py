@@ -46,49 +46,60 @@ class _Ledger:
         self.path, self.legacy = path, legacy
 
     def read(self, parse: Callable[[Any], T | None]) -> list[T]:
-        """The entries `parse` accepts, parsed. Unreadable: none (start afresh: the CA
-        still has its own limit). The file is rewritten with exactly those when it held
-        others (expired, unreadable, torn) or was the earlier form."""
-        try:
-            data, legacy = _read(self.path), False
-            if data is None:
-                data, legacy = _read(self.legacy), True
-        except (OSError, ValueError) as exc:
-            log.warning("cannot read %s: %s; starting it afresh", self.path, _why(exc))
-            self._rewrite([])  # a link or junk in its place is replaced, never followed
-            return []
-        if not data:
-            return []
-        whole = True
-        if legacy:
+        """The entries `parse` accepts, parsed (of both files, when an earlier build
+        left its own beside). What cannot be read is left out with a warning: the CA
+        still has its own limit. The file is rewritten with exactly those when it held
+        others (expired, unreadable, torn) or the earlier file had some, which then goes."""
+        entries: list[Any] = []
+        clean = True  # the file holds exactly its entries, as whole lines
+        for path in (self.path, self.legacy):
             try:
-                raw = json.loads(data.decode("utf-8"))
-            except ValueError:
-                raw = []
-            entries = raw if isinstance(raw, list) else []
-        else:
-            lines = data.split(b"\n")
-            whole = lines.pop() == b""  # else a torn last line (a killed append): dropped
-            entries = []
-            for line in lines:
-                with contextlib.suppress(ValueError):
-                    entries.append(json.loads(line))
+                data = _read(path)
+            except (OSError, ValueError) as exc:
+                log.warning("cannot read %s: %s; starting it afresh", path, _why(exc))
+                data, clean = b"", False  # a link or junk in its place: replaced, not followed
+            if data is None:
+                continue
+            if path == self.legacy:
+                clean = False
+                entries += _array(data)
+            else:
+                lines = data.split(b"\n")
+                clean = clean and lines.pop() == b""  # else a torn last line: dropped
+                entries += _parsed(lines)
         kept = [(e, p) for e in entries if (p := parse(e)) is not None]
-        if legacy or not whole or len(kept) != len(entries):
-            self._rewrite([e for e, _ in kept])
-            if legacy:
-                with contextlib.suppress(OSError):
-                    self.legacy.unlink()
+        if (not clean or len(kept) != len(entries)) and self._rewrite([e for e, _ in kept]):
+            with contextlib.suppress(OSError):
+                self.legacy.unlink()
         return [p for _, p in kept]
 
     def append(self, entry: Any) -> None:
         append_line(self.path, _line(entry))
 
-    def _rewrite(self, entries: list[Any]) -> None:
+    def _rewrite(self, entries: list[Any]) -> bool:
         try:
             atomic_write(self.path, b"".join(_line(e) for e in entries), 0o600)
         except OSError as exc:  # appending may still work; the CA keeps its own count
             log.warning("cannot rewrite %s: %s", self.path, _why(exc))
+            return False
+        return True
+
+
+def _parsed(lines: list[bytes]) -> list[Any]:
+    entries = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            entries.append(json.loads(line))
+    return entries
+
+
+def _array(data: bytes) -> list[Any]:
+    """The entries of an earlier build's one-array file."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except ValueError:
+        return []
+    return raw if isinstance(raw, list) else []
 
 
 def _read(path: Path) -> bytes | None:

@@ -201,6 +201,19 @@ def test_the_ledgers_of_earlier_builds_are_read_then_replaced(tmp_path: Path) ->
     ]
 
 
+def test_an_earlier_builds_ledger_beside_the_new_one_still_counts(tmp_path: Path) -> None:
+    """Run by an earlier build after this one (a downgrade and back): both files count,
+    merged into one."""
+    budget = OrderBudget(tmp_path, 3, 3600)
+    assert budget.take(T0) is None
+    (tmp_path / "orders.json").write_text(json.dumps([(T0 + dt.timedelta(minutes=1)).isoformat()]))
+    again = OrderBudget(tmp_path, 3, 3600)
+    assert again.take(T0 + dt.timedelta(minutes=2)) is None  # 3 of 3
+    assert again.take(T0 + dt.timedelta(minutes=3)) == T0 + dt.timedelta(hours=1)
+    assert not (tmp_path / "orders.json").exists()
+    assert len(_lines(tmp_path / "orders.jsonl")) == 3
+
+
 def test_expired_ledger_lines_are_left_out_once_a_run(tmp_path: Path) -> None:
     budget = OrderBudget(tmp_path, 10, 3600)
     for i in range(4):
