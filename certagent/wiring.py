@@ -259,7 +259,8 @@ def finish(config: Config, store: Store, report: Report, clock: Clock) -> None:
 
 
 def history_record(report: Report, config: Config) -> dict[str, object]:
-    """One audit line: who ran what, every decision, every step, the files it changed."""
+    """One audit line: who ran what, every decision, every step, the files it changed
+    (the certificates as an iterator: the history encodes one at a time)."""
     return {
         "time": iso(report.finished),
         "started": iso(report.started),
@@ -272,9 +273,9 @@ def history_record(report: Report, config: Config) -> dict[str, object]:
         "exit_status": int(exit_status(report)),
         # nothing to do and nothing done: the decision only (10,000 full entries, twice
         # a day, would write megabytes a run)
-        "certificates": [{"name": r.name, "outcome": r.outcome.value,
+        "certificates": ({"name": r.name, "outcome": r.outcome.value,
                           "reason": r.decision.reason} if _quiet(r)
-                         else _audit(r, config, report.command) for r in report.results],
+                         else _audit(r, config, report.command) for r in report.results),
     }  # fmt: skip
 
 

@@ -164,3 +164,24 @@ def test_a_large_record_is_walked_as_text_and_says_the_same(tmp_path: Path, run)
     assert "    changed /etc/x.pem" in text
     named = run("-c", str(path), "history", "c2").out
     assert "c2: renewed: due" in named and "c2: skipped" in named
+
+
+def test_a_record_whose_certificates_come_one_at_a_time_is_the_same_line(tmp_path: Path) -> None:
+    """The run's certificates are encoded as they come (a generator, let go entry by
+    entry): the line is byte for byte what json.dumps of the whole record writes."""
+    certs = [
+        {"name": f"c{i}", "outcome": "renewed", "steps": [{"step": "order", "ok": True,
+         "detail": "é \u2028 \"quoted\""}], "files": [], "z": None, "a": 1.5}
+        for i in range(50)
+    ]  # fmt: skip
+    record = {"time": "2026-12-05T00:00:00+00:00", "command": "renew", "exit_status": 0,
+              "argv": ["renew"], "user": "root", "uid": 0, "pid": 1}  # fmt: skip
+    whole, streamed = tmp_path / "whole", tmp_path / "streamed"
+    whole.mkdir()
+    streamed.mkdir()
+    History(whole).append({**record, "certificates": certs})
+    History(streamed).append({**record, "certificates": iter(certs)})
+    line = (streamed / "history.jsonl").read_bytes()
+    assert line == (whole / "history.jsonl").read_bytes()
+    assert line == (json.dumps({**record, "certificates": certs}, sort_keys=True,
+                               separators=(",", ":")) + "\n").encode()  # fmt: skip
