@@ -172,7 +172,7 @@ def test_a_record_whose_certificates_come_one_at_a_time_is_the_same_line(tmp_pat
     certs = [
         {"name": f"c{i}", "outcome": "renewed", "steps": [{"step": "order", "ok": True,
          "detail": "é \u2028 \"quoted\""}], "files": [], "z": None, "a": 1.5}
-        for i in range(50)
+        for i in range(600)  # more than one batch
     ]  # fmt: skip
     record = {"time": "2026-12-05T00:00:00+00:00", "command": "renew", "exit_status": 0,
               "argv": ["renew"], "user": "root", "uid": 0, "pid": 1}  # fmt: skip
