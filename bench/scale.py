@@ -8,8 +8,11 @@ runs measure), then, with the installed wheel (`bench/side_by_side.py`'s venv):
   information; `bench/first_noop.py` measures the first no-op after issuance from pebble),
   and one that reads every certificate (the no-op cache not believed: after another run
   under the lock, or at the daily re-hash);
-- `status`, `plan`, `metrics`, `--json metrics`, `history` and `--json history` (best
-  of ROUNDS; the history then holds the no-op runs' records, each of every certificate);
+- one run that issues every certificate (the checkout's pipeline and a local CA in one
+  process: the store the rest is measured on);
+- `status`, `plan`, `check` (the stored certificates, no network), `metrics`, `--json
+  metrics`, `history` and `--json history` (best of ROUNDS; the history then holds the
+  no-op runs' records, each of every certificate);
 - the floor (`bench/noop_floor.py`: read every live certificate, compare its
   notAfter with now; nothing else);
 - certbot's `renew` over a certbot store of the same size (lineages written directly,
@@ -107,13 +110,20 @@ def full_noop(run: list[str], folder: Path) -> Result:
 
 def measure(certagent: list[str], folder: Path, count: int) -> dict[str, Result]:
     print(f"{count} certificates: building the store", flush=True)
-    cfg = build(folder, count)
+    out: dict[str, Result] = {}
+    # one run that issues every certificate (the checkout's certagent, in a process of
+    # its own, the local CA in it): what a large host's first run costs beside the CA
+    code = ("from pathlib import Path; from bench.scale import build; "
+            f"build(Path({str(folder)!r}), {count})")  # fmt: skip
+    out["issue all, one run"] = timed([sys.executable, "-c", code],
+                                      {**PLAIN_ENV, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    cfg = folder / "certagent.yaml"
     run = [*certagent, "-c", str(cfg), "-q"]
     timed([*run, "renew"], PLAIN_ENV)  # warm-up: asks the (absent) CA for renewal info once
-    out: dict[str, Result] = {}
     out["no-op renew"] = best([timed([*run, "renew"], PLAIN_ENV) for _ in range(ROUNDS)])
     out["no-op, read whole"] = best([full_noop(run, folder) for _ in range(ROUNDS)])
-    for command in ("status", "plan", "metrics", "--json metrics", "history", "--json history"):
+    for command in ("status", "plan", "check", "metrics", "--json metrics", "history",
+                    "--json history"):  # fmt: skip
         argv = [*run, *command.split()]
         out[command] = best([timed(argv, PLAIN_ENV) for _ in range(ROUNDS)])
     floor = [sys.executable, str(ROOT / "bench" / "noop_floor.py"), str(folder / "state")]
@@ -141,7 +151,8 @@ def main() -> int:
     for n, out in results.items():
         floor, certbot = out["floor"][0], out.get("certbot renew", (0.0, 0.0))[0]
         for work, (seconds, rss) in out.items():
-            x_floor = f"{seconds / floor:.1f}" if work not in ("floor",) else ""
+            own = work in ("floor", "issue all, one run")  # no ratio to the floor
+            x_floor = "" if own else f"{seconds / floor:.1f}"
             against = certbot and ("no-op" in work or "renew" in work)
             x_certbot = f"{seconds / certbot:.2f}" if against else ""
             print(f"| {n} | {work} | {seconds:.2f} | {rss:.0f} | {x_floor} | {x_certbot} |")
