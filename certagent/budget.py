@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -88,7 +89,7 @@ class _Ledger:
 def _parsed(lines: list[bytes]) -> list[Any]:
     entries = []
     for line in lines:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):  # RecursionError: [[[[...
             entries.append(json.loads(line))
     return entries
 
@@ -97,19 +98,21 @@ def _array(data: bytes) -> list[Any]:
     """The entries of an earlier build's one-array file."""
     try:
         raw = json.loads(data.decode("utf-8"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     return raw if isinstance(raw, list) else []
 
 
 def _read(path: Path) -> bytes | None:
     """A ledger's bytes (without following a link), None when it is absent; OSError or
-    ValueError when it cannot be read (a link, a directory, an I/O error, too large)."""
+    ValueError when it cannot be read (a link, not a plain file, an I/O error, too large)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO would block, a folder is junk
+            raise ValueError("not a plain file")
         data = f.read(MAX_LEDGER + 1)
     if len(data) > MAX_LEDGER:
         raise ValueError(f"larger than {MAX_LEDGER} bytes")

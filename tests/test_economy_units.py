@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -162,7 +163,7 @@ def test_a_torn_or_garbled_ledger_line_costs_that_line_only(tmp_path: Path) -> N
         assert budget.take(T0 + dt.timedelta(seconds=i)) is None
     orders = tmp_path / "orders.jsonl"
     with orders.open("ab") as f:
-        f.write(b'not json\n123\n["x"]\n"2026-06-01T00:0')  # junk, then a torn append
+        f.write(b'not json\n123\n["x"]\n' + b"[" * 100000 + b'\n"2026-06-01T00:0')  # junk, torn
     again = OrderBudget(tmp_path, 5, 3600)  # the next run
     assert again.take(T0 + dt.timedelta(seconds=10)) is None  # 4 of 5
     assert again.take(T0 + dt.timedelta(seconds=11)) is None  # 5 of 5
@@ -237,6 +238,11 @@ def test_a_link_planted_as_a_ledger_is_replaced_never_followed(tmp_path: Path) -
     assert target.read_text() == "precious\n"
     for name in ("orders.jsonl", "duplicates.jsonl"):
         assert not (account / name).is_symlink() and len(_lines(account / name)) == 1
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "orders.jsonl")  # would block a plain open for ever
+    assert OrderBudget(fifo, 5, 3600).take(T0) is None
+    assert len(_lines(fifo / "orders.jsonl")) == 1
 
 
 def test_a_failed_command_says_its_own_words_first() -> None:
