@@ -10,9 +10,9 @@ runs measure), then, with the installed wheel (`bench/side_by_side.py`'s venv):
   under the lock, or at the daily re-hash);
 - one run that issues every certificate (the checkout's pipeline and a local CA in one
   process: the store the rest is measured on);
-- `status`, `plan`, `check` (the stored certificates, no network), `metrics`, `--json
-  metrics`, `history` and `--json history` (best of ROUNDS; the history then holds the
-  no-op runs' records, each of every certificate);
+- `status`, `plan`, `metrics`, `--json metrics`, `history` and `--json history` (best
+  of ROUNDS; the history then holds the no-op runs' records, each of every certificate),
+  and `check` of the same certificates with `deploy.endpoints: none` (no network);
 - the floor (`bench/noop_floor.py`: read every live certificate, compare its
   notAfter with now; nothing else);
 - certbot's `renew` over a certbot store of the same size (lineages written directly,
@@ -122,10 +122,20 @@ def measure(certagent: list[str], folder: Path, count: int) -> dict[str, Result]
     timed([*run, "renew"], PLAIN_ENV)  # warm-up: asks the (absent) CA for renewal info once
     out["no-op renew"] = best([timed([*run, "renew"], PLAIN_ENV) for _ in range(ROUNDS)])
     out["no-op, read whole"] = best([full_noop(run, folder) for _ in range(ROUNDS)])
-    for command in ("status", "plan", "check", "metrics", "--json metrics", "history",
-                    "--json history"):  # fmt: skip
+    for command in ("status", "plan", "metrics", "--json metrics", "history", "--json history"):
         argv = [*run, *command.split()]
         out[command] = best([timed(argv, PLAIN_ENV) for _ in range(ROUNDS)])
+    # `check` probes each name on 443 unless told otherwise: the same certificates with
+    # `deploy.endpoints: none` measure what it does without the network (each one's
+    # store read and judged; UNKNOWN, exit 3, as none is watched)
+    unwatched = folder / "check.yaml"
+    unwatched.write_text(
+        cfg.read_text().replace(
+            "defaults: {", "defaults: {deploy: {endpoints: none, endpoints_reason: a bench}, ", 1
+        )
+    )
+    argv = [*certagent, "-c", str(unwatched), "-q", "check"]
+    out["check, no network"] = best([timed(argv, PLAIN_ENV, (3,)) for _ in range(ROUNDS)])
     floor = [sys.executable, str(ROOT / "bench" / "noop_floor.py"), str(folder / "state")]
     out["floor"] = best([timed(floor) for _ in range(ROUNDS)])
     if shutil.which("certbot"):

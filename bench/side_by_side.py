@@ -54,8 +54,10 @@ CERTAGENT: list[str] = []  # set by main(): the installed command
 PLAIN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one command, which must succeed."""
+def timed(
+    argv: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,)
+) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one command, which must end with `ok`."""
     with tempfile.NamedTemporaryFile() as out:
         start = time.monotonic()
         proc = subprocess.run(
@@ -66,7 +68,7 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, fl
             check=False,
         )
         wall = time.monotonic() - start
-        if proc.returncode not in (0,):
+        if proc.returncode not in ok:
             raise RuntimeError(f"{argv[:3]} exit {proc.returncode}: {proc.stderr[-1500:]}")
         rss = int(Path(out.name).read_text().split()[-1]) / 1024
     return wall, rss
