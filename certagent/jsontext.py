@@ -33,8 +33,8 @@ def write_json(value: Any, write: Write, depth: int = 0) -> None:
             write(f"{',' if i else ''}\n{pad}{json.dumps(key)}: ")
             write_json(item, write, depth + 1)
         write("\n" + "  " * depth + "}")
-    elif (isinstance(value, list) and value) or isinstance(value, Items):
-        write_items(value, write, depth)
+    elif (isinstance(value, list) and value) or isinstance(value, Items | Iterator):
+        write_items(value, write, depth)  # an iterator: its entries made as they are written
     else:
         write(json.dumps(value))
 
@@ -92,7 +92,7 @@ class Items:
     __hash__ = None  # type: ignore[assignment]
 
 
-_CONTAINERS += (Items,)
+_CONTAINERS += (Items, Iterator)
 _DECODER = json.JSONDecoder()
 _WS = " \t\n\r"
 _AFTER = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")

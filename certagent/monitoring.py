@@ -11,7 +11,6 @@ Side effects: network (probes); reads the store; writes `check.json` and the met
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -22,8 +21,9 @@ from . import kept as kept_mod
 from . import trust
 from .check import Checker, Finding, State, Target, Watcher, plugin_output, watch
 from .errors import StoreError, UsageError
+from .jsontext import write_json
 from .model import Config, Endpoint, Monitor, iso
-from .store import Store, atomic_write
+from .store import Store, replacing
 from .system import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ class CheckReport:
     watcher: Watcher | None
     checked_at: dt.datetime
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self, lazy: bool = False) -> dict[str, object]:
+        """`lazy`: the endpoints as an iterator, each made as jsontext writes it."""
+        endpoints = (f.to_json() for f in self.findings)
         return {
             "schema": 1,
             "command": "check",
@@ -46,7 +48,7 @@ class CheckReport:
             "exit_status": int(self.state),
             "summary": self.text.split("\n", 1)[0],
             "renew": self.watcher.to_json() if self.watcher else None,
-            "endpoints": [f.to_json() for f in self.findings],
+            "endpoints": endpoints if lazy else list(endpoints),
         }
 
 
@@ -147,7 +149,9 @@ def _record_check(config: Config, report: CheckReport) -> None:
     from . import metrics  # deferred like in _finish
 
     try:
-        atomic_write(config.state_dir / metrics.CHECK_FILE, json.dumps(report.to_json()).encode())
+        path = config.state_dir / metrics.CHECK_FILE  # 10,000 endpoints: ~5 MB, streamed
+        with replacing(path) as fd, open(fd, "w", encoding="utf-8", closefd=False) as out:
+            write_json(report.to_json(lazy=True), out.write)
         if config.metrics_textfile is not None:
             metrics.write(config, config.metrics_textfile)
     except OSError as exc:  # monitoring output must not depend on it
@@ -175,6 +179,8 @@ def check_targets(config: Config, names: Sequence[str] = ()) -> list[Target]:
         else:
             endpoints = tuple(Endpoint(n, 443, n) for n in spec.names if not n.startswith("*."))
             roots = monitor.trust_roots
+        if not endpoints:  # `endpoints: none` (said by `unwatched`) or wildcards only
+            continue
         try:
             snap = store.snapshot(spec.name)
         except OSError:  # a monitoring user without access to the store: probe anyway

@@ -384,3 +384,8 @@ def test_a_deployed_certificate_without_endpoints_is_unknown_not_ok(
                     "endpoints_reason: a hardware appliance we cannot reach}\n")  # fmt: skip
     result = run("-c", str(path), "check")
     assert result.code == 3 and "not watched: a hardware appliance" in result.out
+    (tmp_path / "state").mkdir(mode=0o700, exist_ok=True)  # a full check records there
+    as_json = run("-c", str(path), "--json", "check")  # written an endpoint at a time
+    assert as_json.code == 3 and json.loads(as_json.out)["endpoints"][0]["state"] == "UNKNOWN"
+    recorded = json.loads((tmp_path / "state" / "check.json").read_text())  # streamed too
+    assert recorded["state"] == "UNKNOWN" and len(recorded["endpoints"]) == 1

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from certagent.jsontext import Items, dumped, lazy_object, write_items
+from certagent.jsontext import Items, dumped, lazy_object, write_items, write_json
 
 SCALARS: list[Any] = [None, True, False, 0, -7, 2**70, 1.5, -0.0, 1e300, "", "a\"b\\c\n",
                       "é☃\U0001f600", "\x00\x1f"]  # fmt: skip
@@ -44,6 +44,19 @@ def test_items_from_a_generator_make_a_list_at_any_depth() -> None:
             if depth == 1:
                 assert "".join(parts) == inner
             assert json.loads("".join(parts)) == items
+
+
+def test_an_iterator_anywhere_in_a_document_is_the_list_it_yields() -> None:
+    """A value that is an iterator (a report's endpoints, made one at a time) is laid
+    out as the list of what it yields, at any depth, in any dict."""
+    rng = random.Random(29)  # noqa: S311 - a reproducible corpus, not a secret
+    for _ in range(300):
+        items = [value(rng) for _ in range(rng.randrange(0, 4))]
+        doc = {"schema": 1, "endpoints": items, "nested": {"a": [items], "z": None}}
+        lazy = {"schema": 1, "endpoints": iter(items), "nested": {"a": [iter(items)], "z": None}}
+        parts: list[str] = []
+        write_json(lazy, parts.append)
+        assert "".join(parts) == json.dumps(doc, indent=2)
 
 
 def test_an_object_read_with_a_list_left_as_text_is_the_object_json_reads() -> None:
