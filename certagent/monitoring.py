@@ -21,7 +21,7 @@ from . import kept as kept_mod
 from . import trust
 from .check import Checker, Finding, State, Target, Watcher, plugin_output, watch
 from .errors import StoreError, UsageError
-from .jsontext import write_json
+from .jsontext import write_compact
 from .model import Config, Endpoint, Monitor, iso
 from .store import Store, replacing
 from .system import Clock, SystemClock
@@ -151,7 +151,7 @@ def _record_check(config: Config, report: CheckReport) -> None:
     try:
         path = config.state_dir / metrics.CHECK_FILE  # 10,000 endpoints: ~5 MB, streamed
         with replacing(path) as fd, open(fd, "w", encoding="utf-8", closefd=False) as out:
-            write_json(report.to_json(lazy=True), out.write)
+            write_compact(report.to_json(lazy=True), out.write)
         if config.metrics_textfile is not None:
             metrics.write(config, config.metrics_textfile)
     except OSError as exc:  # monitoring output must not depend on it

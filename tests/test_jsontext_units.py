@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from certagent.jsontext import Items, dumped, lazy_object, write_items, write_json
+from certagent.jsontext import (
+    Items,
+    dumped,
+    lazy_object,
+    write_compact,
+    write_items,
+    write_json,
+)
 
 SCALARS: list[Any] = [None, True, False, 0, -7, 2**70, 1.5, -0.0, 1e300, "", "a\"b\\c\n",
                       "é☃\U0001f600", "\x00\x1f"]  # fmt: skip
@@ -57,6 +64,20 @@ def test_an_iterator_anywhere_in_a_document_is_the_list_it_yields() -> None:
         parts: list[str] = []
         write_json(lazy, parts.append)
         assert "".join(parts) == json.dumps(doc, indent=2)
+
+
+def test_the_compact_form_is_json_dumps_sorted_with_iterators_as_lists() -> None:
+    rng = random.Random(30)  # noqa: S311 - a reproducible corpus, not a secret
+    for _ in range(300):
+        items = [value(rng) for _ in range(rng.randrange(0, 600, 37))]  # 0 to many batches
+        head = {f"k{i}": value(rng) for i in range(rng.randrange(0, 4))}
+        parts: list[str] = []
+        write_compact({**head, "m": iter(items)}, parts.append)
+        whole = json.dumps({**head, "m": items}, sort_keys=True, separators=(",", ":"))
+        assert "".join(parts) == whole
+    parts = []
+    write_compact({}, parts.append)
+    assert "".join(parts) == "{}"
 
 
 def test_an_object_read_with_a_list_left_as_text_is_the_object_json_reads() -> None:
