@@ -11,14 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import __version__, castate
 from . import kept as kept_mod
 from .errors import StoreError
-from .jsontext import dumped
+from .jsontext import Items, dumped, lazy_object
 from .model import Config, Outcome
 from .store import Store, replacing
 from .store import rehearsal as rehearsal_record
@@ -29,17 +31,65 @@ CHECK_FILE = "check.json"  # the last full `certagent check`, written by api.che
 COMMANDS = ("renew", "deploy", "rollback", "rehearse")
 
 
+class _Spill:
+    """Where the families' text waits to be printed: in memory up to HELD characters
+    in all, then in one unnamed temporary file (0600, gone when closed), read back a
+    chunk at a time. 10,000 certificates make 160,000 samples, 12 MB of text (21 MB
+    as JSON): a large host's metrics stay near the size of its configuration."""
+
+    HELD = 4 << 20
+
+    def __init__(self) -> None:
+        self.held = 0
+        self._file: IO[bytes] | None = None
+
+    def keep(self, text: str) -> str | tuple[int, int]:
+        """`text`, or where it was set aside (offset, length in bytes)."""
+        if self.held + len(text) <= self.HELD:
+            self.held += len(text)
+            return text
+        data = text.encode()
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="certagent-metrics-")  # noqa: SIM115 - close()
+            at = self._file.seek(0, os.SEEK_END)
+            self._file.write(data)
+        except OSError:  # no room for a scratch file: kept in memory, as before
+            return text
+        return at, len(data)
+
+    def text(self, chunk: str | tuple[int, int]) -> str:
+        if isinstance(chunk, str):
+            return chunk
+        assert self._file is not None  # noqa: S101 - set aside there by keep()
+        self._file.seek(chunk[0])
+        return self._file.read(chunk[1]).decode()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class _Family:
     """One metric's samples, kept as the text they will be printed as, joined a
-    thousand lines at a time: the memory a family holds is its text (10,000
-    certificates make about 150,000 samples). `as_json`: each sample as the JSON
-    object `certagent --json metrics` prints (schemas/metrics.schema.json), else as a
-    line of the Prometheus exposition."""
+    thousand lines at a time and given to the run's spill (which may set them aside in
+    a scratch file until they are printed). `as_json`: each sample as the JSON object
+    `certagent --json metrics` prints (schemas/metrics.schema.json), else as a line of
+    the Prometheus exposition."""
 
-    def __init__(self, name: str, kind: str, help_text: str, as_json: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        as_json: bool = False,
+        spill: _Spill | None = None,
+    ) -> None:
         self.name, self.kind, self.help = name, kind, help_text
         self.as_json = as_json
-        self.chunks: list[str] = []
+        self.spill = spill or _Spill()
+        self.chunks: list[str | tuple[int, int]] = []
         self.lines: list[str] = []
         self.count = 0
 
@@ -53,7 +103,7 @@ class _Family:
             self.lines.append(f"{self.name}{{{inner}}} {_number(value)}\n" if inner else
                               f"{self.name} {_number(value)}\n")  # fmt: skip
         if len(self.lines) >= 1000:
-            self.chunks.append("".join(self.lines))
+            self.chunks.append(self.spill.keep("".join(self.lines)))
             self.lines = []
 
     def render(self) -> Iterator[str]:
@@ -65,7 +115,7 @@ class _Family:
             yield '\n      "samples": ['
         else:
             yield f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n"
-        yield from self.chunks
+        yield from map(self.spill.text, self.chunks)
         yield "".join(self.lines)
         if self.as_json:
             yield "\n      ]"
@@ -92,9 +142,13 @@ def render(config: Config) -> str:
 
 def emit(config: Config, write: Callable[[str], object]) -> None:
     """The exposition, a family at a time (what it holds is the text, once)."""
-    for family in families(config):
-        for text in family.render():
-            write(text)
+    spill = _Spill()
+    try:
+        for family in families(config, spill=spill):
+            for text in family.render():
+                write(text)
+    finally:
+        spill.close()
 
 
 def emit_json(config: Config, write: Callable[[str], object]) -> None:
@@ -103,14 +157,18 @@ def emit_json(config: Config, write: Callable[[str], object]) -> None:
     document in memory."""
     write('{\n  "schema": 1,\n  "metrics": [')
     count = 0
-    for family in families(config, as_json=True):
-        if not family.count:
-            continue
-        write(("," if count else "") + "\n    {")
-        for text in family.render():
-            write(text)
-        write("\n    }")
-        count += 1
+    spill = _Spill()
+    try:
+        for family in families(config, as_json=True, spill=spill):
+            if not family.count:
+                continue
+            write(("," if count else "") + "\n    {")
+            for text in family.render():
+                write(text)
+            write("\n    }")
+            count += 1
+    finally:
+        spill.close()
     write("\n  ]\n}\n" if count else "]\n}\n")
 
 
@@ -122,11 +180,13 @@ def to_json(config: Config) -> dict[str, Any]:
     return document
 
 
-def families(config: Config, as_json: bool = False) -> list[_Family]:
-    """Every family with its samples, as JSON (`as_json`) or as text."""
+def families(config: Config, as_json: bool = False, spill: _Spill | None = None) -> list[_Family]:
+    """Every family with its samples, as JSON (`as_json`) or as text; their text waits
+    in `spill` (the caller closes it once they are printed)."""
     store = Store(config.state_dir)
+    spill = spill or _Spill()
     f = {
-        name: _Family(name, kind, text, as_json)
+        name: _Family(name, kind, text, as_json, spill)
         for name, kind, text in (
             ("certagent_certificate_not_after_timestamp_seconds", "gauge",
              "Not-after of the current release (Unix time)."),
@@ -253,12 +313,18 @@ def _parse_time(value: object) -> dt.datetime | None:
 _STATES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
 
 
-def _last_check(path: Path) -> tuple[dt.datetime, list[dict[str, Any]]] | None:
+def _last_check(path: Path) -> tuple[dt.datetime, Iterator[dict[str, Any]]] | None:
+    """The last full check's time and endpoints, decoded one at a time (10,000 endpoints
+    are 5 MB of text, 40 MB once decoded)."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        endpoints = [e for e in raw["endpoints"] if isinstance(e, dict)]
-        return dt.datetime.fromisoformat(raw["checked_at"]), endpoints
-    except (OSError, ValueError, KeyError, TypeError):
+        raw = lazy_object(path.read_text(encoding="utf-8"), "endpoints")
+        endpoints = raw["endpoints"]
+        if not isinstance(endpoints, Items | list):
+            return None
+        return dt.datetime.fromisoformat(raw["checked_at"]), (
+            e for e in endpoints if isinstance(e, dict)
+        )
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None  # none yet, or unreadable: no check metrics rather than wrong ones
 
 

@@ -70,6 +70,24 @@ def test_the_text_made_a_piece_at_a_time_says_what_the_json_says(tmp_path: Path)
     assert textfile.read_text() == text
 
 
+def test_text_set_aside_in_the_scratch_file_comes_back_the_same(tmp_path: Path) -> None:
+    """A large host's samples wait in an unnamed scratch file, not in memory: the text
+    that comes back is the text kept in memory (as text and as JSON), and the file is
+    gone once printed."""
+    cfg = config.load(fleet_file(tmp_path, 200))  # 1200 samples in one family: 2 chunks
+    api.renew(cfg, issuer=LocalIssuer())
+    for as_json in (False, True):
+        kept, spilled = metrics._Spill(), metrics._Spill()
+        spilled.HELD = 0  # every chunk set aside
+        held = ["".join(f.render()) for f in metrics.families(cfg, as_json, kept)]
+        set_aside = metrics.families(cfg, as_json, spilled)
+        assert any(isinstance(c, tuple) for f in set_aside for c in f.chunks)
+        assert ["".join(f.render()) for f in set_aside] == held
+        scratch = spilled._file
+        spilled.close()
+        assert scratch is not None and scratch.closed
+
+
 def test_last_runs_come_from_their_own_small_file_built_once_from_the_history(
     tmp_path: Path,
 ) -> None:
