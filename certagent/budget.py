@@ -67,7 +67,9 @@ class _Ledger:
             else:
                 lines = data.split(b"\n")
                 clean = clean and lines.pop() == b""  # else a torn last line: dropped
-                entries += _parsed(lines)
+                found = _parsed(lines)
+                clean = clean and len(found) == len(lines)  # else lines that are not JSON
+                entries += found
         kept = [(e, p) for e in entries if (p := parse(e)) is not None]
         if (not clean or len(kept) != len(entries)) and self._rewrite([e for e, _ in kept]):
             with contextlib.suppress(OSError):

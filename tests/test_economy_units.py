@@ -215,6 +215,32 @@ def test_an_earlier_builds_ledger_beside_the_new_one_still_counts(tmp_path: Path
     assert len(_lines(tmp_path / "orders.jsonl")) == 3
 
 
+def test_a_ledger_of_any_bytes_is_read_without_an_error(tmp_path: Path) -> None:
+    """Whatever the ledgers hold (random bytes, JSON of the wrong shapes, times without
+    a zone), a run reads them, counts what is sound and writes lines it can read back."""
+    import random
+
+    rng = random.Random(2812)  # noqa: S311 - a reproducible corpus, not a secret
+    shapes = [b'"2026-06-01T00:00:00+00:00"', b'"2026-06-01T00:00:00"', b"[1, 2]", b"{}",
+              b'["k", "2026-06-01T00:00:00+00:00"]', b'[null, "x"]', b"1e999", b'"\\ud800"',
+              b"\xff\xfe", b"[[[[", b""]  # fmt: skip
+    for i in range(200):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        for name in ("orders.jsonl", "duplicates.jsonl", "orders.json", "duplicates.json"):
+            if rng.random() < 0.6:
+                pieces = [rng.choice(shapes) if rng.random() < 0.7 else rng.randbytes(12)
+                          for _ in range(rng.randrange(0, 6))]  # fmt: skip
+                (folder / name).write_bytes(b"\n".join(pieces) + rng.choice([b"", b"\n"]))
+        assert OrderBudget(folder, 1000, 3600).take(T0) is None
+        ledger = DuplicateLedger(folder, 1000, 86400)
+        assert ledger.next_allowed(("a.example.test",), T0) is None
+        ledger.record(("a.example.test",), T0)
+        assert OrderBudget(folder, 1000, 3600).take(T0) is None  # the next run reads it back
+        assert len(_lines(folder / "orders.jsonl")) >= 2
+        assert DuplicateLedger(folder, 1, 86400).next_allowed(("a.example.test",), T0)
+
+
 def test_expired_ledger_lines_are_left_out_once_a_run(tmp_path: Path) -> None:
     budget = OrderBudget(tmp_path, 10, 3600)
     for i in range(4):
