@@ -22,15 +22,15 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from . import layout
+from .index import aware
 from .store import append_line, atomic_write
+from .store.atomic import read_plain
 
 log = logging.getLogger(__name__)
 
@@ -106,19 +106,12 @@ def _array(data: bytes) -> list[Any]:
 
 
 def _read(path: Path) -> bytes | None:
-    """A ledger's bytes (without following a link), None when it is absent; OSError or
-    ValueError when it cannot be read (a link, not a plain file, an I/O error, too large)."""
+    """A ledger's bytes, None when it is absent; OSError or ValueError when it cannot
+    be read (a link, not a plain file, an I/O error, too large)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        return read_plain(path, MAX_LEDGER)
     except FileNotFoundError:
         return None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO would block, a folder is junk
-            raise ValueError("not a plain file")
-        data = f.read(MAX_LEDGER + 1)
-    if len(data) > MAX_LEDGER:
-        raise ValueError(f"larger than {MAX_LEDGER} bytes")
-    return data
 
 
 def _why(exc: Exception) -> str:
@@ -127,17 +120,6 @@ def _why(exc: Exception) -> str:
 
 def _line(entry: Any) -> bytes:
     return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
-
-
-def _when(text: object) -> dt.datetime | None:
-    """An aware time from its ISO text, else None."""
-    if not isinstance(text, str):
-        return None
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else None
 
 
 class OrderBudget:
@@ -153,7 +135,7 @@ class OrderBudget:
         if self._sent is None:
 
             def current(entry: Any) -> dt.datetime | None:
-                when = _when(entry)
+                when = aware(entry)
                 if when is None or not now - self.window < when <= now + self.window:
                     return None
                 return when
@@ -208,7 +190,7 @@ class DuplicateLedger:
                 the CA counted it when it happened, so it still counts)."""
                 if not isinstance(entry, list) or len(entry) != 2:
                     return None
-                key, when = entry[0], _when(entry[1])
+                key, when = entry[0], aware(entry[1])
                 if not isinstance(key, str) or when is None or when <= now - self.window:
                     return None
                 return key, when

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from certagent import api, config
-from certagent.model import Config, Outcome
+from certagent.model import Config, Outcome, Report
 from certagent.store import Store
 
 from .fakes import LocalIssuer
@@ -242,3 +242,29 @@ def test_renewal_information_is_asked_again_only_later(tmp_path: Path) -> None:
     after_down = Counting.calls
     api.renew(cfg, issuer=issuer)
     assert Counting.calls == after_down  # not again within the hour
+
+
+def test_a_fifo_in_place_of_a_state_file_is_moved_aside_not_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer for ever: the store reads its
+    files without waiting (read_plain), says the file is unreadable and the run goes on."""
+    import os
+    import threading
+
+    cfg = two_certs(tmp_path)
+    issuer = LocalIssuer()
+    api.renew(cfg, issuer=issuer)
+    state_file = cfg.state_dir / "certs" / "aaa" / "state.json"
+    state_file.unlink()
+    os.mkfifo(state_file)
+    done: list[object] = []
+    worker = threading.Thread(
+        target=lambda: done.append(api.renew(cfg, ["aaa"], force=True, issuer=issuer)),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(60)  # a hang is a failure, not a stuck suite
+    assert done, "renew waited on the FIFO"
+    report = done[0]
+    assert isinstance(report, Report) and report.results[0].outcome is Outcome.RENEWED
+    assert list(state_file.parent.glob("state.json.corrupt-*"))
+    Store(cfg.state_dir).read_state("aaa")  # a plain file again

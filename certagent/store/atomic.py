@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,17 @@ def write_new(path: Path, data: bytes, mode: int, group: int | None = None) -> N
         os.close(fd)
 
 
-def append_line(path: Path, line: bytes, mode: int = 0o600) -> None:
-    """One line added to an append-only file (created `mode`), fsynced; the directory
-    too when the file is new. A kill mid-write leaves at most a torn last line, which
-    the reader drops (and rewrites the file before it appends again)."""
+def append_line(path: Path, line: bytes, mode: int = 0o600, group: int | None = None) -> None:
+    """One line added to an append-only file (`mode`, and `group` when given), fsynced;
+    the directory too when the file is new. A kill mid-write leaves at most a torn last
+    line, which its reader drops."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     created = not os.path.lexists(path)
-    fd = os.open(path, flags, mode)
+    fd = os.open(path, flags, 0o600)
     try:
+        if group is not None:
+            os.fchown(fd, -1, group)
+            os.fchmod(fd, mode)
         write_all(fd, line)
         os.fsync(fd)
     finally:
@@ -117,14 +121,23 @@ def share(path: Path, group: int | None, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a small file, opened without following a symlink."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+def read_plain(path: Path, limit: int) -> bytes:
+    """A plain file's bytes, opened without following a link or waiting on a FIFO in
+    its place. FileNotFoundError when it is absent; another OSError, or ValueError when
+    it is no plain file or larger than `limit`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_JSON + 1)
-    if len(data) > MAX_JSON:
-        raise ValueError(f"larger than {MAX_JSON} bytes")
-    raw = json.loads(data.decode("utf-8"))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a plain file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a small plain file (read_plain)."""
+    raw = json.loads(read_plain(path, MAX_JSON).decode("utf-8"))
     if not isinstance(raw, dict):
         raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
     return raw

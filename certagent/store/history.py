@@ -26,7 +26,7 @@ from typing import Any
 from .. import layout
 from ..errors import StoreError
 from ..jsontext import lazy_object, write_compact
-from .atomic import atomic_write, fsync_dir, read_json
+from .atomic import append_line, atomic_write, fsync_dir, read_json
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,7 @@ class History:
         list, encoded an entry at a time."""
         line = _line(record)
         self._rotate()
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self.path, flags, 0o600)
-        try:
-            if self.group is not None:
-                os.fchown(fd, -1, self.group)
-                os.fchmod(fd, self.mode)
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_line(self.path, line, self.mode, self.group)
         try:
             self._remember(record)
         except OSError:  # the record is written; a stale summary must not outlive it
