@@ -61,34 +61,30 @@ def write_all(fd: int, data: bytes) -> None:
 
 def write_new(path: Path, data: bytes, mode: int, group: int | None = None) -> None:
     """Create a file that must not exist yet (inside a release being written)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        if group is not None:
-            os.fchown(fd, -1, group)
-        os.fchmod(fd, mode)
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _write_synced(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, data, mode, group)
 
 
 def append_line(path: Path, line: bytes, mode: int = 0o600, group: int | None = None) -> None:
     """One line added to an append-only file (`mode`, and `group` when given), fsynced;
     the directory too when the file is new. A kill mid-write leaves at most a torn last
     line, which its reader drops."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     created = not os.path.lexists(path)
-    fd = os.open(path, flags, 0o600)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    _write_synced(path, flags, line, mode, group)
+    if created:
+        fsync_dir(path.parent)
+
+
+def _write_synced(path: Path, flags: int, data: bytes, mode: int, group: int | None) -> None:
+    fd = os.open(path, flags, 0o600)  # no wider until its group is set
     try:
         if group is not None:
             os.fchown(fd, -1, group)
-            os.fchmod(fd, mode)
-        write_all(fd, line)
+        os.fchmod(fd, mode)  # the umask must not change what we asked for
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
-    if created:
-        fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:
